@@ -1,0 +1,13 @@
+//! Tallow signaling: pairs two clients by a short nameplate and relays their
+//! opaque messages, in order and at most once, across reconnects.
+//!
+//! Layout: the protocol core is pure (`protocol`, `registry`, `mailbox`,
+//! `nameplate`, `ratelimit`, `ip_limits`); `presence` puts the session table
+//! behind a store trait; `conn` and `server` are the thin tokio shell.
+
+pub mod ip_limits;
+pub mod mailbox;
+pub mod nameplate;
+pub mod protocol;
+pub mod ratelimit;
+pub mod registry;

@@ -1,0 +1,704 @@
+//! The session table as a pure state machine: nameplates, sessions, seats,
+//! mailboxes and their timers. Every method takes the current time and returns
+//! the notices that other connections must receive; nothing here does I/O, so
+//! the whole protocol core is tested without sockets or sleeps. The in-memory
+//! presence store wraps it in a mutex; the Redis store keeps the same records
+//! in Redis and must behave the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::mailbox::{Envelope, Mailbox};
+use crate::nameplate;
+
+/// Where a seat's client is connected: a node and a connection on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub node: Arc<str>,
+    pub conn: u64,
+}
+
+/// Seats in a session: 0 created it, 1 joined it.
+pub type Seat = u8;
+pub const SEATS: usize = 2;
+
+fn peer_of(seat: Seat) -> Seat {
+    1 - seat
+}
+
+/// Something a connection must learn about its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The second seat was taken.
+    Paired,
+    /// New messages wait in the mailbox.
+    Mail,
+    PeerAway,
+    PeerBack,
+    PeerLeft(LeftReason),
+    /// The nameplate expired before anyone joined; the session is gone.
+    NameplateExpired,
+    /// Another connection resumed this seat.
+    Superseded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeftReason {
+    /// The peer sent `leave`.
+    Left,
+    /// The peer did not come back within the resume grace period.
+    Timeout,
+}
+
+impl LeftReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeftReason::Left => "left",
+            LeftReason::Timeout => "timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub to: Owner,
+    pub session: String,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no session waits behind this nameplate")]
+    UnknownNameplate,
+    #[error("this nameplate's session already has two peers")]
+    SessionFull,
+    #[error("no free nameplate")]
+    NameplatesExhausted,
+    #[error("resume token is unknown or expired")]
+    InvalidResumeToken,
+    #[error("the session is gone")]
+    UnknownSession,
+    #[error("this connection no longer holds the seat")]
+    NotOwner,
+    #[error("the session has no peer yet")]
+    NotPaired,
+    #[error("expected send seq {expected}")]
+    BadSequence { expected: u64 },
+    #[error("the peer's mailbox is full ({0} unacknowledged messages)")]
+    MailboxFull(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryConfig {
+    pub nameplate_ttl: Duration,
+    pub resume_grace: Duration,
+    pub mailbox_cap: usize,
+}
+
+#[derive(Debug)]
+struct SeatRec {
+    token: String,
+    owner: Option<Owner>,
+    /// When a detached seat is given up.
+    away_until: Option<Instant>,
+    /// Highest send seq accepted from this seat.
+    last_in: u64,
+    /// Messages for this seat.
+    inbox: Mailbox,
+}
+
+#[derive(Debug)]
+struct SessionRec {
+    nameplate: Option<u32>,
+    nameplate_expires: Instant,
+    seats: [Option<SeatRec>; SEATS],
+}
+
+impl SessionRec {
+    fn paired(&self) -> bool {
+        self.seats.iter().all(Option::is_some)
+    }
+
+    fn owner_of(&self, seat: Seat) -> Option<&Owner> {
+        self.seats[seat as usize].as_ref()?.owner.as_ref()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub session: String,
+    pub nameplate: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub session: String,
+    pub seat: Seat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumed {
+    pub session: String,
+    pub seat: Seat,
+    pub paired: bool,
+    pub last_received: u64,
+    /// Whether the peer is connected right now.
+    pub peer_present: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// Stored for the peer; the notice wakes its connection if it has one.
+    Stored { notice: Option<Notice> },
+    /// A resend of something already stored: dropped (at most once).
+    Duplicate,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    nameplates: HashMap<u32, String>,
+    /// Nameplates released by pairing, remembered for a while only to tell a
+    /// late joiner "already paired" rather than "unknown".
+    paired_nameplates: HashMap<u32, Instant>,
+    sessions: HashMap<String, SessionRec>,
+    tokens: HashMap<String, (String, Seat)>,
+    /// Live nameplates by number of digits, so allocation needs no scan.
+    by_digits: [usize; nameplate::MAX_DIGITS as usize + 1],
+}
+
+impl Registry {
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn nameplates(&self) -> usize {
+        self.nameplates.len()
+    }
+
+    /// Open a session with seat 0 held by `owner`. `session` and `token` are
+    /// fresh random identifiers chosen by the caller; `random(lo, hi)` draws
+    /// nameplates.
+    pub fn create(
+        &mut self,
+        cfg: &RegistryConfig,
+        session: String,
+        token: String,
+        owner: Owner,
+        random: impl FnMut(u32, u32) -> u32,
+        now: Instant,
+    ) -> Result<Created, RegistryError> {
+        let (nameplates, by_digits) = (&self.nameplates, &self.by_digits);
+        let n = nameplate::allocate(
+            |lo, _| by_digits[nameplate::digits(lo) as usize],
+            |n| nameplates.contains_key(&n),
+            random,
+        )
+        .ok_or(RegistryError::NameplatesExhausted)?;
+        self.insert_nameplate(n, session.clone());
+        self.paired_nameplates.remove(&n);
+        self.tokens.insert(token.clone(), (session.clone(), 0));
+        self.sessions.insert(
+            session.clone(),
+            SessionRec {
+                nameplate: Some(n),
+                nameplate_expires: now + cfg.nameplate_ttl,
+                seats: [Some(new_seat(cfg, token, owner)), None],
+            },
+        );
+        Ok(Created {
+            session,
+            nameplate: n,
+        })
+    }
+
+    /// Take seat 1 of the session behind `nameplate`, releasing the nameplate.
+    /// The returned notice tells seat 0 it is paired.
+    pub fn join(
+        &mut self,
+        cfg: &RegistryConfig,
+        nameplate: u32,
+        token: String,
+        owner: Owner,
+        now: Instant,
+    ) -> Result<(Joined, Option<Notice>), RegistryError> {
+        let Some(session_id) = self.nameplates.get(&nameplate).cloned() else {
+            return Err(if self.paired_nameplates.contains_key(&nameplate) {
+                RegistryError::SessionFull
+            } else {
+                RegistryError::UnknownNameplate
+            });
+        };
+        let rec = self
+            .sessions
+            .get_mut(&session_id)
+            .ok_or(RegistryError::UnknownNameplate)?;
+        // Between expiry and the next sweep the record still exists.
+        if rec.nameplate_expires <= now {
+            return Err(RegistryError::UnknownNameplate);
+        }
+        if rec.paired() {
+            return Err(RegistryError::SessionFull);
+        }
+        rec.seats[1] = Some(new_seat(cfg, token.clone(), owner));
+        rec.nameplate = None;
+        let notice = rec.owner_of(0).cloned().map(|to| Notice {
+            to,
+            session: session_id.clone(),
+            event: Event::Paired,
+        });
+        self.remove_nameplate(nameplate);
+        self.paired_nameplates
+            .insert(nameplate, now + cfg.nameplate_ttl);
+        self.tokens.insert(token, (session_id.clone(), 1));
+        Ok((
+            Joined {
+                session: session_id,
+                seat: 1,
+            },
+            notice,
+        ))
+    }
+
+    /// Give the seat behind `token` to `owner`. The previous owner, if any, is
+    /// told it was superseded; a waiting peer is told this seat is back.
+    pub fn resume(
+        &mut self,
+        token: &str,
+        owner: Owner,
+        now: Instant,
+    ) -> Result<(Resumed, Vec<Notice>), RegistryError> {
+        let (session_id, seat) = self
+            .tokens
+            .get(token)
+            .cloned()
+            .ok_or(RegistryError::InvalidResumeToken)?;
+        let rec = self
+            .sessions
+            .get_mut(&session_id)
+            .ok_or(RegistryError::InvalidResumeToken)?;
+        let paired = rec.paired();
+        let mut notices = Vec::new();
+        let peer_owner = rec.owner_of(peer_of(seat)).cloned();
+        let s = rec.seats[seat as usize]
+            .as_mut()
+            .ok_or(RegistryError::InvalidResumeToken)?;
+        if s.away_until.is_some_and(|t| t <= now) {
+            return Err(RegistryError::InvalidResumeToken);
+        }
+        let was_away = s.owner.is_none();
+        if let Some(old) = s.owner.replace(owner) {
+            notices.push(Notice {
+                to: old,
+                session: session_id.clone(),
+                event: Event::Superseded,
+            });
+        }
+        s.away_until = None;
+        let last_received = s.last_in;
+        if was_away {
+            if let Some(to) = peer_owner.clone() {
+                notices.push(Notice {
+                    to,
+                    session: session_id.clone(),
+                    event: Event::PeerBack,
+                });
+            }
+        }
+        Ok((
+            Resumed {
+                session: session_id,
+                seat,
+                paired,
+                last_received,
+                peer_present: peer_owner.is_some(),
+            },
+            notices,
+        ))
+    }
+
+    /// Accept send `seq` from `seat` for its peer.
+    pub fn push(
+        &mut self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+        seq: u64,
+        body: Arc<str>,
+    ) -> Result<Pushed, RegistryError> {
+        let rec = self
+            .sessions
+            .get_mut(session)
+            .ok_or(RegistryError::UnknownSession)?;
+        check_owner(rec, seat, owner)?;
+        if !rec.paired() {
+            return Err(RegistryError::NotPaired);
+        }
+        let [a, b] = &mut rec.seats;
+        let (from, to) = match seat {
+            0 => (a.as_mut(), b.as_mut()),
+            _ => (b.as_mut(), a.as_mut()),
+        };
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(RegistryError::NotPaired);
+        };
+        if seq <= from.last_in {
+            return Ok(Pushed::Duplicate);
+        }
+        if seq != from.last_in + 1 {
+            return Err(RegistryError::BadSequence {
+                expected: from.last_in + 1,
+            });
+        }
+        to.inbox
+            .push(body)
+            .map_err(|full| RegistryError::MailboxFull(full.0))?;
+        from.last_in = seq;
+        let notice = to.owner.clone().map(|to| Notice {
+            to,
+            session: session.to_owned(),
+            event: Event::Mail,
+        });
+        Ok(Pushed::Stored { notice })
+    }
+
+    /// Messages for `seat` after seq `after`.
+    pub fn fetch(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<Envelope>, RegistryError> {
+        let rec = self
+            .sessions
+            .get(session)
+            .ok_or(RegistryError::UnknownSession)?;
+        check_owner(rec, seat, owner)?;
+        let s = rec.seats[seat as usize]
+            .as_ref()
+            .ok_or(RegistryError::UnknownSession)?;
+        Ok(s.inbox.after(after, max))
+    }
+
+    pub fn ack(
+        &mut self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+        seq: u64,
+    ) -> Result<(), RegistryError> {
+        let rec = self
+            .sessions
+            .get_mut(session)
+            .ok_or(RegistryError::UnknownSession)?;
+        check_owner(rec, seat, owner)?;
+        if let Some(s) = rec.seats[seat as usize].as_mut() {
+            s.inbox.ack(seq);
+        }
+        Ok(())
+    }
+
+    /// The seat's connection went away without `leave`: keep the seat for the
+    /// grace period and tell the peer.
+    pub fn detach(
+        &mut self,
+        cfg: &RegistryConfig,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+        now: Instant,
+    ) -> Vec<Notice> {
+        let Some(rec) = self.sessions.get_mut(session) else {
+            return Vec::new();
+        };
+        if check_owner(rec, seat, owner).is_err() {
+            return Vec::new();
+        }
+        let peer = rec.owner_of(peer_of(seat)).cloned();
+        if let Some(s) = rec.seats[seat as usize].as_mut() {
+            s.owner = None;
+            s.away_until = Some(now + cfg.resume_grace);
+        }
+        peer.map(|to| Notice {
+            to,
+            session: session.to_owned(),
+            event: Event::PeerAway,
+        })
+        .into_iter()
+        .collect()
+    }
+
+    /// End the session at the request of `seat`; the peer is told.
+    pub fn leave(
+        &mut self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+    ) -> Result<Vec<Notice>, RegistryError> {
+        let rec = self
+            .sessions
+            .get(session)
+            .ok_or(RegistryError::UnknownSession)?;
+        check_owner(rec, seat, owner)?;
+        let peer = rec.owner_of(peer_of(seat)).cloned();
+        self.remove(session);
+        Ok(peer
+            .map(|to| Notice {
+                to,
+                session: session.to_owned(),
+                event: Event::PeerLeft(LeftReason::Left),
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// Expire nameplates nobody joined and seats not resumed in time.
+    pub fn sweep(&mut self, now: Instant) -> Vec<Notice> {
+        self.paired_nameplates.retain(|_, until| *until > now);
+        let mut notices = Vec::new();
+        let mut dead = Vec::new();
+        for (id, rec) in &self.sessions {
+            if !rec.paired() && rec.nameplate_expires <= now {
+                if let Some(to) = rec.owner_of(0) {
+                    notices.push(Notice {
+                        to: to.clone(),
+                        session: id.clone(),
+                        event: Event::NameplateExpired,
+                    });
+                }
+                dead.push(id.clone());
+                continue;
+            }
+            for seat in 0..SEATS as Seat {
+                let gone = rec.seats[seat as usize]
+                    .as_ref()
+                    .and_then(|s| s.away_until)
+                    .is_some_and(|t| t <= now);
+                if gone {
+                    if let Some(to) = rec.owner_of(peer_of(seat)) {
+                        notices.push(Notice {
+                            to: to.clone(),
+                            session: id.clone(),
+                            event: Event::PeerLeft(LeftReason::Timeout),
+                        });
+                    }
+                    dead.push(id.clone());
+                    break;
+                }
+            }
+        }
+        for id in dead {
+            self.remove(&id);
+        }
+        notices
+    }
+
+    fn insert_nameplate(&mut self, n: u32, session: String) {
+        if self.nameplates.insert(n, session).is_none() {
+            self.by_digits[nameplate::digits(n) as usize] += 1;
+        }
+    }
+
+    fn remove_nameplate(&mut self, n: u32) {
+        if self.nameplates.remove(&n).is_some() {
+            self.by_digits[nameplate::digits(n) as usize] -= 1;
+        }
+    }
+
+    fn remove(&mut self, session: &str) {
+        if let Some(rec) = self.sessions.remove(session) {
+            if let Some(n) = rec.nameplate {
+                self.remove_nameplate(n);
+            }
+            for s in rec.seats.into_iter().flatten() {
+                self.tokens.remove(&s.token);
+            }
+        }
+    }
+}
+
+fn new_seat(cfg: &RegistryConfig, token: String, owner: Owner) -> SeatRec {
+    SeatRec {
+        token,
+        owner: Some(owner),
+        away_until: None,
+        last_in: 0,
+        inbox: Mailbox::new(cfg.mailbox_cap),
+    }
+}
+
+fn check_owner(rec: &SessionRec, seat: Seat, owner: &Owner) -> Result<(), RegistryError> {
+    match rec.owner_of(seat) {
+        Some(o) if o == owner => Ok(()),
+        _ => Err(RegistryError::NotOwner),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: RegistryConfig = RegistryConfig {
+        nameplate_ttl: Duration::from_secs(600),
+        resume_grace: Duration::from_secs(60),
+        mailbox_cap: 8,
+    };
+
+    fn owner(conn: u64) -> Owner {
+        Owner {
+            node: Arc::from("n1"),
+            conn,
+        }
+    }
+
+    fn first(lo: u32, _hi: u32) -> u32 {
+        lo
+    }
+
+    fn paired(reg: &mut Registry, now: Instant) -> String {
+        let c = reg
+            .create(&CFG, "s1".into(), "t0".into(), owner(1), first, now)
+            .unwrap();
+        let (j, notice) = reg
+            .join(&CFG, c.nameplate, "t1".into(), owner(2), now)
+            .unwrap();
+        assert_eq!(j.seat, 1);
+        assert_eq!(notice.unwrap().event, Event::Paired);
+        j.session
+    }
+
+    #[test]
+    fn nameplate_is_released_once_paired() {
+        let now = Instant::now();
+        let mut reg = Registry::default();
+        paired(&mut reg, now);
+        assert_eq!(reg.nameplates(), 0);
+        assert_eq!(
+            reg.join(&CFG, 1, "t2".into(), owner(3), now).unwrap_err(),
+            RegistryError::SessionFull
+        );
+        assert_eq!(
+            reg.join(&CFG, 2, "t2".into(), owner(3), now).unwrap_err(),
+            RegistryError::UnknownNameplate
+        );
+        // The released code goes to the next session.
+        let c = reg
+            .create(&CFG, "s2".into(), "t3".into(), owner(4), first, now)
+            .unwrap();
+        assert_eq!(c.nameplate, 1);
+    }
+
+    #[test]
+    fn messages_flow_in_order_at_most_once() {
+        let now = Instant::now();
+        let mut reg = Registry::default();
+        let s = paired(&mut reg, now);
+        for seq in 1..=3 {
+            let r = reg.push(&s, 0, &owner(1), seq, Arc::from("x")).unwrap();
+            assert!(matches!(r, Pushed::Stored { notice: Some(_) }));
+        }
+        assert_eq!(
+            reg.push(&s, 0, &owner(1), 2, Arc::from("x")).unwrap(),
+            Pushed::Duplicate
+        );
+        assert_eq!(
+            reg.push(&s, 0, &owner(1), 5, Arc::from("x")).unwrap_err(),
+            RegistryError::BadSequence { expected: 4 }
+        );
+        let got = reg.fetch(&s, 1, &owner(2), 1, 10).unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+        // Only the seat's owner reads it.
+        assert_eq!(
+            reg.fetch(&s, 1, &owner(1), 0, 10).unwrap_err(),
+            RegistryError::NotOwner
+        );
+    }
+
+    #[test]
+    fn full_mailbox_refuses_without_consuming_the_seq() {
+        let now = Instant::now();
+        let mut reg = Registry::default();
+        let s = paired(&mut reg, now);
+        for seq in 1..=8 {
+            reg.push(&s, 1, &owner(2), seq, Arc::from("x")).unwrap();
+        }
+        assert_eq!(
+            reg.push(&s, 1, &owner(2), 9, Arc::from("x")).unwrap_err(),
+            RegistryError::MailboxFull(8)
+        );
+        reg.ack(&s, 0, &owner(1), 4).unwrap();
+        assert!(reg.push(&s, 1, &owner(2), 9, Arc::from("x")).is_ok());
+    }
+
+    #[test]
+    fn resume_within_grace_restores_the_seat_and_its_mail() {
+        let t0 = Instant::now();
+        let mut reg = Registry::default();
+        let s = paired(&mut reg, t0);
+        reg.push(&s, 1, &owner(2), 1, Arc::from("a")).unwrap();
+        let n = reg.detach(&CFG, &s, 0, &owner(1), t0);
+        assert_eq!(n[0].event, Event::PeerAway);
+        // Mail for an absent seat is stored without a wake-up.
+        assert_eq!(
+            reg.push(&s, 1, &owner(2), 2, Arc::from("b")).unwrap(),
+            Pushed::Stored { notice: None }
+        );
+        let t1 = t0 + Duration::from_secs(59);
+        let (r, notices) = reg.resume("t0", owner(9), t1).unwrap();
+        assert_eq!((r.seat, r.paired, r.peer_present), (0, true, true));
+        assert_eq!(notices[0].event, Event::PeerBack);
+        let got = reg.fetch(&s, 0, &owner(9), 0, 10).unwrap();
+        assert_eq!(&*got[1].body, "b");
+        // A second resume of the same token supersedes the first.
+        let (_, notices) = reg.resume("t0", owner(10), t1).unwrap();
+        assert_eq!(notices[0].to, owner(9));
+        assert_eq!(notices[0].event, Event::Superseded);
+    }
+
+    #[test]
+    fn grace_expiry_ends_the_session() {
+        let t0 = Instant::now();
+        let mut reg = Registry::default();
+        let s = paired(&mut reg, t0);
+        reg.detach(&CFG, &s, 1, &owner(2), t0);
+        let n = reg.sweep(t0 + Duration::from_secs(60));
+        assert_eq!(n[0].to, owner(1));
+        assert_eq!(n[0].event, Event::PeerLeft(LeftReason::Timeout));
+        assert_eq!(reg.sessions(), 0);
+        assert_eq!(
+            reg.resume("t1", owner(3), t0).unwrap_err(),
+            RegistryError::InvalidResumeToken
+        );
+    }
+
+    #[test]
+    fn unjoined_nameplates_expire() {
+        let t0 = Instant::now();
+        let mut reg = Registry::default();
+        let c = reg
+            .create(&CFG, "s".into(), "t".into(), owner(1), first, t0)
+            .unwrap();
+        assert!(reg.sweep(t0 + Duration::from_secs(599)).is_empty());
+        let n = reg.sweep(t0 + Duration::from_secs(600));
+        assert_eq!(n[0].event, Event::NameplateExpired);
+        assert_eq!((reg.sessions(), reg.nameplates()), (0, 0));
+        assert_eq!(
+            reg.join(&CFG, c.nameplate, "u".into(), owner(2), t0)
+                .unwrap_err(),
+            RegistryError::UnknownNameplate
+        );
+    }
+
+    #[test]
+    fn leave_tells_the_peer_and_frees_everything() {
+        let t0 = Instant::now();
+        let mut reg = Registry::default();
+        let s = paired(&mut reg, t0);
+        let n = reg.leave(&s, 1, &owner(2)).unwrap();
+        assert_eq!(n[0].event, Event::PeerLeft(LeftReason::Left));
+        assert_eq!(reg.sessions(), 0);
+        assert!(reg.tokens.is_empty());
+    }
+}
