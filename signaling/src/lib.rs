@@ -5,9 +5,15 @@
 //! `nameplate`, `ratelimit`, `ip_limits`); `presence` puts the session table
 //! behind a store trait; `conn` and `server` are the thin tokio shell.
 
+pub mod config;
+mod conn;
+pub mod ice;
 pub mod ip_limits;
 pub mod mailbox;
+pub mod metrics;
 pub mod nameplate;
+pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
+pub mod server;

@@ -23,8 +23,6 @@ pub mod close {
     pub const IDLE_TIMEOUT: u16 = 4000;
     /// Another connection resumed this seat.
     pub const SUPERSEDED: u16 = 4001;
-    /// Client did not read its frames in time.
-    pub const WRITE_TIMEOUT: u16 = 4002;
 }
 
 /// Messages a client sends.

@@ -1,0 +1,124 @@
+//! TURN settings shared by `tallow-server` (embedded relay and the ICE
+//! servers it hands out) and the standalone relay. Names follow the operator
+//! contract in DESIGN.md.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use clap::{ArgAction, Args};
+
+/// The REST API shared secret. Never printed: `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// A fresh 256-bit secret, for a process that was given none.
+    pub fn random() -> Self {
+        Secret(hex::encode(rand::random::<[u8; 32]>()))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("TURN_SECRET must not be empty".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Inclusive relay port range, `LOW-HIGH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("port range {s:?} is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535");
+        let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+        let low: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let high: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if low == 0 || low > high {
+            return Err(bad());
+        }
+        Ok(PortRange { low, high })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TurnConfig {
+    /// TURN/STUN address (UDP and TCP).
+    #[arg(long = "turn-listen", env = "TURN_LISTEN", default_value = "0.0.0.0:3478")]
+    pub listen: SocketAddr,
+
+    /// TURN REST API shared secret. Unset: random per process, so only this
+    /// process's own relay accepts the credentials it hands out.
+    #[arg(long = "turn-secret", env = "TURN_SECRET", hide_env_values = true)]
+    pub secret: Option<Secret>,
+
+    /// TURN realm.
+    #[arg(long = "turn-realm", env = "TURN_REALM", default_value = "tallow")]
+    pub realm: String,
+
+    /// Relayed address advertised to clients (host behind 1:1 NAT).
+    #[arg(long = "turn-external-ip", env = "TURN_EXTERNAL_IP")]
+    pub external_ip: Option<IpAddr>,
+
+    /// Relay ports, LOW-HIGH.
+    #[arg(long = "turn-port-range", env = "TURN_PORT_RANGE", default_value = "49152-65535")]
+    pub port_range: PortRange,
+
+    /// Permit relaying to loopback peers (tests, local development).
+    #[arg(long = "turn-allow-loopback", env = "TURN_ALLOW_LOOPBACK", default_value_t = false, action = ArgAction::Set)]
+    pub allow_loopback: bool,
+
+    /// Permit relaying to private (RFC 1918, fc00::/7) peers.
+    #[arg(long = "turn-allow-private", env = "TURN_ALLOW_PRIVATE", default_value_t = false, action = ArgAction::Set)]
+    pub allow_private: bool,
+
+    /// Lifetime of the TURN credentials handed out, in seconds.
+    #[arg(long = "turn-credential-ttl-secs", env = "TURN_CREDENTIAL_TTL_SECS", default_value_t = 3600)]
+    pub credential_ttl_secs: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_parse_strictly() {
+        assert_eq!(
+            "49152-65535".parse::<PortRange>(),
+            Ok(PortRange { low: 49152, high: 65535 })
+        );
+        for bad in ["", "5", "0-10", "10-5", "1-70000", "a-b"] {
+            assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_ne!(Secret::random(), Secret::random());
+    }
+}

@@ -1,0 +1,238 @@
+//! The one typed configuration of `tallow-server`: every option is a flag
+//! and an environment variable. README.md and DEVOPS.md list them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, ValueEnum};
+use tallow_relay::config::TurnConfig;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tallow-server", version, about = "Tallow signaling server with embedded TURN relay")]
+pub struct Config {
+    /// HTTP + WebSocket address.
+    #[arg(long = "listen", env = "TALLOW_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Comma-separated origins allowed on /signal; unset allows any.
+    #[arg(long = "allowed-origins", env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Presence store; unset keeps presence in memory (single node).
+    #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Log output format.
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Name of this node in `welcome`, logs and presence; default random.
+    #[arg(long = "server-id", env = "TALLOW_SERVER_ID")]
+    pub server_id: Option<String>,
+
+    /// Directory of the web client served at /; default: `web` next to the
+    /// working directory, else the one in the source tree.
+    #[arg(long = "web-root", env = "TALLOW_WEB_ROOT")]
+    pub web_root: Option<PathBuf>,
+
+    /// Take the client address from the last X-Forwarded-For entry (only
+    /// behind a proxy that sets it, such as the shipped nginx.conf).
+    #[arg(long = "trust-forwarded-for", env = "TALLOW_TRUST_FORWARDED_FOR", default_value_t = false, action = ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+
+    /// Seconds to drain connections on SIGTERM/SIGINT before exiting.
+    #[arg(long = "shutdown-timeout-secs", env = "TALLOW_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    #[command(flatten)]
+    pub turn: TurnConfig,
+
+    /// Run the embedded TURN relay.
+    #[arg(long = "turn-enabled", env = "TURN_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub turn_enabled: bool,
+
+    /// Comma-separated TURN/STUN URLs handed to clients instead of the
+    /// embedded relay's (an external tallow-relay or coturn sharing TURN_SECRET).
+    #[arg(long = "turn-urls", env = "TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Largest text frame accepted, in bytes.
+    #[arg(long = "max-frame-bytes", env = "TALLOW_MAX_FRAME_BYTES", default_value_t = 65536)]
+    pub max_frame_bytes: usize,
+
+    /// Frames per second per connection (burst of one second's worth).
+    #[arg(long = "max-messages-per-sec", env = "TALLOW_MAX_MESSAGES_PER_SEC", default_value_t = 50)]
+    pub max_messages_per_sec: u32,
+
+    /// Seats held at once by connections from one IP address.
+    #[arg(long = "max-sessions-per-ip", env = "TALLOW_MAX_SESSIONS_PER_IP", default_value_t = 20)]
+    pub max_sessions_per_ip: usize,
+
+    /// Failed joins per IP address within the failed-join window.
+    #[arg(long = "max-failed-joins-per-ip", env = "TALLOW_MAX_FAILED_JOINS_PER_IP", default_value_t = 10)]
+    pub max_failed_joins_per_ip: usize,
+
+    /// Window for counting failed joins, in seconds.
+    #[arg(long = "failed-join-window-secs", env = "TALLOW_FAILED_JOIN_WINDOW_SECS", default_value_t = 600)]
+    pub failed_join_window_secs: u64,
+
+    /// WebSocket connections this node accepts at once.
+    #[arg(long = "max-connections", env = "TALLOW_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Seconds between server pings.
+    #[arg(long = "ping-interval-secs", env = "TALLOW_PING_INTERVAL_SECS", default_value_t = 20)]
+    pub ping_interval_secs: u64,
+
+    /// Seconds without any frame from the client before it is closed.
+    #[arg(long = "idle-timeout-secs", env = "TALLOW_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds a disconnected seat waits for its client to resume.
+    #[arg(long = "resume-grace-secs", env = "TALLOW_RESUME_GRACE_SECS", default_value_t = 120)]
+    pub resume_grace_secs: u64,
+
+    /// Seconds an unjoined nameplate lives.
+    #[arg(long = "nameplate-ttl-secs", env = "TALLOW_NAMEPLATE_TTL_SECS", default_value_t = 600)]
+    pub nameplate_ttl_secs: u64,
+
+    /// Unacknowledged messages held per seat.
+    #[arg(long = "max-queued-messages", env = "TALLOW_MAX_QUEUED_MESSAGES", default_value_t = 1024)]
+    pub max_queued_messages: usize,
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reject values that would make the server misbehave rather than fail
+    /// later at a distance.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let positive = [
+            ("TALLOW_MAX_FRAME_BYTES", l.max_frame_bytes as u64),
+            ("TALLOW_MAX_MESSAGES_PER_SEC", u64::from(l.max_messages_per_sec)),
+            ("TALLOW_MAX_SESSIONS_PER_IP", l.max_sessions_per_ip as u64),
+            ("TALLOW_MAX_FAILED_JOINS_PER_IP", l.max_failed_joins_per_ip as u64),
+            ("TALLOW_FAILED_JOIN_WINDOW_SECS", l.failed_join_window_secs),
+            ("TALLOW_MAX_CONNECTIONS", l.max_connections as u64),
+            ("TALLOW_PING_INTERVAL_SECS", l.ping_interval_secs),
+            ("TALLOW_IDLE_TIMEOUT_SECS", l.idle_timeout_secs),
+            ("TALLOW_RESUME_GRACE_SECS", l.resume_grace_secs),
+            ("TALLOW_NAMEPLATE_TTL_SECS", l.nameplate_ttl_secs),
+            ("TALLOW_MAX_QUEUED_MESSAGES", l.max_queued_messages as u64),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(ConfigError(format!("{name} must be greater than 0")));
+            }
+        }
+        if l.idle_timeout_secs <= l.ping_interval_secs {
+            return Err(ConfigError(
+                "TALLOW_IDLE_TIMEOUT_SECS must exceed TALLOW_PING_INTERVAL_SECS, or live clients are cut off"
+                    .into(),
+            ));
+        }
+        if l.max_frame_bytes > 16 << 20 {
+            return Err(ConfigError("TALLOW_MAX_FRAME_BYTES must be at most 16 MiB".into()));
+        }
+        for o in &self.allowed_origins {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                return Err(ConfigError(format!(
+                    "ALLOWED_ORIGINS entry {o:?} must look like https://host[:port]"
+                )));
+            }
+        }
+        for u in &self.turn_urls {
+            if !(u.starts_with("turn:") || u.starts_with("turns:") || u.starts_with("stun:")) {
+                return Err(ConfigError(format!(
+                    "TURN_URLS entry {u:?} must start with turn:, turns: or stun:"
+                )));
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError("REDIS_URL must start with redis:// or rediss://".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn resume_grace(&self) -> Duration {
+        Duration::from_secs(self.resume_grace_secs)
+    }
+    pub fn nameplate_ttl(&self) -> Duration {
+        Duration::from_secs(self.nameplate_ttl_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut v = vec!["tallow-server"];
+        v.extend_from_slice(args);
+        Config::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_the_operator_contract() {
+        let c = parse(&[]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.turn.listen.to_string(), "0.0.0.0:3478");
+        assert_eq!(c.turn.realm, "tallow");
+        assert_eq!((c.turn.port_range.low, c.turn.port_range.high), (49152, 65535));
+        assert!(!c.turn.allow_loopback && !c.turn.allow_private);
+        assert!(c.turn_enabled);
+        assert!(c.redis_url.is_none() && c.allowed_origins.is_empty());
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.limits.max_frame_bytes, 65536);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn flags_parse_and_bad_values_are_refused() {
+        let c = parse(&[
+            "--allowed-origins",
+            "https://a.example,http://localhost:8080",
+            "--turn-enabled",
+            "false",
+            "--log-format",
+            "pretty",
+        ]);
+        assert_eq!(c.allowed_origins.len(), 2);
+        assert!(!c.turn_enabled);
+        c.validate().unwrap();
+        assert!(parse(&["--max-frame-bytes", "0"]).validate().is_err());
+        assert!(parse(&["--idle-timeout-secs", "5", "--ping-interval-secs", "5"])
+            .validate()
+            .is_err());
+        assert!(parse(&["--allowed-origins", "a.example"]).validate().is_err());
+        assert!(parse(&["--redis-url", "http://x"]).validate().is_err());
+        assert!(Config::try_parse_from(["tallow-server", "--turn-port-range", "9-1"]).is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! Presence: where nameplates, sessions, seats, mailboxes and seat ownership
+//! live. One trait, two stores: in memory (the embedded default, one node)
+//! and Redis (several nodes form one service).
+//!
+//! The contract every store keeps:
+//! - Operations are atomic per session: `push` either stores a message for
+//!   the peer and advances the sender's seq, or changes nothing.
+//! - Records carry TTLs: an unjoined nameplate lives `nameplate_ttl`, a seat
+//!   whose connection went away lives `resume_grace`, and a node's ownership
+//!   of connections lives only while the node calls `heartbeat`. A crashed
+//!   node therefore leaves nothing behind once its TTLs run out.
+//! - Notices for a connection (paired, mail, peer away/back/left, ...) are
+//!   delivered to the node that owns it, through `subscribe`.
+
+pub mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::mailbox::Envelope;
+pub use crate::registry::{
+    Created, Event, Joined, LeftReason, Notice, Owner, RegistryError, Resumed, Seat,
+};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PresenceError {
+    /// The request was refused by the session rules.
+    #[error(transparent)]
+    Rejected(#[from] RegistryError),
+    /// The store cannot be reached; the request may succeed later.
+    #[error("presence store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Timers every store applies.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceConfig {
+    pub nameplate_ttl: Duration,
+    pub resume_grace: Duration,
+    pub mailbox_cap: usize,
+}
+
+/// Store-wide counts for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub sessions: usize,
+    pub nameplates: usize,
+}
+
+/// Whether a `push` stored the message or recognised it as a resend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Stored,
+    Duplicate,
+}
+
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// Short name for logs and readiness reports ("memory", "redis").
+    fn kind(&self) -> &'static str;
+
+    /// Open a session with seat 0 held by `owner`, under resume `token`.
+    async fn create(&self, owner: &Owner, token: &str) -> Result<Created, PresenceError>;
+
+    /// Take seat 1 of the session behind `nameplate`; seat 0 gets `Paired`.
+    async fn join(&self, nameplate: u32, owner: &Owner, token: &str)
+        -> Result<Joined, PresenceError>;
+
+    /// Reclaim the seat of `token` for `owner`.
+    async fn resume(&self, token: &str, owner: &Owner) -> Result<Resumed, PresenceError>;
+
+    /// Store send `seq` of `seat` for its peer; the peer's owner gets `Mail`.
+    async fn push(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+        seq: u64,
+        body: Arc<str>,
+    ) -> Result<PushOutcome, PresenceError>;
+
+    /// Messages waiting for `seat` after seq `after`, at most `max`.
+    async fn fetch(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<Envelope>, PresenceError>;
+
+    /// Drop messages for `seat` up to `seq`.
+    async fn ack(&self, session: &str, seat: Seat, owner: &Owner, seq: u64)
+        -> Result<(), PresenceError>;
+
+    /// The connection of `seat` went away: keep the seat for the grace period.
+    async fn detach(&self, session: &str, seat: Seat, owner: &Owner)
+        -> Result<(), PresenceError>;
+
+    /// End the session; the peer gets `PeerLeft`.
+    async fn leave(&self, session: &str, seat: Seat, owner: &Owner)
+        -> Result<(), PresenceError>;
+
+    /// Notices for connections of `node`. Called once per node.
+    fn subscribe(&self, node: &str) -> mpsc::UnboundedReceiver<Notice>;
+
+    /// Refresh `node`'s liveness so its seats are not reclaimed.
+    async fn heartbeat(&self, node: &str) -> Result<(), PresenceError>;
+
+    /// Apply expiries that need a notice (nameplates, resume grace).
+    async fn sweep(&self) -> Result<(), PresenceError>;
+
+    /// Cheap round trip for readiness.
+    async fn ping(&self) -> Result<(), PresenceError>;
+
+    async fn counts(&self) -> Result<Counts, PresenceError>;
+}

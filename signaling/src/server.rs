@@ -1,0 +1,356 @@
+//! The HTTP shell: routes, shared state, background timers and graceful
+//! shutdown. `Server::start` is what the binary and the integration tests run.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tallow_relay::config::Secret;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::services::ServeDir;
+
+use crate::config::Config;
+use crate::ice::IceConfig;
+use crate::ip_limits::IpLimits;
+use crate::metrics::Metrics;
+use crate::presence::memory::MemoryPresence;
+use crate::presence::{Notice, Presence, PresenceConfig};
+use crate::protocol::{AnnouncedLimits, ErrorCode, ServerMsg, PROTOCOL_VERSION};
+
+/// How long readiness waits for the presence store.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// State shared by every connection and route of one node.
+pub struct AppState {
+    pub(crate) cfg: Config,
+    pub(crate) node: Arc<str>,
+    pub(crate) presence: Arc<dyn Presence>,
+    pub(crate) metrics: Metrics,
+    pub(crate) ice: IceConfig,
+    pub(crate) welcome: String,
+    pub(crate) conns: Mutex<HashMap<u64, mpsc::UnboundedSender<Notice>>>,
+    pub(crate) ip_limits: Mutex<IpLimits>,
+    pub(crate) next_conn: AtomicU64,
+    pub(crate) open: AtomicUsize,
+    pub(crate) shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl AppState {
+    pub(crate) fn lock_conns(&self) -> MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<Notice>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_ip_limits(&self) -> MutexGuard<'_, IpLimits> {
+        self.ip_limits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running node.
+pub struct Server {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    http: JoinHandle<std::io::Result<()>>,
+    timers: JoinHandle<()>,
+}
+
+impl Server {
+    /// Validate `cfg`, bind, and start serving.
+    pub async fn start(cfg: Config) -> Result<Server, ServerError> {
+        cfg.validate()?;
+        if cfg.redis_url.is_some() {
+            return Err(ServerError::Unsupported(
+                "REDIS_URL is set but this build has only the in-memory presence store".into(),
+            ));
+        }
+        let node: Arc<str> = Arc::from(
+            cfg.server_id
+                .clone()
+                .unwrap_or_else(|| format!("node-{}", hex::encode(rand::random::<[u8; 4]>()))),
+        );
+        let l = &cfg.limits;
+        let presence: Arc<dyn Presence> = Arc::new(MemoryPresence::new(PresenceConfig {
+            nameplate_ttl: l.nameplate_ttl(),
+            resume_grace: l.resume_grace(),
+            mailbox_cap: l.max_queued_messages,
+        }));
+        let welcome = ServerMsg::Welcome {
+            version: PROTOCOL_VERSION,
+            server_id: node.to_string(),
+            limits: AnnouncedLimits {
+                max_frame_bytes: l.max_frame_bytes,
+                max_messages_per_sec: l.max_messages_per_sec,
+                ping_interval_secs: l.ping_interval_secs,
+                idle_timeout_secs: l.idle_timeout_secs,
+                resume_grace_secs: l.resume_grace_secs,
+                nameplate_ttl_secs: l.nameplate_ttl_secs,
+                max_queued_messages: l.max_queued_messages,
+            },
+        }
+        .to_json();
+        let ice = ice_config(&cfg);
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let state = Arc::new(AppState {
+            ip_limits: Mutex::new(IpLimits::new(
+                l.max_sessions_per_ip,
+                l.max_failed_joins_per_ip,
+                Duration::from_secs(l.failed_join_window_secs),
+            )),
+            node: node.clone(),
+            presence,
+            metrics: Metrics::new(),
+            ice,
+            welcome,
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            cfg,
+        });
+
+        let notices = state.presence.subscribe(&node);
+        let timers = tokio::spawn(run_timers(state.clone(), notices));
+        let app = router(state.clone());
+        let stop = state.shutdown.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        });
+        tracing::info!(%addr, node = %node, presence = state.presence.kind(), "tallow-server listening");
+        Ok(Server {
+            addr,
+            state,
+            http,
+            timers,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, tell every client to reconnect elsewhere (close 1012)
+    /// and wait for connections to finish, at most `timeout`. Returns whether
+    /// everything finished in time.
+    pub async fn shutdown(self, timeout: Duration) -> bool {
+        self.state.shutdown.cancel();
+        self.state.tracker.close();
+        let drained = tokio::time::timeout(timeout, async {
+            let _ = self.http.await;
+            self.state.tracker.wait().await;
+        })
+        .await
+        .is_ok();
+        self.timers.abort();
+        tracing::info!(drained, "tallow-server stopped");
+        drained
+    }
+}
+
+fn ice_config(cfg: &Config) -> IceConfig {
+    let secret = cfg.turn.secret.clone().unwrap_or_else(Secret::random);
+    let (stun, turn): (Vec<String>, Vec<String>) = cfg
+        .turn_urls
+        .iter()
+        .cloned()
+        .partition(|u| u.starts_with("stun:"));
+    if turn.is_empty() && cfg.turn_enabled {
+        tracing::warn!(
+            "the embedded TURN relay is not part of this build yet; set TURN_URLS to hand out an external relay"
+        );
+    }
+    IceConfig {
+        turn_urls: turn,
+        stun_urls: stun,
+        secret,
+        ttl_secs: cfg.turn.credential_ttl_secs,
+    }
+}
+
+/// Notice routing, expiry sweeps and the node heartbeat.
+async fn run_timers(st: Arc<AppState>, mut notices: mpsc::UnboundedReceiver<Notice>) {
+    let l = &st.cfg.limits;
+    // Sweep often enough that expiries land within a fraction of their TTL.
+    let period = (l.nameplate_ttl().min(l.resume_grace()) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(n) = notices.recv() => {
+                let tx = st.lock_conns().get(&n.to.conn).cloned();
+                if let Some(tx) = tx {
+                    let _ = tx.send(n);
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = st.presence.sweep().await {
+                    tracing::warn!(error = %e, "presence sweep failed");
+                }
+                if let Err(e) = st.presence.heartbeat(&st.node).await {
+                    tracing::warn!(error = %e, "presence heartbeat failed");
+                }
+                st.lock_ip_limits().sweep(std::time::Instant::now());
+            }
+        }
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let web = web_root(&state.cfg);
+    Router::new()
+        .route("/signal", get(signal))
+        .route("/api/health", get(health))
+        .route("/api/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback_service(ServeDir::new(web))
+        .with_state(state)
+}
+
+fn web_root(cfg: &Config) -> PathBuf {
+    if let Some(p) = &cfg.web_root {
+        return p.clone();
+    }
+    let local = PathBuf::from("web");
+    if local.join("index.html").is_file() {
+        return local;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web"))
+}
+
+async fn signal(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = &st.cfg.allowed_origins;
+        let ok = allowed.is_empty()
+            || origin
+                .to_str()
+                .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
+        if !ok {
+            st.metrics.error(ErrorCode::OriginNotAllowed);
+            let body = json!({
+                "code": ErrorCode::OriginNotAllowed.as_str(),
+                "message": "this origin may not open /signal",
+            });
+            return (StatusCode::FORBIDDEN, Json(body)).into_response();
+        }
+    }
+    if st.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let ip = client_ip(&st.cfg, remote.ip(), &headers);
+    // Frames somewhat over the limit are read and refused with an error
+    // message; far larger ones are cut off by the transport (close 1009).
+    let hard = st.cfg.limits.max_frame_bytes.saturating_mul(4).max(64 << 10);
+    let tracker = st.tracker.clone();
+    ws.max_message_size(hard)
+        .max_frame_size(hard)
+        .on_upgrade(move |socket| tracker.track_future(crate::conn::run(st, socket, ip)))
+}
+
+/// The client's address: the socket peer, or the last X-Forwarded-For hop
+/// when a trusted proxy sets it.
+fn client_ip(cfg: &Config, remote: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if !cfg.trust_forwarded_for {
+        return remote;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .next_back()
+        .unwrap_or(remote)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut failed = Vec::new();
+    checks.insert("config".into(), json!("ok"));
+    if st.shutdown.is_cancelled() {
+        failed.push("shutdown");
+        checks.insert("shutdown".into(), json!("draining"));
+    }
+    let probe = tokio::time::timeout(READY_PROBE_TIMEOUT, st.presence.ping()).await;
+    let presence = match probe {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {} s", READY_PROBE_TIMEOUT.as_secs()),
+    };
+    if presence != "ok" {
+        failed.push("presence");
+    }
+    checks.insert(
+        "presence".into(),
+        json!({ "store": st.presence.kind(), "status": presence }),
+    );
+    if failed.is_empty() {
+        (StatusCode::OK, Json(json!({ "status": "ready", "checks": checks }))).into_response()
+    } else {
+        let body = json!({ "status": "unavailable", "failed": failed, "checks": checks });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    if let Ok(c) = st.presence.counts().await {
+        st.metrics.sessions.set(c.sessions as i64);
+        st.metrics.nameplates.set(c.nameplates as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
