@@ -67,36 +67,65 @@ impl FromStr for PortRange {
 #[derive(Debug, Clone, Args)]
 pub struct TurnConfig {
     /// TURN/STUN address (UDP and TCP).
-    #[arg(long = "turn-listen", env = "TURN_LISTEN", default_value = "0.0.0.0:3478")]
+    #[arg(
+        id = "turn_listen",
+        long = "turn-listen",
+        env = "TURN_LISTEN",
+        default_value = "0.0.0.0:3478"
+    )]
     pub listen: SocketAddr,
 
     /// TURN REST API shared secret. Unset: random per process, so only this
     /// process's own relay accepts the credentials it hands out.
-    #[arg(long = "turn-secret", env = "TURN_SECRET", hide_env_values = true)]
+    #[arg(
+        id = "turn_secret",
+        long = "turn-secret",
+        env = "TURN_SECRET",
+        hide_env_values = true
+    )]
     pub secret: Option<Secret>,
 
     /// TURN realm.
-    #[arg(long = "turn-realm", env = "TURN_REALM", default_value = "tallow")]
+    #[arg(
+        id = "turn_realm",
+        long = "turn-realm",
+        env = "TURN_REALM",
+        default_value = "tallow"
+    )]
     pub realm: String,
 
     /// Relayed address advertised to clients (host behind 1:1 NAT).
-    #[arg(long = "turn-external-ip", env = "TURN_EXTERNAL_IP")]
+    #[arg(
+        id = "turn_external_ip",
+        long = "turn-external-ip",
+        env = "TURN_EXTERNAL_IP"
+    )]
     pub external_ip: Option<IpAddr>,
 
     /// Relay ports, LOW-HIGH.
-    #[arg(long = "turn-port-range", env = "TURN_PORT_RANGE", default_value = "49152-65535")]
+    #[arg(
+        id = "turn_port_range",
+        long = "turn-port-range",
+        env = "TURN_PORT_RANGE",
+        default_value = "49152-65535"
+    )]
     pub port_range: PortRange,
 
     /// Permit relaying to loopback peers (tests, local development).
-    #[arg(long = "turn-allow-loopback", env = "TURN_ALLOW_LOOPBACK", default_value_t = false, action = ArgAction::Set)]
+    #[arg(id = "turn_allow_loopback", long = "turn-allow-loopback", env = "TURN_ALLOW_LOOPBACK", default_value_t = false, action = ArgAction::Set)]
     pub allow_loopback: bool,
 
     /// Permit relaying to private (RFC 1918, fc00::/7) peers.
-    #[arg(long = "turn-allow-private", env = "TURN_ALLOW_PRIVATE", default_value_t = false, action = ArgAction::Set)]
+    #[arg(id = "turn_allow_private", long = "turn-allow-private", env = "TURN_ALLOW_PRIVATE", default_value_t = false, action = ArgAction::Set)]
     pub allow_private: bool,
 
     /// Lifetime of the TURN credentials handed out, in seconds.
-    #[arg(long = "turn-credential-ttl-secs", env = "TURN_CREDENTIAL_TTL_SECS", default_value_t = 3600)]
+    #[arg(
+        id = "turn_credential_ttl_secs",
+        long = "turn-credential-ttl-secs",
+        env = "TURN_CREDENTIAL_TTL_SECS",
+        default_value_t = 3600
+    )]
     pub credential_ttl_secs: u64,
 }
 
@@ -108,7 +137,10 @@ mod tests {
     fn port_ranges_parse_strictly() {
         assert_eq!(
             "49152-65535".parse::<PortRange>(),
-            Ok(PortRange { low: 49152, high: 65535 })
+            Ok(PortRange {
+                low: 49152,
+                high: 65535
+            })
         );
         for bad in ["", "5", "0-10", "10-5", "1-70000", "a-b"] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");

@@ -31,8 +31,8 @@ pub enum CredentialError {
 
 /// Password for `username` under `secret`.
 pub fn password_for(secret: &[u8], username: &str) -> String {
-    let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(secret)
-        .expect("HMAC accepts keys of any length");
+    let mut mac =
+        <Hmac<Sha1> as KeyInit>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -84,18 +84,28 @@ mod tests {
     fn issued_credentials_verify_until_expiry() {
         let c = issue(b"k", "session-1", 1_000, 60);
         assert_eq!(c.username, "1060:session-1");
-        assert_eq!(expected_password(b"k", &c.username, 1_059).unwrap(), c.password);
+        assert_eq!(
+            expected_password(b"k", &c.username, 1_059).unwrap(),
+            c.password
+        );
         assert_eq!(
             expected_password(b"k", &c.username, 1_060),
             Err(CredentialError::Expired(1060))
         );
-        assert_ne!(expected_password(b"other", &c.username, 1_000).unwrap(), c.password);
+        assert_ne!(
+            expected_password(b"other", &c.username, 1_000).unwrap(),
+            c.password
+        );
     }
 
     #[test]
     fn malformed_usernames_are_refused() {
         for u in ["", "alice", "abc:alice", ":alice", "-5:x"] {
-            assert_eq!(expected_password(b"k", u, 0), Err(CredentialError::Malformed), "{u}");
+            assert_eq!(
+                expected_password(b"k", u, 0),
+                Err(CredentialError::Malformed),
+                "{u}"
+            );
         }
     }
 }

@@ -9,14 +9,22 @@ use clap::{ArgAction, Args, Parser, ValueEnum};
 use tallow_relay::config::TurnConfig;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tallow-server", version, about = "Tallow signaling server with embedded TURN relay")]
+#[command(
+    name = "tallow-server",
+    version,
+    about = "Tallow signaling server with embedded TURN relay"
+)]
 pub struct Config {
     /// HTTP + WebSocket address.
     #[arg(long = "listen", env = "TALLOW_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
     /// Comma-separated origins allowed on /signal; unset allows any.
-    #[arg(long = "allowed-origins", env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origins",
+        env = "ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Presence store; unset keeps presence in memory (single node).
@@ -42,7 +50,11 @@ pub struct Config {
     pub trust_forwarded_for: bool,
 
     /// Seconds to drain connections on SIGTERM/SIGINT before exiting.
-    #[arg(long = "shutdown-timeout-secs", env = "TALLOW_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(
+        long = "shutdown-timeout-secs",
+        env = "TALLOW_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
     pub shutdown_timeout_secs: u64,
 
     #[command(flatten)]
@@ -70,47 +82,91 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
     /// Largest text frame accepted, in bytes.
-    #[arg(long = "max-frame-bytes", env = "TALLOW_MAX_FRAME_BYTES", default_value_t = 65536)]
+    #[arg(
+        long = "max-frame-bytes",
+        env = "TALLOW_MAX_FRAME_BYTES",
+        default_value_t = 65536
+    )]
     pub max_frame_bytes: usize,
 
     /// Frames per second per connection (burst of one second's worth).
-    #[arg(long = "max-messages-per-sec", env = "TALLOW_MAX_MESSAGES_PER_SEC", default_value_t = 50)]
+    #[arg(
+        long = "max-messages-per-sec",
+        env = "TALLOW_MAX_MESSAGES_PER_SEC",
+        default_value_t = 50
+    )]
     pub max_messages_per_sec: u32,
 
     /// Seats held at once by connections from one IP address.
-    #[arg(long = "max-sessions-per-ip", env = "TALLOW_MAX_SESSIONS_PER_IP", default_value_t = 20)]
+    #[arg(
+        long = "max-sessions-per-ip",
+        env = "TALLOW_MAX_SESSIONS_PER_IP",
+        default_value_t = 20
+    )]
     pub max_sessions_per_ip: usize,
 
     /// Failed joins per IP address within the failed-join window.
-    #[arg(long = "max-failed-joins-per-ip", env = "TALLOW_MAX_FAILED_JOINS_PER_IP", default_value_t = 10)]
+    #[arg(
+        long = "max-failed-joins-per-ip",
+        env = "TALLOW_MAX_FAILED_JOINS_PER_IP",
+        default_value_t = 10
+    )]
     pub max_failed_joins_per_ip: usize,
 
     /// Window for counting failed joins, in seconds.
-    #[arg(long = "failed-join-window-secs", env = "TALLOW_FAILED_JOIN_WINDOW_SECS", default_value_t = 600)]
+    #[arg(
+        long = "failed-join-window-secs",
+        env = "TALLOW_FAILED_JOIN_WINDOW_SECS",
+        default_value_t = 600
+    )]
     pub failed_join_window_secs: u64,
 
     /// WebSocket connections this node accepts at once.
-    #[arg(long = "max-connections", env = "TALLOW_MAX_CONNECTIONS", default_value_t = 50_000)]
+    #[arg(
+        long = "max-connections",
+        env = "TALLOW_MAX_CONNECTIONS",
+        default_value_t = 50_000
+    )]
     pub max_connections: usize,
 
     /// Seconds between server pings.
-    #[arg(long = "ping-interval-secs", env = "TALLOW_PING_INTERVAL_SECS", default_value_t = 20)]
+    #[arg(
+        long = "ping-interval-secs",
+        env = "TALLOW_PING_INTERVAL_SECS",
+        default_value_t = 20
+    )]
     pub ping_interval_secs: u64,
 
     /// Seconds without any frame from the client before it is closed.
-    #[arg(long = "idle-timeout-secs", env = "TALLOW_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(
+        long = "idle-timeout-secs",
+        env = "TALLOW_IDLE_TIMEOUT_SECS",
+        default_value_t = 60
+    )]
     pub idle_timeout_secs: u64,
 
     /// Seconds a disconnected seat waits for its client to resume.
-    #[arg(long = "resume-grace-secs", env = "TALLOW_RESUME_GRACE_SECS", default_value_t = 120)]
+    #[arg(
+        long = "resume-grace-secs",
+        env = "TALLOW_RESUME_GRACE_SECS",
+        default_value_t = 120
+    )]
     pub resume_grace_secs: u64,
 
     /// Seconds an unjoined nameplate lives.
-    #[arg(long = "nameplate-ttl-secs", env = "TALLOW_NAMEPLATE_TTL_SECS", default_value_t = 600)]
+    #[arg(
+        long = "nameplate-ttl-secs",
+        env = "TALLOW_NAMEPLATE_TTL_SECS",
+        default_value_t = 600
+    )]
     pub nameplate_ttl_secs: u64,
 
     /// Unacknowledged messages held per seat.
-    #[arg(long = "max-queued-messages", env = "TALLOW_MAX_QUEUED_MESSAGES", default_value_t = 1024)]
+    #[arg(
+        long = "max-queued-messages",
+        env = "TALLOW_MAX_QUEUED_MESSAGES",
+        default_value_t = 1024
+    )]
     pub max_queued_messages: usize,
 }
 
@@ -126,9 +182,15 @@ impl Config {
         let l = &self.limits;
         let positive = [
             ("TALLOW_MAX_FRAME_BYTES", l.max_frame_bytes as u64),
-            ("TALLOW_MAX_MESSAGES_PER_SEC", u64::from(l.max_messages_per_sec)),
+            (
+                "TALLOW_MAX_MESSAGES_PER_SEC",
+                u64::from(l.max_messages_per_sec),
+            ),
             ("TALLOW_MAX_SESSIONS_PER_IP", l.max_sessions_per_ip as u64),
-            ("TALLOW_MAX_FAILED_JOINS_PER_IP", l.max_failed_joins_per_ip as u64),
+            (
+                "TALLOW_MAX_FAILED_JOINS_PER_IP",
+                l.max_failed_joins_per_ip as u64,
+            ),
             ("TALLOW_FAILED_JOIN_WINDOW_SECS", l.failed_join_window_secs),
             ("TALLOW_MAX_CONNECTIONS", l.max_connections as u64),
             ("TALLOW_PING_INTERVAL_SECS", l.ping_interval_secs),
@@ -149,7 +211,9 @@ impl Config {
             ));
         }
         if l.max_frame_bytes > 16 << 20 {
-            return Err(ConfigError("TALLOW_MAX_FRAME_BYTES must be at most 16 MiB".into()));
+            return Err(ConfigError(
+                "TALLOW_MAX_FRAME_BYTES must be at most 16 MiB".into(),
+            ));
         }
         for o in &self.allowed_origins {
             if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
@@ -167,7 +231,9 @@ impl Config {
         }
         if let Some(url) = &self.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError("REDIS_URL must start with redis:// or rediss://".into()));
+                return Err(ConfigError(
+                    "REDIS_URL must start with redis:// or rediss://".into(),
+                ));
             }
         }
         Ok(())
@@ -205,7 +271,10 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.turn.listen.to_string(), "0.0.0.0:3478");
         assert_eq!(c.turn.realm, "tallow");
-        assert_eq!((c.turn.port_range.low, c.turn.port_range.high), (49152, 65535));
+        assert_eq!(
+            (c.turn.port_range.low, c.turn.port_range.high),
+            (49152, 65535)
+        );
         assert!(!c.turn.allow_loopback && !c.turn.allow_private);
         assert!(c.turn_enabled);
         assert!(c.redis_url.is_none() && c.allowed_origins.is_empty());
@@ -228,10 +297,14 @@ mod tests {
         assert!(!c.turn_enabled);
         c.validate().unwrap();
         assert!(parse(&["--max-frame-bytes", "0"]).validate().is_err());
-        assert!(parse(&["--idle-timeout-secs", "5", "--ping-interval-secs", "5"])
+        assert!(
+            parse(&["--idle-timeout-secs", "5", "--ping-interval-secs", "5"])
+                .validate()
+                .is_err()
+        );
+        assert!(parse(&["--allowed-origins", "a.example"])
             .validate()
             .is_err());
-        assert!(parse(&["--allowed-origins", "a.example"]).validate().is_err());
         assert!(parse(&["--redis-url", "http://x"]).validate().is_err());
         assert!(Config::try_parse_from(["tallow-server", "--turn-port-range", "9-1"]).is_err());
     }

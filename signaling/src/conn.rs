@@ -132,14 +132,11 @@ impl Conn {
                 }
                 frame = self.ws.recv() => match frame {
                     None => return,
-                    Some(Err(e)) => {
-                        if is_capacity_error(e) {
-                            self.st.metrics.error(ErrorCode::FrameTooLarge);
-                            Ok(Flow::Close(close::MESSAGE_TOO_BIG, "frame exceeds the hard size limit"))
-                        } else {
-                            return;
-                        }
+                    Some(Err(e)) if is_capacity_error(&e) => {
+                        self.st.metrics.error(ErrorCode::FrameTooLarge);
+                        Ok(Flow::Close(close::MESSAGE_TOO_BIG, "frame exceeds the hard size limit"))
                     }
+                    Some(Err(_)) => return,
                     Some(Ok(Message::Close(_))) => return,
                     Some(Ok(msg)) => self.on_frame(msg).await,
                 },
@@ -274,7 +271,10 @@ impl Conn {
     async fn on_join(&mut self, nameplate: &str) -> Result<(), Gone> {
         if self.seat.is_some() {
             return self
-                .error(ErrorCode::AlreadyInSession, "leave the current session first")
+                .error(
+                    ErrorCode::AlreadyInSession,
+                    "leave the current session first",
+                )
                 .await;
         }
         let now = Instant::now();
@@ -380,9 +380,7 @@ impl Conn {
 
     async fn on_leave(&mut self) -> Result<(), Gone> {
         let Some(s) = self.seat.take() else {
-            return self
-                .error(ErrorCode::NoSession, "not in a session")
-                .await;
+            return self.error(ErrorCode::NoSession, "not in a session").await;
         };
         self.release_ip_slot();
         match self
@@ -442,8 +440,11 @@ impl Conn {
     /// the client has been told why.
     async fn may_take_seat(&mut self) -> Result<bool, Gone> {
         if self.seat.is_some() {
-            self.error(ErrorCode::AlreadyInSession, "leave the current session first")
-                .await?;
+            self.error(
+                ErrorCode::AlreadyInSession,
+                "leave the current session first",
+            )
+            .await?;
             return Ok(false);
         }
         if !self.holds_ip_slot {
@@ -633,8 +634,8 @@ fn new_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-fn is_capacity_error(e: axum::Error) -> bool {
-    e.into_inner()
-        .downcast_ref::<tungstenite::Error>()
+fn is_capacity_error(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }

@@ -64,7 +64,10 @@ mod tests {
         let turn = &servers[1];
         let user = turn.username.as_deref().unwrap();
         assert!(user.ends_with(":0123456789abcdef"));
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert_eq!(
             credentials::expected_password(b"s3cret", user, now).unwrap(),
             turn.credential.clone().unwrap()

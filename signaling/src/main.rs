@@ -17,7 +17,10 @@ async fn main() -> anyhow::Result<()> {
     let signal = wait_for_signal().await?;
     tracing::info!(signal, "shutting down: closing clients with 1012");
     if !server.shutdown(drain).await {
-        tracing::warn!(timeout_secs = drain.as_secs(), "connections still open at the drain deadline");
+        tracing::warn!(
+            timeout_secs = drain.as_secs(),
+            "connections still open at the drain deadline"
+        );
     }
     Ok(())
 }

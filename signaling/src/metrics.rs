@@ -40,28 +40,60 @@ impl Metrics {
             errors: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("connections", "Open WebSocket connections on this node", m.connections.clone());
-        registry.register("connections_accepted", "WebSocket connections accepted", m.connections_total.clone());
-        registry.register("sessions", "Live sessions in the presence store", m.sessions.clone());
-        registry.register("nameplates", "Nameplates waiting for a joiner", m.nameplates.clone());
-        registry.register("sessions_created", "Sessions created on this node", m.sessions_created.clone());
-        registry.register("sessions_paired", "Sessions paired on this node", m.sessions_paired.clone());
+        registry.register(
+            "connections",
+            "Open WebSocket connections on this node",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "WebSocket connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "sessions",
+            "Live sessions in the presence store",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "nameplates",
+            "Nameplates waiting for a joiner",
+            m.nameplates.clone(),
+        );
+        registry.register(
+            "sessions_created",
+            "Sessions created on this node",
+            m.sessions_created.clone(),
+        );
+        registry.register(
+            "sessions_paired",
+            "Sessions paired on this node",
+            m.sessions_paired.clone(),
+        );
         registry.register(
             "messages_forwarded",
             "Messages delivered to clients of this node",
             m.messages_forwarded.clone(),
         );
-        registry.register("errors", "Protocol errors sent to clients, by code", m.errors.clone());
+        registry.register(
+            "errors",
+            "Protocol errors sent to clients, by code",
+            m.errors.clone(),
+        );
         // Every code appears from the start so that rate() works from zero.
         for code in ErrorCode::ALL {
-            let _ = m.errors.get_or_create(&CodeLabel { code: code.as_str() });
+            let _ = m.errors.get_or_create(&CodeLabel {
+                code: code.as_str(),
+            });
         }
         Metrics { registry, ..m }
     }
 
     pub fn error(&self, code: ErrorCode) {
         self.errors
-            .get_or_create(&CodeLabel { code: code.as_str() })
+            .get_or_create(&CodeLabel {
+                code: code.as_str(),
+            })
             .inc();
     }
 

@@ -25,7 +25,11 @@ pub fn digits(n: u32) -> u32 {
 
 /// The range of `digits`-digit nameplates.
 pub fn range(digits: u32) -> (u32, u32) {
-    let lo = if digits == 1 { 1 } else { 10u32.pow(digits - 1) };
+    let lo = if digits == 1 {
+        1
+    } else {
+        10u32.pow(digits - 1)
+    };
     (lo, 10u32.pow(digits) - 1)
 }
 
@@ -74,7 +78,9 @@ mod tests {
         let mut used = BTreeSet::new();
         let mut state = 12345u64;
         let mut rng = |lo: u32, hi: u32| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             lo + ((state >> 33) as u32) % (hi - lo + 1)
         };
         for _ in 0..60 {

@@ -326,7 +326,10 @@ mod tests {
                 body: "x".into()
             })
         );
-        assert_eq!(decode(r#"{"type":"ack","seq":9}"#), Ok(ClientMsg::Ack { seq: 9 }));
+        assert_eq!(
+            decode(r#"{"type":"ack","seq":9}"#),
+            Ok(ClientMsg::Ack { seq: 9 })
+        );
         assert_eq!(decode(r#"{"type":"leave"}"#), Ok(ClientMsg::Leave {}));
         assert_eq!(
             decode(r#"{"type":"resume","token":"t","last_seq":0}"#),
@@ -335,7 +338,10 @@ mod tests {
                 last_seq: 0
             })
         );
-        assert_eq!(decode(r#"{"type":"ping"}"#), Ok(ClientMsg::Ping { id: None }));
+        assert_eq!(
+            decode(r#"{"type":"ping"}"#),
+            Ok(ClientMsg::Ping { id: None })
+        );
     }
 
     #[test]
@@ -346,8 +352,14 @@ mod tests {
             decode(r#"{"type":"teleport"}"#).unwrap_err().code(),
             ErrorCode::UnknownType
         );
-        assert_eq!(decode(r#"{"type":7}"#).unwrap_err().code(), ErrorCode::BadMessage);
-        assert_eq!(decode(r#"{"seq":1}"#).unwrap_err().code(), ErrorCode::BadMessage);
+        assert_eq!(
+            decode(r#"{"type":7}"#).unwrap_err().code(),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            decode(r#"{"seq":1}"#).unwrap_err().code(),
+            ErrorCode::BadMessage
+        );
         assert_eq!(decode("[1,2]").unwrap_err().code(), ErrorCode::BadMessage);
         assert_eq!(
             decode(r#"{"type":"send","seq":-1,"body":"x"}"#)

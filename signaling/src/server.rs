@@ -284,7 +284,12 @@ async fn signal(
     let ip = client_ip(&st.cfg, remote.ip(), &headers);
     // Frames somewhat over the limit are read and refused with an error
     // message; far larger ones are cut off by the transport (close 1009).
-    let hard = st.cfg.limits.max_frame_bytes.saturating_mul(4).max(64 << 10);
+    let hard = st
+        .cfg
+        .limits
+        .max_frame_bytes
+        .saturating_mul(4)
+        .max(64 << 10);
     let tracker = st.tracker.clone();
     ws.max_message_size(hard)
         .max_frame_size(hard)
@@ -333,7 +338,11 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
         json!({ "store": st.presence.kind(), "status": presence }),
     );
     if failed.is_empty() {
-        (StatusCode::OK, Json(json!({ "status": "ready", "checks": checks }))).into_response()
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "checks": checks })),
+        )
+            .into_response()
     } else {
         let body = json!({ "status": "unavailable", "failed": failed, "checks": checks });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()

@@ -11,8 +11,8 @@ use rand::RngExt;
 use tokio::sync::mpsc;
 
 use super::{
-    Counts, Created, Joined, Notice, Owner, Presence, PresenceConfig, PresenceError,
-    PushOutcome, Resumed, Seat,
+    Counts, Created, Joined, Notice, Owner, Presence, PresenceConfig, PresenceError, PushOutcome,
+    Resumed, Seat,
 };
 use crate::mailbox::Envelope;
 use crate::registry::{Pushed, Registry, RegistryConfig};
@@ -94,7 +94,9 @@ impl Presence for MemoryPresence {
     }
 
     async fn resume(&self, token: &str, owner: &Owner) -> Result<Resumed, PresenceError> {
-        let (resumed, notices) = self.registry().resume(token, owner.clone(), Instant::now())?;
+        let (resumed, notices) = self
+            .registry()
+            .resume(token, owner.clone(), Instant::now())?;
         self.deliver(notices);
         Ok(resumed)
     }

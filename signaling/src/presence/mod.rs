@@ -66,8 +66,12 @@ pub trait Presence: Send + Sync + 'static {
     async fn create(&self, owner: &Owner, token: &str) -> Result<Created, PresenceError>;
 
     /// Take seat 1 of the session behind `nameplate`; seat 0 gets `Paired`.
-    async fn join(&self, nameplate: u32, owner: &Owner, token: &str)
-        -> Result<Joined, PresenceError>;
+    async fn join(
+        &self,
+        nameplate: u32,
+        owner: &Owner,
+        token: &str,
+    ) -> Result<Joined, PresenceError>;
 
     /// Reclaim the seat of `token` for `owner`.
     async fn resume(&self, token: &str, owner: &Owner) -> Result<Resumed, PresenceError>;
@@ -93,16 +97,19 @@ pub trait Presence: Send + Sync + 'static {
     ) -> Result<Vec<Envelope>, PresenceError>;
 
     /// Drop messages for `seat` up to `seq`.
-    async fn ack(&self, session: &str, seat: Seat, owner: &Owner, seq: u64)
-        -> Result<(), PresenceError>;
+    async fn ack(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+        seq: u64,
+    ) -> Result<(), PresenceError>;
 
     /// The connection of `seat` went away: keep the seat for the grace period.
-    async fn detach(&self, session: &str, seat: Seat, owner: &Owner)
-        -> Result<(), PresenceError>;
+    async fn detach(&self, session: &str, seat: Seat, owner: &Owner) -> Result<(), PresenceError>;
 
     /// End the session; the peer gets `PeerLeft`.
-    async fn leave(&self, session: &str, seat: Seat, owner: &Owner)
-        -> Result<(), PresenceError>;
+    async fn leave(&self, session: &str, seat: Seat, owner: &Owner) -> Result<(), PresenceError>;
 
     /// Notices for connections of `node`. Called once per node.
     fn subscribe(&self, node: &str) -> mpsc::UnboundedReceiver<Notice>;

@@ -1,0 +1,187 @@
+//! Test harness: a real server on a loopback socket and real WebSocket
+//! clients (tokio-tungstenite).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tallow_signaling::config::Config;
+use tallow_signaling::server::Server;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Start a server on 127.0.0.1 with extra flags.
+pub async fn start(flags: &[&str]) -> Server {
+    let mut args = vec![
+        "tallow-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--turn-enabled",
+        "false",
+    ];
+    args.extend_from_slice(flags);
+    let cfg = Config::try_parse_from(args).expect("test flags parse");
+    Server::start(cfg).await.expect("server starts")
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    pub ws: Ws,
+    pub welcome: Value,
+}
+
+impl Client {
+    /// Connect and read `welcome`.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        Self::connect_with(addr, &[]).await.expect("connect")
+    }
+
+    pub async fn connect_with(
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let mut req = format!("ws://{addr}/signal").into_client_request()?;
+        for (k, v) in headers {
+            let name = axum::http::HeaderName::from_bytes(k.as_bytes()).expect("header name");
+            req.headers_mut()
+                .insert(name, v.parse().expect("header value"));
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        let mut c = Client {
+            ws,
+            welcome: Value::Null,
+        };
+        c.welcome = c.expect("welcome").await;
+        Ok(c)
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws
+            .send(Message::Text(s.to_owned().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Next JSON message, skipping pings and pongs. Panics on close.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_event().await {
+            Event::Json(v) => v,
+            Event::Closed(code, reason) => panic!("closed {code} {reason}"),
+        }
+    }
+
+    /// Next message or close.
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no frame within the wait");
+            match frame {
+                Some(Ok(Message::Text(t))) => {
+                    return Event::Json(serde_json::from_str(t.as_str()).expect("server JSON"))
+                }
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return Event::Closed(u16::from(f.code), f.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) | None => return Event::Closed(1005, String::new()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Event::Closed(1006, e.to_string()),
+            }
+        }
+    }
+
+    /// Next message, which must be of type `ty`.
+    pub async fn expect(&mut self, ty: &str) -> Value {
+        let v = self.recv().await;
+        assert_eq!(v["type"], ty, "expected {ty}, got {v}");
+        v
+    }
+
+    /// Next message, which must be an error with `code`.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let v = self.expect("error").await;
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    }
+
+    /// The connection must close with `code`; returns the reason.
+    pub async fn expect_close(&mut self, code: u16) -> String {
+        loop {
+            match self.next_event().await {
+                Event::Closed(c, reason) => {
+                    assert_eq!(c, code, "close reason {reason:?}");
+                    return reason;
+                }
+                Event::Json(v) => {
+                    if v["type"] == "error" {
+                        continue;
+                    }
+                    panic!("expected close {code}, got {v}");
+                }
+            }
+        }
+    }
+
+    /// Round trip a ping: proves the connection is alive and that nothing
+    /// else was queued before the pong.
+    pub async fn assert_alive(&mut self) {
+        self.send(json!({"type": "ping", "id": 77})).await;
+        let v = self.recv().await;
+        assert_eq!(v, json!({"type": "pong", "id": 77}));
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    }
+}
+
+pub enum Event {
+    Json(Value),
+    Closed(u16, String),
+}
+
+/// Two clients paired through `create` and `join`; returns (creator, joiner,
+/// creator's `created`, joiner's `joined`).
+pub async fn pair(addr: SocketAddr) -> (Client, Client, Value, Value) {
+    let mut a = Client::connect(addr).await;
+    a.send(json!({"type": "create"})).await;
+    let created = a.expect("created").await;
+    let mut b = Client::connect(addr).await;
+    b.send(json!({"type": "join", "nameplate": created["nameplate"]}))
+        .await;
+    let joined = b.expect("joined").await;
+    b.expect("paired").await;
+    a.expect("paired").await;
+    (a, b, created, joined)
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let resp = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("http get");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}

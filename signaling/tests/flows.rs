@@ -1,0 +1,354 @@
+//! Pairing, forwarding, leaving and resuming, end to end over real sockets.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{pair, start, Client};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn welcome_announces_version_limits_and_server_id() {
+    let server = start(&["--server-id", "node-a", "--max-frame-bytes", "1000"]).await;
+    let c = Client::connect(server.local_addr()).await;
+    let w = &c.welcome;
+    assert_eq!(w["version"], 1);
+    assert_eq!(w["server_id"], "node-a");
+    assert_eq!(w["limits"]["max_frame_bytes"], 1000);
+    for key in [
+        "max_messages_per_sec",
+        "ping_interval_secs",
+        "idle_timeout_secs",
+        "resume_grace_secs",
+        "nameplate_ttl_secs",
+        "max_queued_messages",
+    ] {
+        assert!(
+            w["limits"][key].as_u64().is_some_and(|v| v > 0),
+            "{key}: {w}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn create_join_pairs_both_seats_and_releases_the_nameplate() {
+    let server = start(&[]).await;
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr).await;
+    a.send(json!({"type": "create"})).await;
+    let created = a.expect("created").await;
+    let nameplate = created["nameplate"].as_str().unwrap().to_owned();
+    assert!(nameplate.chars().all(|c| c.is_ascii_digit()), "{created}");
+    assert_eq!(created["seat"], 0);
+    assert_eq!(created["expires_in_secs"], 600);
+    assert_eq!(created["resume_token"].as_str().unwrap().len(), 64);
+
+    // While waiting, the creator cannot send yet.
+    a.send(json!({"type": "send", "seq": 1, "body": "early"}))
+        .await;
+    a.expect_error("not_paired").await;
+
+    let mut b = Client::connect(addr).await;
+    b.send(json!({"type": "join", "nameplate": nameplate}))
+        .await;
+    let joined = b.expect("joined").await;
+    assert_eq!(joined["seat"], 1);
+    assert_eq!(joined["session"], created["session"]);
+    assert_ne!(joined["resume_token"], created["resume_token"]);
+    let pb = b.expect("paired").await;
+    let pa = a.expect("paired").await;
+    assert_eq!(pa["session"], pb["session"]);
+    assert_eq!(pa["seat"], 0);
+    assert_eq!(pb["seat"], 1);
+    assert!(pa["ice_servers"].is_array());
+
+    // The nameplate is released: a third party is told the session is full.
+    let mut c = Client::connect(addr).await;
+    c.send(json!({"type": "join", "nameplate": nameplate}))
+        .await;
+    c.expect_error("session_full").await;
+    let (_, metrics) = common::http_get(addr, "/metrics").await;
+    assert!(metrics.contains("tallow_nameplates 0\n"), "{metrics}");
+    assert!(metrics.contains("tallow_sessions 1\n"), "{metrics}");
+}
+
+/// Run one side of the exchange: send `n` messages and collect the peer's
+/// `n`, acknowledging as they come.
+async fn exchange(client: Client, me: &'static str, n: u64) -> Vec<Value> {
+    let (sink, mut stream) = client.ws.split();
+    let sink = Arc::new(Mutex::new(sink));
+    let writer = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            for seq in 1..=n {
+                let body = format!("{me}-{seq}");
+                let frame = json!({"type": "send", "seq": seq, "body": body}).to_string();
+                sink.lock()
+                    .await
+                    .send(Message::Text(frame.into()))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut acks = 0u64;
+    while got.len() < n as usize || acks < n {
+        let frame = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("exchange stalled")
+            .expect("stream ended")
+            .expect("frame");
+        let Message::Text(t) = frame else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+        match v["type"].as_str().unwrap() {
+            "message" => {
+                let seq = v["seq"].as_u64().unwrap();
+                got.push(v.clone());
+                if seq.is_multiple_of(100) {
+                    let ack = json!({"type": "ack", "seq": seq}).to_string();
+                    sink.lock()
+                        .await
+                        .send(Message::Text(ack.into()))
+                        .await
+                        .unwrap();
+                }
+            }
+            "ack" => {
+                let seq = v["seq"].as_u64().unwrap();
+                assert_eq!(seq, acks + 1, "server acks our sends in order");
+                acks = seq;
+            }
+            other => panic!("{me}: unexpected {other}: {v}"),
+        }
+    }
+    writer.await.unwrap();
+    got
+}
+
+#[tokio::test]
+async fn thousand_messages_each_way_arrive_in_order_exactly_once() {
+    let server = start(&["--max-messages-per-sec", "100000"]).await;
+    let (a, b, _, _) = pair(server.local_addr()).await;
+    let n = 1000;
+    let (got_by_a, got_by_b) = tokio::join!(exchange(a, "a", n), exchange(b, "b", n));
+    for (got, from) in [(got_by_a, "b"), (got_by_b, "a")] {
+        assert_eq!(got.len(), n as usize);
+        for (i, m) in got.iter().enumerate() {
+            let seq = i as u64 + 1;
+            assert_eq!(m["seq"], seq);
+            assert_eq!(m["body"], format!("{from}-{seq}"));
+        }
+    }
+    let (_, metrics) = common::http_get(server.local_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("tallow_messages_forwarded_total 2000\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn opaque_bodies_pass_through_unchanged() {
+    let server = start(&[]).await;
+    let (mut a, mut b, _, _) = pair(server.local_addr()).await;
+    let bodies = [
+        String::new(),
+        "{\"sdp\":\"v=0\\r\\n\"}".to_owned(),
+        "ünïcødé ✓ 🔐".to_owned(),
+        "A".repeat(60_000),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        a.send(json!({"type": "send", "seq": i + 1, "body": body}))
+            .await;
+        assert_eq!(a.expect("ack").await["seq"], i + 1);
+        let m = b.expect("message").await;
+        assert_eq!(m["body"].as_str().unwrap(), body);
+    }
+}
+
+#[tokio::test]
+async fn resume_delivers_messages_queued_during_the_gap_exactly_once() {
+    let server = start(&[]).await;
+    let addr = server.local_addr();
+    let (a, mut b, created, _) = pair(addr).await;
+    let mut a = a;
+
+    // a sends 1..=3; b sends 1..=5 and a reads them all.
+    for seq in 1..=3u64 {
+        a.send(json!({"type": "send", "seq": seq, "body": format!("a{seq}")}))
+            .await;
+        a.expect("ack").await;
+    }
+    for seq in 1..=3u64 {
+        assert_eq!(b.expect("message").await["seq"], seq);
+    }
+    for seq in 1..=5u64 {
+        b.send(json!({"type": "send", "seq": seq, "body": format!("b{seq}")}))
+            .await;
+        b.expect("ack").await;
+    }
+    for seq in 1..=5u64 {
+        assert_eq!(a.expect("message").await["seq"], seq);
+    }
+
+    // a's network drops without a close handshake.
+    drop(a);
+    b.expect("peer_away").await;
+
+    // During the gap b keeps talking.
+    for seq in 6..=10u64 {
+        b.send(json!({"type": "send", "seq": seq, "body": format!("b{seq}")}))
+            .await;
+        b.expect("ack").await;
+    }
+
+    // a comes back with its token and the last seq it processed.
+    let mut a = Client::connect(addr).await;
+    a.send(json!({"type": "resume", "token": created["resume_token"], "last_seq": 5}))
+        .await;
+    let r = a.expect("resumed").await;
+    assert_eq!(r["session"], created["session"]);
+    assert_eq!(r["seat"], 0);
+    assert_eq!(r["paired"], true);
+    assert_eq!(r["last_received"], 3, "the server holds a's sends up to 3");
+    let mut seen = HashSet::new();
+    for seq in 6..=10u64 {
+        let m = a.expect("message").await;
+        assert_eq!(m["seq"], seq);
+        assert_eq!(m["body"], format!("b{seq}"));
+        assert!(seen.insert(seq));
+    }
+    // Nothing else is queued: the next frame answers our ping.
+    a.assert_alive().await;
+    b.expect("peer_back").await;
+
+    // a resends 3 (already stored: acknowledged, not forwarded again) and
+    // goes on with 4.
+    a.send(json!({"type": "send", "seq": 3, "body": "a3"}))
+        .await;
+    assert_eq!(a.expect("ack").await["seq"], 3);
+    a.send(json!({"type": "send", "seq": 4, "body": "a4"}))
+        .await;
+    assert_eq!(a.expect("ack").await["seq"], 4);
+    let m = b.expect("message").await;
+    assert_eq!(
+        (m["seq"].as_u64(), m["body"].as_str()),
+        (Some(4), Some("a4"))
+    );
+    b.assert_alive().await;
+}
+
+#[tokio::test]
+async fn resume_replays_unacknowledged_messages_a_client_lost_in_flight() {
+    let server = start(&[]).await;
+    let addr = server.local_addr();
+    let (a, mut b, created, _) = pair(addr).await;
+    for seq in 1..=4u64 {
+        b.send(json!({"type": "send", "seq": seq, "body": format!("b{seq}")}))
+            .await;
+        b.expect("ack").await;
+    }
+    // a never read them (they may have been lost with its connection).
+    drop(a);
+    b.expect("peer_away").await;
+    let mut a = Client::connect(addr).await;
+    a.send(json!({"type": "resume", "token": created["resume_token"], "last_seq": 2}))
+        .await;
+    a.expect("resumed").await;
+    for seq in 3..=4u64 {
+        assert_eq!(a.expect("message").await["seq"], seq);
+    }
+    a.assert_alive().await;
+}
+
+#[tokio::test]
+async fn resuming_a_live_seat_supersedes_the_old_connection() {
+    let server = start(&[]).await;
+    let addr = server.local_addr();
+    let (mut a, _b, created, _) = pair(addr).await;
+    let mut a2 = Client::connect(addr).await;
+    a2.send(json!({"type": "resume", "token": created["resume_token"], "last_seq": 0}))
+        .await;
+    a2.expect("resumed").await;
+    let reason = a.expect_close(4001).await;
+    assert!(reason.contains("resumed"), "{reason}");
+}
+
+#[tokio::test]
+async fn leave_tells_the_peer_and_frees_the_seat() {
+    let server = start(&[]).await;
+    let (mut a, mut b, created, _) = pair(server.local_addr()).await;
+    b.send(json!({"type": "leave"})).await;
+    b.expect("left").await;
+    let v = a.expect("peer_left").await;
+    assert_eq!(v["reason"], "left");
+    // Both can start over on the same connection.
+    a.send(json!({"type": "send", "seq": 1, "body": "x"})).await;
+    a.expect_error("no_session").await;
+    a.send(json!({"type": "create"})).await;
+    a.expect("created").await;
+    b.send(json!({"type": "leave"})).await;
+    b.expect_error("no_session").await;
+    // The old token is gone with the session.
+    let mut c = Client::connect(server.local_addr()).await;
+    c.send(json!({"type": "resume", "token": created["resume_token"], "last_seq": 0}))
+        .await;
+    c.expect_error("invalid_resume_token").await;
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_return_within_the_grace_period_has_left() {
+    let server = start(&["--resume-grace-secs", "1"]).await;
+    let (a, mut b, created, _) = pair(server.local_addr()).await;
+    drop(a);
+    b.expect("peer_away").await;
+    let v = b.expect("peer_left").await;
+    assert_eq!(v["reason"], "timeout");
+    let mut a = Client::connect(server.local_addr()).await;
+    a.send(json!({"type": "resume", "token": created["resume_token"], "last_seq": 0}))
+        .await;
+    a.expect_error("invalid_resume_token").await;
+}
+
+#[tokio::test]
+async fn unjoined_nameplates_expire() {
+    let server = start(&["--nameplate-ttl-secs", "1"]).await;
+    let mut a = Client::connect(server.local_addr()).await;
+    a.send(json!({"type": "create"})).await;
+    let created = a.expect("created").await;
+    a.expect_error("nameplate_expired").await;
+    let mut b = Client::connect(server.local_addr()).await;
+    b.send(json!({"type": "join", "nameplate": created["nameplate"]}))
+        .await;
+    b.expect_error("unknown_nameplate").await;
+    // The creator may open a new one right away.
+    a.send(json!({"type": "create"})).await;
+    a.expect("created").await;
+}
+
+#[tokio::test]
+async fn ping_is_answered_and_server_pings_keep_a_reading_client() {
+    let server = start(&["--ping-interval-secs", "1", "--idle-timeout-secs", "2"]).await;
+    let mut c = Client::connect(server.local_addr()).await;
+    c.send(json!({"type": "ping"})).await;
+    assert_eq!(c.recv().await, json!({"type": "pong"}));
+    // Reading answers the server's pings automatically: 4 s is twice the
+    // idle timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut pings = 0;
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout_at(deadline, c.ws.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(other))) => panic!("unexpected {other:?}"),
+            Ok(other) => panic!("connection ended: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    assert!(pings >= 2, "server pinged {pings} times");
+    c.assert_alive().await;
+}

@@ -1,0 +1,237 @@
+//! Operator surface: probes, metrics, the web client, configuration from the
+//! environment and graceful shutdown of the real binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{start, Client};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn health_ready_and_metrics_answer() {
+    let server = start(&[]).await;
+    let addr = server.local_addr();
+    let (status, body) = common::http_get(addr, "/api/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["status"],
+        "ok"
+    );
+
+    let (status, body) = common::http_get(addr, "/api/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ready");
+    assert_eq!(v["checks"]["presence"]["store"], "memory");
+    assert_eq!(v["checks"]["presence"]["status"], "ok");
+
+    let _c = Client::connect(addr).await;
+    let (status, metrics) = common::http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "# TYPE tallow_connections gauge",
+        "tallow_connections 1",
+        "tallow_connections_accepted_total 1",
+        "# TYPE tallow_sessions gauge",
+        "# TYPE tallow_nameplates gauge",
+        "# TYPE tallow_messages_forwarded counter",
+        "# TYPE tallow_errors counter",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    assert!(metrics.trim_end().ends_with("# EOF"));
+}
+
+#[tokio::test]
+async fn the_web_client_is_served_at_the_root() {
+    let server = start(&[]).await;
+    let (status, body) = common::http_get(server.local_addr(), "/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>Tallow</title>"), "{body}");
+    let (status, js) = common::http_get(server.local_addr(), "/signal.js").await;
+    assert_eq!(status, 200);
+    assert!(js.contains("/signal"));
+    let (status, _) = common::http_get(server.local_addr(), "/nope.html").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn shutdown_closes_clients_with_1012_and_readiness_drops() {
+    let server = start(&[]).await;
+    let addr = server.local_addr();
+    let (mut a, mut b, _, _) = common::pair(addr).await;
+    let started = Instant::now();
+    let done = tokio::spawn(server.shutdown(Duration::from_secs(5)));
+    for c in [&mut a, &mut b] {
+        let reason = c.expect_close(1012).await;
+        assert!(reason.contains("resume"), "{reason}");
+    }
+    assert!(done.await.unwrap(), "drained in time");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+/// The real binary, configured only through the environment.
+struct Binary {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Binary {
+    fn spawn(env: &[(&str, &str)]) -> Binary {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tallow-server"));
+        cmd.env_clear()
+            .env("TALLOW_LISTEN", "127.0.0.1:0")
+            .env("TURN_ENABLED", "false")
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tallow-server");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            let v: Value = serde_json::from_str(&line).expect("every log line is JSON");
+            logs.lock().unwrap().push(line);
+            if v["message"] == "tallow-server listening" {
+                break v["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining logs so the child never blocks on a full pipe.
+        let sink = logs.clone();
+        let reader = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                serde_json::from_str::<Value>(&line).expect("every log line is JSON");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Binary {
+            child,
+            addr,
+            logs,
+            reader: Some(reader),
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_takes_its_config_from_the_environment_and_drains_on_sigterm() {
+    let mut bin = Binary::spawn(&[
+        ("TALLOW_SERVER_ID", "env-node"),
+        ("TALLOW_MAX_FRAME_BYTES", "2048"),
+        ("TURN_SECRET", "never-printed-secret"),
+        ("TURN_URLS", "turn:127.0.0.1:3478?transport=udp"),
+    ]);
+    let mut a = Client::connect(bin.addr).await;
+    assert_eq!(a.welcome["server_id"], "env-node");
+    assert_eq!(a.welcome["limits"]["max_frame_bytes"], 2048);
+    a.send(json!({"type": "create"})).await;
+    let created = a.expect("created").await;
+    let mut b = Client::connect(bin.addr).await;
+    b.send(json!({"type": "join", "nameplate": created["nameplate"]}))
+        .await;
+    b.expect("joined").await;
+    let paired = b.expect("paired").await;
+    let turn = &paired["ice_servers"][0];
+    assert_eq!(turn["urls"][0], "turn:127.0.0.1:3478?transport=udp");
+    let user = turn["username"].as_str().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        tallow_relay::credentials::expected_password(b"never-printed-secret", user, now).unwrap(),
+        turn["credential"].as_str().unwrap()
+    );
+
+    a.expect("paired").await;
+
+    bin.signal("-TERM");
+    a.expect_close(1012).await;
+    b.expect_close(1012).await;
+    let status = bin.wait_exit(Duration::from_secs(12));
+    assert!(status.success(), "{status:?}");
+    // The child has exited: its log pipe ends and the reader finishes.
+    bin.reader.take().unwrap().join().unwrap();
+    let logs = bin.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("shutting down"), "{logs}");
+    assert!(
+        !logs.contains("never-printed-secret"),
+        "the TURN secret was logged"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_exits_on_sigint_too() {
+    let mut bin = Binary::spawn(&[]);
+    let mut c = Client::connect(bin.addr).await;
+    bin.signal("-INT");
+    c.expect_close(1012).await;
+    assert!(bin.wait_exit(Duration::from_secs(12)).success());
+}
+
+#[test]
+fn invalid_configuration_is_refused_at_startup() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tallow-server"))
+        .env_clear()
+        .env("TALLOW_LISTEN", "127.0.0.1:0")
+        .env("TALLOW_IDLE_TIMEOUT_SECS", "1")
+        .env("TALLOW_PING_INTERVAL_SECS", "5")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TALLOW_IDLE_TIMEOUT_SECS"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tallow-server"))
+        .env_clear()
+        .env("TURN_PORT_RANGE", "9000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LOW-HIGH"));
+}
