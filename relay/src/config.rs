@@ -69,6 +69,7 @@ pub struct TurnConfig {
     /// TURN/STUN address (UDP and TCP).
     #[arg(
         id = "turn_listen",
+        value_name = "ADDR",
         long = "turn-listen",
         env = "TURN_LISTEN",
         default_value = "0.0.0.0:3478"
@@ -79,6 +80,7 @@ pub struct TurnConfig {
     /// process's own relay accepts the credentials it hands out.
     #[arg(
         id = "turn_secret",
+        value_name = "SECRET",
         long = "turn-secret",
         env = "TURN_SECRET",
         hide_env_values = true
@@ -88,6 +90,7 @@ pub struct TurnConfig {
     /// TURN realm.
     #[arg(
         id = "turn_realm",
+        value_name = "REALM",
         long = "turn-realm",
         env = "TURN_REALM",
         default_value = "tallow"
@@ -97,6 +100,7 @@ pub struct TurnConfig {
     /// Relayed address advertised to clients (host behind 1:1 NAT).
     #[arg(
         id = "turn_external_ip",
+        value_name = "IP",
         long = "turn-external-ip",
         env = "TURN_EXTERNAL_IP"
     )]
@@ -105,6 +109,7 @@ pub struct TurnConfig {
     /// Relay ports, LOW-HIGH.
     #[arg(
         id = "turn_port_range",
+        value_name = "LOW-HIGH",
         long = "turn-port-range",
         env = "TURN_PORT_RANGE",
         default_value = "49152-65535"
@@ -112,16 +117,17 @@ pub struct TurnConfig {
     pub port_range: PortRange,
 
     /// Permit relaying to loopback peers (tests, local development).
-    #[arg(id = "turn_allow_loopback", long = "turn-allow-loopback", env = "TURN_ALLOW_LOOPBACK", default_value_t = false, action = ArgAction::Set)]
+    #[arg(id = "turn_allow_loopback", value_name = "BOOL", value_name = "BOOL", long = "turn-allow-loopback", env = "TURN_ALLOW_LOOPBACK", default_value_t = false, action = ArgAction::Set)]
     pub allow_loopback: bool,
 
     /// Permit relaying to private (RFC 1918, fc00::/7) peers.
-    #[arg(id = "turn_allow_private", long = "turn-allow-private", env = "TURN_ALLOW_PRIVATE", default_value_t = false, action = ArgAction::Set)]
+    #[arg(id = "turn_allow_private", value_name = "BOOL", value_name = "BOOL", long = "turn-allow-private", env = "TURN_ALLOW_PRIVATE", default_value_t = false, action = ArgAction::Set)]
     pub allow_private: bool,
 
     /// Lifetime of the TURN credentials handed out, in seconds.
     #[arg(
         id = "turn_credential_ttl_secs",
+        value_name = "SECS",
         long = "turn-credential-ttl-secs",
         env = "TURN_CREDENTIAL_TTL_SECS",
         default_value_t = 3600

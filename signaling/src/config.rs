@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, Parser, ValueEnum};
 use tallow_relay::config::TurnConfig;
 
 #[derive(Debug, Clone, Parser)]
@@ -18,6 +18,11 @@ pub struct Config {
     /// HTTP + WebSocket address.
     #[arg(long = "listen", env = "TALLOW_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+
+    /// Serve /metrics on this separate address instead of TALLOW_LISTEN, so
+    /// that a public ingress never exposes it.
+    #[arg(long = "metrics-listen", env = "TALLOW_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Comma-separated origins allowed on /signal; unset allows any.
     #[arg(
@@ -176,6 +181,23 @@ pub struct Limits {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// Parse flags and environment. An empty variable counts as unset, so
+    /// templates (compose, Helm) may leave optional values blank. Call before
+    /// any thread starts: it edits the process environment.
+    pub fn load() -> Config {
+        for arg in Config::command().get_arguments() {
+            if let Some(name) = arg.get_env() {
+                if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+                    std::env::remove_var(name);
+                }
+            }
+        }
+        let mut cfg = Config::parse();
+        cfg.allowed_origins.retain(|s| !s.trim().is_empty());
+        cfg.turn_urls.retain(|s| !s.trim().is_empty());
+        cfg
+    }
+
     /// Reject values that would make the server misbehave rather than fail
     /// later at a distance.
     pub fn validate(&self) -> Result<(), ConfigError> {

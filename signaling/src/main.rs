@@ -3,15 +3,22 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use tallow_signaling::config::{Config, LogFormat};
 use tallow_signaling::server::Server;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cfg = Config::parse();
+fn main() -> anyhow::Result<()> {
+    // Configuration first, while the process is still single-threaded.
+    let cfg = Config::load();
     init_logging(cfg.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
     let drain = Duration::from_secs(cfg.shutdown_timeout_secs);
     let server = Server::start(cfg).await.context("starting tallow-server")?;
     let signal = wait_for_signal().await?;

@@ -74,6 +74,7 @@ impl AppState {
 /// A running node.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     state: Arc<AppState>,
     http: JoinHandle<std::io::Result<()>>,
     timers: JoinHandle<()>,
@@ -143,9 +144,30 @@ impl Server {
             cfg,
         });
 
+        let metrics_listener = match state.cfg.metrics_listen {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr: at, source })?,
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
         let notices = state.presence.subscribe(&node);
         let timers = tokio::spawn(run_timers(state.clone(), notices));
-        let app = router(state.clone());
+        let app = router(state.clone(), metrics_listener.is_none());
+        if let Some(l) = metrics_listener {
+            let app = Router::new()
+                .route("/metrics", get(metrics))
+                .with_state(state.clone());
+            let stop = state.shutdown.clone();
+            state.tracker.spawn(async move {
+                let _ = axum::serve(l, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+            });
+        }
         let stop = state.shutdown.clone();
         let http = tokio::spawn(async move {
             axum::serve(
@@ -158,6 +180,7 @@ impl Server {
         tracing::info!(%addr, node = %node, presence = state.presence.kind(), "tallow-server listening");
         Ok(Server {
             addr,
+            metrics_addr,
             state,
             http,
             timers,
@@ -166,6 +189,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where /metrics is served when TALLOW_METRICS_LISTEN is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stop accepting, tell every client to reconnect elsewhere (close 1012)
@@ -235,15 +263,16 @@ async fn run_timers(st: Arc<AppState>, mut notices: mpsc::UnboundedReceiver<Noti
     }
 }
 
-fn router(state: Arc<AppState>) -> Router {
+fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
     let web = web_root(&state.cfg);
-    Router::new()
+    let mut r = Router::new()
         .route("/signal", get(signal))
         .route("/api/health", get(health))
-        .route("/api/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .fallback_service(ServeDir::new(web))
-        .with_state(state)
+        .route("/api/ready", get(ready));
+    if with_metrics {
+        r = r.route("/metrics", get(metrics));
+    }
+    r.fallback_service(ServeDir::new(web)).with_state(state)
 }
 
 fn web_root(cfg: &Config) -> PathBuf {

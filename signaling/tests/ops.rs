@@ -48,6 +48,17 @@ async fn health_ready_and_metrics_answer() {
 }
 
 #[tokio::test]
+async fn metrics_can_move_to_their_own_port() {
+    let server = start(&["--metrics-listen", "127.0.0.1:0"]).await;
+    let metrics_addr = server.metrics_addr().expect("metrics listener");
+    let (status, body) = common::http_get(metrics_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("tallow_connections"));
+    let (status, _) = common::http_get(server.local_addr(), "/metrics").await;
+    assert_eq!(status, 404, "not on the public port any more");
+}
+
+#[tokio::test]
 async fn the_web_client_is_served_at_the_root() {
     let server = start(&[]).await;
     let (status, body) = common::http_get(server.local_addr(), "/").await;
@@ -206,8 +217,14 @@ async fn the_binary_takes_its_config_from_the_environment_and_drains_on_sigterm(
 }
 
 #[tokio::test]
-async fn the_binary_exits_on_sigint_too() {
-    let mut bin = Binary::spawn(&[]);
+async fn the_binary_treats_blank_variables_as_unset_and_exits_on_sigint() {
+    // Blank variables (as templates leave them) count as unset.
+    let mut bin = Binary::spawn(&[
+        ("TURN_EXTERNAL_IP", ""),
+        ("ALLOWED_ORIGINS", ""),
+        ("REDIS_URL", ""),
+        ("TURN_URLS", ""),
+    ]);
     let mut c = Client::connect(bin.addr).await;
     bin.signal("-INT");
     c.expect_close(1012).await;
@@ -234,4 +251,40 @@ fn invalid_configuration_is_refused_at_startup() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("LOW-HIGH"));
+}
+
+#[tokio::test]
+async fn the_health_check_script_reports_alive_ready_and_dead() {
+    let server = start(&[]).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/health-check.sh");
+    let url = format!("http://{}", server.local_addr());
+    let out = tokio::process::Command::new(script)
+        .args([url.as_str(), "--metrics"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("alive") && stdout.contains("ready"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tallow_connections "), "{stdout}");
+
+    // Nothing listens on a port we just freed: not alive, exit 2.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = tokio::process::Command::new(script)
+        .arg(format!("http://{dead}"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT ALIVE"));
 }

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Probe a tallow-server: liveness, readiness and (optionally) metrics.
+# Usage: scripts/health-check.sh [BASE_URL] [--metrics]
+#   BASE_URL defaults to $TALLOW_URL or http://127.0.0.1:8080.
+# Exit status: 0 healthy and ready, 1 not ready, 2 not alive, 3 bad usage.
+set -euo pipefail
+
+base="${TALLOW_URL:-http://127.0.0.1:8080}"
+check_metrics=false
+for arg in "$@"; do
+    case "$arg" in
+        --metrics) check_metrics=true ;;
+        -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+        http://*|https://*) base="${arg%/}" ;;
+        *) echo "unknown argument: $arg" >&2; exit 3 ;;
+    esac
+done
+
+fetch() { # url -> prints "STATUS BODY"
+    local out status
+    out=$(curl -sS --max-time 5 -w '\n%{http_code}' "$1" 2>&1) || { echo "000 $out"; return; }
+    status="${out##*$'\n'}"
+    echo "$status ${out%$'\n'*}"
+}
+
+read -r status body < <(fetch "$base/api/health")
+if [[ "$status" != 200 ]]; then
+    echo "NOT ALIVE: $base/api/health -> $status $body" >&2
+    exit 2
+fi
+echo "alive: $body"
+
+read -r status body < <(fetch "$base/api/ready")
+if [[ "$status" != 200 ]]; then
+    echo "NOT READY: $base/api/ready -> $status $body" >&2
+    exit 1
+fi
+echo "ready: $body"
+
+if $check_metrics; then
+    metrics=$(curl -fsS --max-time 5 "$base/metrics")
+    grep -E '^tallow_(connections|sessions|nameplates) ' <<<"$metrics" || {
+        echo "metrics lack the tallow_ gauges" >&2
+        exit 1
+    }
+fi

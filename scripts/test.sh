@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Rust:
+#   1. installs the tools the tests drive (Debian packages, a Python venv),
+#   2. checks formatting, lints, shell scripts, YAML, Kubernetes manifests
+#      and nginx.conf,
+#   3. runs every Rust test (unit and integration) with nextest, or cargo
+#      test where nextest is missing; its summary ends the output.
+# Servers the tests need are started by the tests themselves on free
+# loopback ports and stopped when they end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+tools="$root/target/test-tools"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- 1. tools ---------------------------------------------------------------
+# command -> Debian package
+declare -A wanted=(
+    [shellcheck]=shellcheck
+    [yamllint]=yamllint
+    [nginx]=nginx
+    [curl]=curl
+    [openssl]=openssl
+)
+missing=()
+for cmd in "${!wanted[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || [[ -x "/usr/sbin/$cmd" ]] || missing+=("${wanted[$cmd]}")
+done
+if ((${#missing[@]})); then
+    step "installing Debian packages: ${missing[*]}"
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    # Packages such as nginx start their service on install; the tests start
+    # their own instances on free ports, so keep the system ones down.
+    policy=/usr/sbin/policy-rc.d
+    added_policy=false
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod +x "$policy"
+        added_policy=true
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if $added_policy; then $sudo rm -f "$policy"; fi
+fi
+if [[ ! -x "$tools/venv/bin/kubernetes-validate" ]]; then
+    step "installing kubernetes-validate into $tools/venv"
+    python3 -m venv "$tools/venv"
+    "$tools/venv/bin/pip" install -q --disable-pip-version-check 'kubernetes-validate==1.*'
+fi
+export PATH="$PATH:/usr/sbin"
+
+# --- 2. static checks -------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "shellcheck"
+shellcheck scripts/*.sh .ci/run
+
+step "yamllint"
+yamllint --strict -c .yamllint.yml k8s docker-compose.yml
+
+step "kubernetes-validate (strict schemas)"
+resources=()
+for f in k8s/*.yaml; do
+    [[ "$(basename "$f")" == kustomization.yaml ]] || resources+=("$f")
+done
+"$tools/venv/bin/kubernetes-validate" --strict --quiet "${resources[@]}"
+
+step "nginx -t"
+# The shipped config with its certificate paths pointed at a throwaway
+# self-signed pair and the compose service name resolved to loopback.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+    -keyout "$scratch/privkey.pem" -out "$scratch/fullchain.pem" 2>/dev/null
+sed -e "s#/etc/nginx/certs#$scratch#g" -e 's#server tallow:8080#server 127.0.0.1:8080#' \
+    nginx.conf >"$scratch/nginx.conf"
+nginx -t -q -c "$scratch/nginx.conf" -p "$scratch"
+
+# --- 3. tests ---------------------------------------------------------------
+if cargo nextest --version >/dev/null 2>&1; then
+    step "cargo nextest run"
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    step "cargo test (cargo-nextest not installed)"
+    cargo test --workspace --locked --no-fail-fast
+fi
