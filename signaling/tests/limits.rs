@@ -335,3 +335,64 @@ async fn every_error_code_is_counted_in_metrics() {
         );
     }
 }
+
+#[tokio::test]
+async fn thousands_of_mangled_frames_never_break_the_server() {
+    use rand::{RngExt, SeedableRng};
+    let server = start(&["--max-messages-per-sec", "100000"]).await;
+    let addr = server.local_addr();
+    let (mut a, mut b, created, _) = pair(addr).await;
+    let seeds = [
+        r#"{"type":"create"}"#.to_owned(),
+        format!(r#"{{"type":"join","nameplate":{}}}"#, created["nameplate"]),
+        r#"{"type":"send","seq":1,"body":"hello"}"#.to_owned(),
+        r#"{"type":"ack","seq":1}"#.to_owned(),
+        r#"{"type":"resume","token":"ab","last_seq":18446744073709551615}"#.to_owned(),
+        r#"{"type":"ping","id":1}"#.to_owned(),
+        r#"{"type":"leave"}"#.to_owned(),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7a11_0e);
+    let mut mangled = 0;
+    for i in 0..3000 {
+        let mut bytes = seeds[i % seeds.len()].clone().into_bytes();
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..bytes.len());
+            match rng.random_range(0..4) {
+                0 => bytes[at] = rng.random(),
+                1 => bytes.truncate(at),
+                2 => bytes.insert(at, b"{}[]\",:0\\x"[rng.random_range(0..10)]),
+                _ => {
+                    bytes.remove(at);
+                }
+            }
+            if bytes.is_empty() {
+                bytes.push(b'{');
+            }
+        }
+        // Text frames must be UTF-8; invalid byte strings go as binary.
+        let frame = match String::from_utf8(bytes) {
+            Ok(s) => Message::Text(s.into()),
+            Err(e) => Message::Binary(e.into_bytes().into()),
+        };
+        if b.ws.send(frame).await.is_err() {
+            panic!("server dropped the connection after {mangled} frames");
+        }
+        mangled += 1;
+    }
+    // Everything was answered or absorbed, in order: the marker ping comes
+    // back after the replies to every mangled frame.
+    for (c, id) in [(&mut b, 4242), (&mut a, 4243)] {
+        c.send(json!({"type": "ping", "id": id})).await;
+        let mut replies = 0;
+        loop {
+            let v = c.recv().await;
+            if v["type"] == "pong" && v["id"] == id {
+                break;
+            }
+            replies += 1;
+            assert!(replies <= 3000, "more replies than frames sent");
+        }
+    }
+    let (status, _) = common::http_get(addr, "/api/health").await;
+    assert_eq!(status, 200);
+}

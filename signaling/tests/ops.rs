@@ -72,7 +72,7 @@ async fn the_web_client_is_served_at_the_root() {
 }
 
 #[tokio::test]
-async fn shutdown_closes_clients_with_1012_and_readiness_drops() {
+async fn shutdown_closes_clients_with_1012_and_stops_accepting() {
     let server = start(&[]).await;
     let addr = server.local_addr();
     let (mut a, mut b, _, _) = common::pair(addr).await;
