@@ -351,8 +351,7 @@ async fn thousands_of_mangled_frames_never_break_the_server() {
         r#"{"type":"ping","id":1}"#.to_owned(),
         r#"{"type":"leave"}"#.to_owned(),
     ];
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7a11_0e);
-    let mut mangled = 0;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7a11_0e5e);
     for i in 0..3000 {
         let mut bytes = seeds[i % seeds.len()].clone().into_bytes();
         for _ in 0..rng.random_range(1..4) {
@@ -375,9 +374,8 @@ async fn thousands_of_mangled_frames_never_break_the_server() {
             Err(e) => Message::Binary(e.into_bytes().into()),
         };
         if b.ws.send(frame).await.is_err() {
-            panic!("server dropped the connection after {mangled} frames");
+            panic!("server dropped the connection after {i} frames");
         }
-        mangled += 1;
     }
     // Everything was answered or absorbed, in order: the marker ping comes
     // back after the replies to every mangled frame.
