@@ -251,6 +251,18 @@ impl Config {
                 )));
             }
         }
+        if let Some(id) = &self.server_id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(ConfigError(
+                    "TALLOW_SERVER_ID must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+                ));
+            }
+        }
         if let Some(url) = &self.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(ConfigError(

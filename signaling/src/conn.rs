@@ -163,7 +163,12 @@ impl Conn {
                 .detach(&s.session, s.seat, &self.owner)
                 .await
             {
-                tracing::warn!(error = %e, "could not detach seat");
+                // Retried by the node until the store answers, so the peer
+                // learns of it and the grace period starts.
+                tracing::warn!(error = %e, "could not detach seat; will retry");
+                self.st
+                    .lock_pending_detach()
+                    .push((s.session, s.seat, self.owner.clone()));
             }
         }
         self.release_ip_slot();
@@ -468,6 +473,10 @@ impl Conn {
     }
 
     async fn on_notice(&mut self, n: Notice) -> Result<Flow, Gone> {
+        if n.event == Event::Resync {
+            self.pump().await?;
+            return Ok(Flow::Continue);
+        }
         let current = self.seat.as_ref().is_some_and(|s| s.session == n.session);
         if !current {
             // For a session this connection already left.
@@ -500,6 +509,7 @@ impl Conn {
                 );
                 self.error(ErrorCode::NameplateExpired, msg).await?;
             }
+            Event::Resync => {}
             Event::Superseded => {
                 // The seat now belongs to the other connection: do not detach.
                 self.seat = None;
@@ -518,6 +528,11 @@ impl Conn {
             return Ok(Flow::Close(close::IDLE_TIMEOUT, "idle timeout"));
         }
         self.write(Message::Ping(Default::default())).await?;
+        // A store whose notices can be lost (Redis pub/sub) still delivers
+        // within one ping interval.
+        if self.seat.as_ref().is_some_and(|s| s.paired) {
+            self.pump().await?;
+        }
         Ok(Flow::Continue)
     }
 

@@ -41,6 +41,9 @@ pub enum Event {
     NameplateExpired,
     /// Another connection resumed this seat.
     Superseded,
+    /// Notices may have been lost (a store reconnected): fetch again.
+    /// Addressed to every connection of the node.
+    Resync,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

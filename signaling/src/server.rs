@@ -26,7 +26,8 @@ use crate::ice::IceConfig;
 use crate::ip_limits::IpLimits;
 use crate::metrics::Metrics;
 use crate::presence::memory::MemoryPresence;
-use crate::presence::{Notice, Presence, PresenceConfig};
+use crate::presence::redis::RedisPresence;
+use crate::presence::{Event, Notice, Owner, Presence, PresenceConfig, Seat};
 use crate::protocol::{AnnouncedLimits, ErrorCode, ServerMsg, PROTOCOL_VERSION};
 
 /// How long readiness waits for the presence store.
@@ -41,8 +42,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("presence store: {0}")]
+    Presence(String),
 }
 
 /// State shared by every connection and route of one node.
@@ -55,6 +56,8 @@ pub struct AppState {
     pub(crate) welcome: String,
     pub(crate) conns: Mutex<HashMap<u64, mpsc::UnboundedSender<Notice>>>,
     pub(crate) ip_limits: Mutex<IpLimits>,
+    /// Seats whose detach failed (store down), retried by the timers.
+    pub(crate) pending_detach: Mutex<Vec<(String, Seat, Owner)>>,
     pub(crate) next_conn: AtomicU64,
     pub(crate) open: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
@@ -68,6 +71,12 @@ impl AppState {
 
     pub(crate) fn lock_ip_limits(&self) -> MutexGuard<'_, IpLimits> {
         self.ip_limits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_pending_detach(&self) -> MutexGuard<'_, Vec<(String, Seat, Owner)>> {
+        self.pending_detach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -84,22 +93,23 @@ impl Server {
     /// Validate `cfg`, bind, and start serving.
     pub async fn start(cfg: Config) -> Result<Server, ServerError> {
         cfg.validate()?;
-        if cfg.redis_url.is_some() {
-            return Err(ServerError::Unsupported(
-                "REDIS_URL is set but this build has only the in-memory presence store".into(),
-            ));
-        }
         let node: Arc<str> = Arc::from(
             cfg.server_id
                 .clone()
                 .unwrap_or_else(|| format!("node-{}", hex::encode(rand::random::<[u8; 4]>()))),
         );
         let l = &cfg.limits;
-        let presence: Arc<dyn Presence> = Arc::new(MemoryPresence::new(PresenceConfig {
+        let pcfg = PresenceConfig {
             nameplate_ttl: l.nameplate_ttl(),
             resume_grace: l.resume_grace(),
             mailbox_cap: l.max_queued_messages,
-        }));
+        };
+        let presence: Arc<dyn Presence> = match &cfg.redis_url {
+            Some(url) => Arc::new(
+                RedisPresence::new(url, pcfg).map_err(|e| ServerError::Presence(e.to_string()))?,
+            ),
+            None => Arc::new(MemoryPresence::new(pcfg)),
+        };
         let welcome = ServerMsg::Welcome {
             version: PROTOCOL_VERSION,
             server_id: node.to_string(),
@@ -137,6 +147,7 @@ impl Server {
             ice,
             welcome,
             conns: Mutex::new(HashMap::new()),
+            pending_detach: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
@@ -245,6 +256,12 @@ async fn run_timers(st: Arc<AppState>, mut notices: mpsc::UnboundedReceiver<Noti
     loop {
         tokio::select! {
             Some(n) = notices.recv() => {
+                if n.event == Event::Resync {
+                    for tx in st.lock_conns().values() {
+                        let _ = tx.send(n.clone());
+                    }
+                    continue;
+                }
                 let tx = st.lock_conns().get(&n.to.conn).cloned();
                 if let Some(tx) = tx {
                     let _ = tx.send(n);
@@ -258,6 +275,12 @@ async fn run_timers(st: Arc<AppState>, mut notices: mpsc::UnboundedReceiver<Noti
                     tracing::warn!(error = %e, "presence heartbeat failed");
                 }
                 st.lock_ip_limits().sweep(std::time::Instant::now());
+                let pending = std::mem::take(&mut *st.lock_pending_detach());
+                for (session, seat, owner) in pending {
+                    if st.presence.detach(&session, seat, &owner).await.is_err() {
+                        st.lock_pending_detach().push((session, seat, owner));
+                    }
+                }
             }
         }
     }

@@ -6,15 +6,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{pair, start, Client};
+use common::{pair, Client, Store};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn welcome_announces_version_limits_and_server_id() {
-    let server = start(&["--server-id", "node-a", "--max-frame-bytes", "1000"]).await;
+async fn welcome_announces_version_limits_and_server_id(store: Store) {
+    let server = store
+        .start(&["--server-id", "node-a", "--max-frame-bytes", "1000"])
+        .await;
     let c = Client::connect(server.local_addr()).await;
     let w = &c.welcome;
     assert_eq!(w["version"], 1);
@@ -35,9 +36,8 @@ async fn welcome_announces_version_limits_and_server_id() {
     }
 }
 
-#[tokio::test]
-async fn create_join_pairs_both_seats_and_releases_the_nameplate() {
-    let server = start(&[]).await;
+async fn create_join_pairs_both_seats_and_releases_the_nameplate(store: Store) {
+    let server = store.start(&[]).await;
     let addr = server.local_addr();
     let mut a = Client::connect(addr).await;
     a.send(json!({"type": "create"})).await;
@@ -131,9 +131,8 @@ async fn exchange(client: Client, me: &'static str, n: u64) -> Vec<Value> {
     got
 }
 
-#[tokio::test]
-async fn thousand_messages_each_way_arrive_in_order_exactly_once() {
-    let server = start(&["--max-messages-per-sec", "100000"]).await;
+async fn thousand_messages_each_way_arrive_in_order_exactly_once(store: Store) {
+    let server = store.start(&["--max-messages-per-sec", "100000"]).await;
     let (a, b, _, _) = pair(server.local_addr()).await;
     let n = 1000;
     let (got_by_a, got_by_b) = tokio::join!(exchange(a, "a", n), exchange(b, "b", n));
@@ -152,9 +151,8 @@ async fn thousand_messages_each_way_arrive_in_order_exactly_once() {
     );
 }
 
-#[tokio::test]
-async fn opaque_bodies_pass_through_unchanged() {
-    let server = start(&[]).await;
+async fn opaque_bodies_pass_through_unchanged(store: Store) {
+    let server = store.start(&[]).await;
     let (mut a, mut b, _, _) = pair(server.local_addr()).await;
     let bodies = [
         String::new(),
@@ -171,9 +169,8 @@ async fn opaque_bodies_pass_through_unchanged() {
     }
 }
 
-#[tokio::test]
-async fn resume_delivers_messages_queued_during_the_gap_exactly_once() {
-    let server = start(&[]).await;
+async fn resume_delivers_messages_queued_during_the_gap_exactly_once(store: Store) {
+    let server = store.start(&[]).await;
     let addr = server.local_addr();
     let (a, mut b, created, _) = pair(addr).await;
     let mut a = a;
@@ -243,9 +240,8 @@ async fn resume_delivers_messages_queued_during_the_gap_exactly_once() {
     b.assert_alive().await;
 }
 
-#[tokio::test]
-async fn resume_replays_unacknowledged_messages_a_client_lost_in_flight() {
-    let server = start(&[]).await;
+async fn resume_replays_unacknowledged_messages_a_client_lost_in_flight(store: Store) {
+    let server = store.start(&[]).await;
     let addr = server.local_addr();
     let (a, mut b, created, _) = pair(addr).await;
     for seq in 1..=4u64 {
@@ -266,9 +262,8 @@ async fn resume_replays_unacknowledged_messages_a_client_lost_in_flight() {
     a.assert_alive().await;
 }
 
-#[tokio::test]
-async fn resuming_a_live_seat_supersedes_the_old_connection() {
-    let server = start(&[]).await;
+async fn resuming_a_live_seat_supersedes_the_old_connection(store: Store) {
+    let server = store.start(&[]).await;
     let addr = server.local_addr();
     let (mut a, _b, created, _) = pair(addr).await;
     let mut a2 = Client::connect(addr).await;
@@ -279,9 +274,8 @@ async fn resuming_a_live_seat_supersedes_the_old_connection() {
     assert!(reason.contains("resumed"), "{reason}");
 }
 
-#[tokio::test]
-async fn leave_tells_the_peer_and_frees_the_seat() {
-    let server = start(&[]).await;
+async fn leave_tells_the_peer_and_frees_the_seat(store: Store) {
+    let server = store.start(&[]).await;
     let (mut a, mut b, created, _) = pair(server.local_addr()).await;
     b.send(json!({"type": "leave"})).await;
     b.expect("left").await;
@@ -301,9 +295,8 @@ async fn leave_tells_the_peer_and_frees_the_seat() {
     c.expect_error("invalid_resume_token").await;
 }
 
-#[tokio::test]
-async fn a_peer_that_does_not_return_within_the_grace_period_has_left() {
-    let server = start(&["--resume-grace-secs", "1"]).await;
+async fn a_peer_that_does_not_return_within_the_grace_period_has_left(store: Store) {
+    let server = store.start(&["--resume-grace-secs", "1"]).await;
     let (a, mut b, created, _) = pair(server.local_addr()).await;
     drop(a);
     b.expect("peer_away").await;
@@ -315,9 +308,8 @@ async fn a_peer_that_does_not_return_within_the_grace_period_has_left() {
     a.expect_error("invalid_resume_token").await;
 }
 
-#[tokio::test]
-async fn unjoined_nameplates_expire() {
-    let server = start(&["--nameplate-ttl-secs", "1"]).await;
+async fn unjoined_nameplates_expire(store: Store) {
+    let server = store.start(&["--nameplate-ttl-secs", "1"]).await;
     let mut a = Client::connect(server.local_addr()).await;
     a.send(json!({"type": "create"})).await;
     let created = a.expect("created").await;
@@ -331,9 +323,10 @@ async fn unjoined_nameplates_expire() {
     a.expect("created").await;
 }
 
-#[tokio::test]
-async fn ping_is_answered_and_server_pings_keep_a_reading_client() {
-    let server = start(&["--ping-interval-secs", "1", "--idle-timeout-secs", "2"]).await;
+async fn ping_is_answered_and_server_pings_keep_a_reading_client(store: Store) {
+    let server = store
+        .start(&["--ping-interval-secs", "1", "--idle-timeout-secs", "2"])
+        .await;
     let mut c = Client::connect(server.local_addr()).await;
     c.send(json!({"type": "ping"})).await;
     assert_eq!(c.recv().await, json!({"type": "pong"}));
@@ -352,3 +345,39 @@ async fn ping_is_answered_and_server_pings_keep_a_reading_client() {
     assert!(pings >= 2, "server pinged {pings} times");
     c.assert_alive().await;
 }
+
+async fn a_full_mailbox_pushes_back_on_the_sender(store: Store) {
+    let server = store.start(&["--max-queued-messages", "3"]).await;
+    let (mut a, mut b, _, _) = pair(server.local_addr()).await;
+    for seq in 1..=3u64 {
+        a.send(json!({"type": "send", "seq": seq, "body": "x"}))
+            .await;
+        a.expect("ack").await;
+    }
+    a.send(json!({"type": "send", "seq": 4, "body": "x"})).await;
+    let e = a.expect_error("mailbox_full").await;
+    assert_eq!(e["retryable"], true);
+    for seq in 1..=3u64 {
+        assert_eq!(b.expect("message").await["seq"], seq);
+    }
+    b.send(json!({"type": "ack", "seq": 3})).await;
+    b.assert_alive().await;
+    a.send(json!({"type": "send", "seq": 4, "body": "x"})).await;
+    a.expect("ack").await;
+    assert_eq!(b.expect("message").await["seq"], 4);
+}
+
+on_both_stores!(
+    welcome_announces_version_limits_and_server_id,
+    create_join_pairs_both_seats_and_releases_the_nameplate,
+    thousand_messages_each_way_arrive_in_order_exactly_once,
+    opaque_bodies_pass_through_unchanged,
+    resume_delivers_messages_queued_during_the_gap_exactly_once,
+    resume_replays_unacknowledged_messages_a_client_lost_in_flight,
+    resuming_a_live_seat_supersedes_the_old_connection,
+    leave_tells_the_peer_and_frees_the_seat,
+    a_peer_that_does_not_return_within_the_grace_period_has_left,
+    unjoined_nameplates_expire,
+    ping_is_answered_and_server_pings_keep_a_reading_client,
+    a_full_mailbox_pushes_back_on_the_sender,
+);

@@ -294,28 +294,6 @@ async fn silent_clients_are_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
-async fn a_full_mailbox_pushes_back_on_the_sender() {
-    let server = start(&["--max-queued-messages", "3"]).await;
-    let (mut a, mut b, _, _) = pair(server.local_addr()).await;
-    for seq in 1..=3u64 {
-        a.send(json!({"type": "send", "seq": seq, "body": "x"}))
-            .await;
-        a.expect("ack").await;
-    }
-    a.send(json!({"type": "send", "seq": 4, "body": "x"})).await;
-    let e = a.expect_error("mailbox_full").await;
-    assert_eq!(e["retryable"], true);
-    for seq in 1..=3u64 {
-        assert_eq!(b.expect("message").await["seq"], seq);
-    }
-    b.send(json!({"type": "ack", "seq": 3})).await;
-    b.assert_alive().await;
-    a.send(json!({"type": "send", "seq": 4, "body": "x"})).await;
-    a.expect("ack").await;
-    assert_eq!(b.expect("message").await["seq"], 4);
-}
-
-#[tokio::test]
 async fn every_error_code_is_counted_in_metrics() {
     let server = start(&[]).await;
     let mut c = Client::connect(server.local_addr()).await;

@@ -13,6 +13,7 @@
 //!   delivered to the node that owns it, through `subscribe`.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -32,6 +32,168 @@ pub async fn start(flags: &[&str]) -> Server {
     Server::start(cfg).await.expect("server starts")
 }
 
+/// Which presence store a test runs against.
+#[derive(Debug, Clone, Copy)]
+pub enum Store {
+    Memory,
+    Redis,
+}
+
+/// A server and, for the Redis store, the redis-server behind it.
+pub struct Env {
+    pub server: Server,
+    pub redis: Option<RedisServer>,
+}
+
+impl Env {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+}
+
+impl Store {
+    pub async fn start(self, flags: &[&str]) -> Env {
+        match self {
+            Store::Memory => Env {
+                server: start(flags).await,
+                redis: None,
+            },
+            Store::Redis => {
+                let redis = RedisServer::start();
+                let url = redis.url();
+                let mut all = vec!["--redis-url", url.as_str()];
+                all.extend_from_slice(flags);
+                Env {
+                    server: start(&all).await,
+                    redis: Some(redis),
+                }
+            }
+        }
+    }
+}
+
+/// Generate `memory::name` and `redis::name` tests from `async fn name(Store)`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::common::Store::Memory).await
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::common::Store::Redis).await
+            })*
+        }
+    };
+}
+
+/// A real redis-server on a free loopback port, killed when dropped.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    password: Option<String>,
+    dir: std::path::PathBuf,
+}
+
+fn redis_server_binary() -> &'static str {
+    for p in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
+        if std::path::Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("redis-server is not installed: run scripts/test.sh, which installs it");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_with_password(None)
+    }
+
+    pub fn start_with_password(password: Option<&str>) -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("tallow-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = RedisServer {
+            child: None,
+            port,
+            password: password.map(str::to_owned),
+            dir,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// (Re)start on the same port with an empty data set.
+    pub fn restart(&mut self) {
+        let mut cmd = std::process::Command::new(redis_server_binary());
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        if let Some(pw) = &self.password {
+            cmd.args(["--requirepass", pw]);
+        }
+        self.child = Some(cmd.spawn().expect("start redis-server"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Keys under the tallow: prefix.
+    pub async fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg("tallow:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub struct Client {

@@ -1,0 +1,118 @@
+-- Shared prelude of every presence script. Rust prepends it to each script
+-- body (presence/redis.rs). Key layout and TTLs: DEVOPS.md, "Redis presence".
+--
+-- Every script reads the clock with TIME so that all nodes share Redis's.
+-- Replies are arrays: {'ok', ...} or {'err', code, detail}.
+
+local P = 'tallow:'
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Integers as plain digits: Lua would print large numbers in exponent form.
+local function int(x) return string.format('%d', x) end
+
+local function skey(sid) return P .. 's:' .. sid end
+local function mbkey(sid, seat) return P .. 'mb:' .. sid .. ':' .. seat end
+
+local function owner_node(owner)
+  return string.match(owner, '^(.*)|%d+$')
+end
+
+-- Tell the connection `owner` ("node|conn") about `event` in session `sid`.
+local function notify(owner, sid, event)
+  if owner and owner ~= '' then
+    local node, conn = string.match(owner, '^(.*)|(%d+)$')
+    if node then
+      redis.call('PUBLISH', P .. 'ch:' .. node, conn .. '|' .. sid .. '|' .. event)
+    end
+  end
+end
+
+-- Refresh the TTL of everything a session owns.
+local function touch(sid, key_ttl, now)
+  local s = skey(sid)
+  redis.call('PEXPIRE', s, key_ttl)
+  redis.call('PEXPIRE', mbkey(sid, 0), key_ttl)
+  redis.call('PEXPIRE', mbkey(sid, 1), key_ttl)
+  for seat = 0, 1 do
+    local t = redis.call('HGET', s, 't' .. seat)
+    if t then redis.call('PEXPIRE', P .. 'tok:' .. t, key_ttl) end
+  end
+  redis.call('ZADD', P .. 'sl', now, sid)
+  redis.call('PEXPIRE', P .. 'sl', key_ttl)
+end
+
+local function own(sid, seat, owner, key_ttl)
+  local node = owner_node(owner)
+  if node then
+    local ns = P .. 'ns:' .. node
+    redis.call('SADD', ns, sid .. '|' .. seat)
+    redis.call('PEXPIRE', ns, key_ttl)
+  end
+end
+
+local function disown(sid, seat, owner)
+  local node = owner_node(owner or '')
+  if node then redis.call('SREM', P .. 'ns:' .. node, sid .. '|' .. seat) end
+end
+
+-- Keep the session's next deadline (nameplate expiry or end of a resume
+-- grace period) in the sweep index.
+local function set_deadline(sid, key_ttl)
+  local s = skey(sid)
+  local dl = P .. 'dl'
+  local next = nil
+  if redis.call('HGET', s, 'paired') ~= '1' then
+    next = tonumber(redis.call('HGET', s, 'npx'))
+  end
+  for seat = 0, 1 do
+    local a = tonumber(redis.call('HGET', s, 'a' .. seat) or '')
+    if a and (next == nil or a < next) then next = a end
+  end
+  if next then
+    redis.call('ZADD', dl, next, sid)
+    redis.call('PEXPIRE', dl, key_ttl)
+  else
+    redis.call('ZREM', dl, sid)
+  end
+end
+
+local function release_nameplate(n)
+  redis.call('DEL', P .. 'np:' .. n)
+  redis.call('ZREM', P .. 'npz:' .. string.len(n), n)
+end
+
+local function remove_session(sid)
+  local s = skey(sid)
+  local n = redis.call('HGET', s, 'np')
+  if n then release_nameplate(n) end
+  for seat = 0, 1 do
+    local t = redis.call('HGET', s, 't' .. seat)
+    if t then redis.call('DEL', P .. 'tok:' .. t) end
+    disown(sid, seat, redis.call('HGET', s, 'o' .. seat))
+  end
+  redis.call('DEL', s, mbkey(sid, 0), mbkey(sid, 1))
+  redis.call('ZREM', P .. 'dl', sid)
+  redis.call('ZREM', P .. 'sl', sid)
+end
+
+-- The seat's connection is gone: keep the seat for `grace` ms.
+local function detach(sid, seat, owner, grace, key_ttl, now)
+  local s = skey(sid)
+  if redis.call('HGET', s, 'o' .. seat) ~= owner or owner == '' then return end
+  redis.call('HSET', s, 'o' .. seat, '', 'a' .. seat, int(now + grace))
+  disown(sid, seat, owner)
+  set_deadline(sid, key_ttl)
+  notify(redis.call('HGET', s, 'o' .. (1 - seat)), sid, 'away')
+end
+
+-- Check that `owner` holds `seat` of live session `sid`.
+local function check_owner(sid, seat, owner)
+  local s = skey(sid)
+  if redis.call('EXISTS', s) == 0 then return {'err', 'unknown_session'} end
+  if redis.call('HGET', s, 'o' .. seat) ~= owner then return {'err', 'not_owner'} end
+  return nil
+end

@@ -1,0 +1,700 @@
+//! The Redis presence store: several nodes share sessions, seats and
+//! mailboxes through one Redis, and reach each other's connections through
+//! pub/sub.
+//!
+//! Every operation is one Lua script (atomic on the server), built from the
+//! shared prelude in `redis.lua` and a body here. Notices are published by
+//! the scripts themselves to `tallow:ch:<node>`, so a state change and its
+//! notice cannot be separated. A lost notice (pub/sub is fire-and-forget) is
+//! harmless: messages wait in Redis until fetched, connections fetch on
+//! every heartbeat tick, and a node that resubscribes tells all its
+//! connections to fetch.
+//!
+//! Key layout and TTLs are documented in DEVOPS.md ("Redis presence").
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use rand::RngExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+use tokio::sync::mpsc;
+
+use super::{
+    Counts, Created, Event, Joined, LeftReason, Notice, Owner, Presence, PresenceConfig,
+    PresenceError, PushOutcome, RegistryError, Resumed, Seat,
+};
+use crate::mailbox::Envelope;
+use crate::nameplate;
+
+const PRELUDE: &str = include_str!("redis.lua");
+
+/// Nameplate candidates drawn per digit length for one `create`.
+const CANDIDATES: usize = 16;
+/// How often a node proves it is alive, and how long that proof lasts.
+pub const NODE_HEARTBEAT: Duration = Duration::from_secs(1);
+pub const NODE_TTL: Duration = Duration::from_secs(5);
+/// Round-trip bound for every Redis command, so an outage turns into a
+/// prompt `presence_unavailable` rather than a hung connection.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const CREATE: &str = r#"
+local sid, token, owner = ARGV[1], ARGV[2], ARGV[3]
+local np_ttl, key_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_ms()
+for d = 1, 9 do
+  local z = P .. 'npz:' .. d
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+  local size = 9 * 10 ^ (d - 1)
+  if redis.call('ZCARD', z) * 2 < size then
+    for k = 1, tonumber(ARGV[6]) do
+      local n = ARGV[6 + (d - 1) * tonumber(ARGV[6]) + k]
+      if redis.call('EXISTS', P .. 'np:' .. n) == 0 then
+        local expires = now + np_ttl
+        redis.call('SET', P .. 'np:' .. n, sid, 'PX', np_ttl)
+        redis.call('ZADD', z, expires, n)
+        redis.call('PEXPIRE', z, key_ttl)
+        redis.call('DEL', P .. 'npp:' .. n)
+        redis.call('HSET', skey(sid), 'np', n, 'npx', int(expires), 't0', token, 'o0', owner,
+          'in0', 0, 'last0', 0, 'ack0', 0)
+        redis.call('SET', P .. 'tok:' .. token, sid .. '|0', 'PX', key_ttl)
+        own(sid, 0, owner, key_ttl)
+        set_deadline(sid, key_ttl)
+        touch(sid, key_ttl, now)
+        return {'ok', n}
+      end
+    end
+  end
+end
+return {'err', 'exhausted'}
+"#;
+
+const JOIN: &str = r#"
+local n, token, owner = ARGV[1], ARGV[2], ARGV[3]
+local np_ttl, key_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_ms()
+local sid = redis.call('GET', P .. 'np:' .. n)
+if not sid then
+  if redis.call('EXISTS', P .. 'npp:' .. n) == 1 then return {'err', 'session_full'} end
+  return {'err', 'unknown_nameplate'}
+end
+local s = skey(sid)
+if redis.call('EXISTS', s) == 0 then return {'err', 'unknown_nameplate'} end
+if redis.call('HGET', s, 'paired') == '1' then return {'err', 'session_full'} end
+if tonumber(redis.call('HGET', s, 'npx')) <= now then return {'err', 'unknown_nameplate'} end
+redis.call('HSET', s, 'paired', '1', 't1', token, 'o1', owner, 'in1', 0, 'last1', 0, 'ack1', 0)
+redis.call('HDEL', s, 'np', 'npx')
+release_nameplate(n)
+redis.call('SET', P .. 'npp:' .. n, '1', 'PX', np_ttl)
+redis.call('SET', P .. 'tok:' .. token, sid .. '|1', 'PX', key_ttl)
+own(sid, 1, owner, key_ttl)
+set_deadline(sid, key_ttl)
+touch(sid, key_ttl, now)
+notify(redis.call('HGET', s, 'o0'), sid, 'paired')
+return {'ok', sid}
+"#;
+
+const RESUME: &str = r#"
+local token, owner, key_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = now_ms()
+local v = redis.call('GET', P .. 'tok:' .. token)
+if not v then return {'err', 'invalid_resume_token'} end
+local sid, seat = string.match(v, '^(.*)|(%d)$')
+seat = tonumber(seat)
+local s = skey(sid)
+if redis.call('EXISTS', s) == 0 then return {'err', 'invalid_resume_token'} end
+local away = tonumber(redis.call('HGET', s, 'a' .. seat) or '')
+if away and away <= now then return {'err', 'invalid_resume_token'} end
+local old = redis.call('HGET', s, 'o' .. seat) or ''
+local peer = redis.call('HGET', s, 'o' .. (1 - seat)) or ''
+if old ~= '' then
+  notify(old, sid, 'superseded')
+  disown(sid, seat, old)
+end
+redis.call('HSET', s, 'o' .. seat, owner)
+redis.call('HDEL', s, 'a' .. seat)
+own(sid, seat, owner, key_ttl)
+set_deadline(sid, key_ttl)
+touch(sid, key_ttl, now)
+if old == '' then notify(peer, sid, 'back') end
+local paired = redis.call('HGET', s, 'paired') == '1' and '1' or '0'
+local present = peer ~= '' and '1' or '0'
+return {'ok', sid, tostring(seat), paired, redis.call('HGET', s, 'in' .. seat), present}
+"#;
+
+const PUSH: &str = r#"
+local sid, seat, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local seq, body = tonumber(ARGV[4]), ARGV[5]
+local key_ttl, cap = tonumber(ARGV[6]), tonumber(ARGV[7])
+local bad = check_owner(sid, seat, owner)
+if bad then return bad end
+local s = skey(sid)
+if redis.call('HGET', s, 'paired') ~= '1' then return {'err', 'not_paired'} end
+local last_in = tonumber(redis.call('HGET', s, 'in' .. seat))
+if seq <= last_in then return {'dup'} end
+if seq ~= last_in + 1 then return {'err', 'bad_sequence', tostring(last_in + 1)} end
+local peer = 1 - seat
+local mb = mbkey(sid, peer)
+local held = redis.call('LLEN', mb)
+if held >= cap then return {'err', 'mailbox_full', tostring(held)} end
+redis.call('RPUSH', mb, body)
+redis.call('HINCRBY', s, 'last' .. peer, 1)
+redis.call('HSET', s, 'in' .. seat, seq)
+touch(sid, key_ttl, now_ms())
+notify(redis.call('HGET', s, 'o' .. peer), sid, 'mail')
+return {'ok'}
+"#;
+
+const FETCH: &str = r#"
+local sid, seat, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local after, max = tonumber(ARGV[4]), tonumber(ARGV[5])
+local bad = check_owner(sid, seat, owner)
+if bad then return bad end
+local acked = tonumber(redis.call('HGET', skey(sid), 'ack' .. seat))
+local start = after - acked
+if start < 0 then start = 0 end
+local items = redis.call('LRANGE', mbkey(sid, seat), start, start + max - 1)
+return {'ok', tostring(acked + start + 1), unpack(items)}
+"#;
+
+const ACK: &str = r#"
+local sid, seat, owner, seq = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local bad = check_owner(sid, seat, owner)
+if bad then return bad end
+local s = skey(sid)
+local acked = tonumber(redis.call('HGET', s, 'ack' .. seat))
+local last = tonumber(redis.call('HGET', s, 'last' .. seat))
+if seq > last then seq = last end
+if seq > acked then
+  redis.call('LTRIM', mbkey(sid, seat), seq - acked, -1)
+  redis.call('HSET', s, 'ack' .. seat, seq)
+end
+return {'ok'}
+"#;
+
+const DETACH: &str = r#"
+local sid, seat, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local grace, key_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+if redis.call('EXISTS', skey(sid)) == 1 then
+  detach(sid, seat, owner, grace, key_ttl, now_ms())
+end
+return {'ok'}
+"#;
+
+const LEAVE: &str = r#"
+local sid, seat, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local bad = check_owner(sid, seat, owner)
+if bad then return bad end
+notify(redis.call('HGET', skey(sid), 'o' .. (1 - seat)), sid, 'left:left')
+remove_session(sid)
+return {'ok'}
+"#;
+
+/// Expire nameplates and resume grace periods, and hand the seats of nodes
+/// whose heartbeat stopped to the grace period as if they had detached.
+const SWEEP: &str = r#"
+local grace, key_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = now_ms()
+for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
+  if redis.call('EXISTS', P .. 'node:' .. node) == 0 then
+    local ns = P .. 'ns:' .. node
+    for _, m in ipairs(redis.call('SMEMBERS', ns)) do
+      local sid, seat = string.match(m, '^(.*)|(%d)$')
+      local s = skey(sid)
+      local owner = redis.call('HGET', s, 'o' .. seat)
+      if owner and owner_node(owner) == node then
+        detach(sid, tonumber(seat), owner, grace, key_ttl, now)
+      end
+    end
+    redis.call('DEL', ns)
+    redis.call('SREM', P .. 'nodes', node)
+  end
+end
+local due = redis.call('ZRANGEBYSCORE', P .. 'dl', '-inf', now, 'LIMIT', 0, 256)
+for _, sid in ipairs(due) do
+  local s = skey(sid)
+  if redis.call('EXISTS', s) == 0 then
+    redis.call('ZREM', P .. 'dl', sid)
+  elseif redis.call('HGET', s, 'paired') ~= '1'
+      and tonumber(redis.call('HGET', s, 'npx')) <= now then
+    notify(redis.call('HGET', s, 'o0'), sid, 'expired')
+    remove_session(sid)
+  else
+    local gone = false
+    for seat = 0, 1 do
+      local a = tonumber(redis.call('HGET', s, 'a' .. seat) or '')
+      if not gone and a and a <= now then
+        notify(redis.call('HGET', s, 'o' .. (1 - seat)), sid, 'left:timeout')
+        remove_session(sid)
+        gone = true
+      end
+    end
+    if not gone then set_deadline(sid, key_ttl) end
+  end
+end
+redis.call('ZREMRANGEBYSCORE', P .. 'sl', '-inf', now - key_ttl)
+return {'ok'}
+"#;
+
+/// Prove this node alive; every few beats also refresh the TTLs of the
+/// sessions its connections hold.
+const HEARTBEAT: &str = r#"
+local node, node_ttl, key_ttl, refresh = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+redis.call('SET', P .. 'node:' .. node, '1', 'PX', node_ttl)
+redis.call('SADD', P .. 'nodes', node)
+redis.call('PEXPIRE', P .. 'nodes', key_ttl)
+local ns = P .. 'ns:' .. node
+if redis.call('EXISTS', ns) == 1 then redis.call('PEXPIRE', ns, key_ttl) end
+if refresh == '1' then
+  local now = now_ms()
+  for _, m in ipairs(redis.call('SMEMBERS', ns)) do
+    local sid = string.match(m, '^(.*)|%d$')
+    if redis.call('EXISTS', skey(sid)) == 1 then touch(sid, key_ttl, now) end
+  end
+end
+return {'ok'}
+"#;
+
+const COUNTS: &str = r#"
+local now = now_ms()
+local nameplates = 0
+for d = 1, 9 do
+  local z = P .. 'npz:' .. d
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+  nameplates = nameplates + redis.call('ZCARD', z)
+end
+return {'ok', tostring(redis.call('ZCARD', P .. 'sl')), tostring(nameplates)}
+"#;
+
+struct Scripts {
+    create: Script,
+    join: Script,
+    resume: Script,
+    push: Script,
+    fetch: Script,
+    ack: Script,
+    detach: Script,
+    leave: Script,
+    sweep: Script,
+    heartbeat: Script,
+    counts: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        Scripts {
+            create: s(CREATE),
+            join: s(JOIN),
+            resume: s(RESUME),
+            push: s(PUSH),
+            fetch: s(FETCH),
+            ack: s(ACK),
+            detach: s(DETACH),
+            leave: s(LEAVE),
+            sweep: s(SWEEP),
+            heartbeat: s(HEARTBEAT),
+            counts: s(COUNTS),
+        }
+    }
+}
+
+pub struct RedisPresence {
+    client: Client,
+    conn: ConnectionManager,
+    scripts: Scripts,
+    cfg: PresenceConfig,
+    /// TTL of every session key: long enough to outlive the nameplate and
+    /// the resume grace even when no node refreshes it.
+    key_ttl: Duration,
+    beats: std::sync::atomic::AtomicU64,
+}
+
+impl RedisPresence {
+    /// Set up the store for `url` (`redis://`, `rediss://`, with password if
+    /// any). No connection is made yet: the server starts, and reports not
+    /// ready, while Redis is down.
+    pub fn new(url: &str, cfg: PresenceConfig) -> Result<Self, PresenceError> {
+        let client = Client::open(url).map_err(|e| PresenceError::Unavailable(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| PresenceError::Unavailable(e.to_string()))?;
+        let key_ttl = cfg.nameplate_ttl.max(cfg.resume_grace) + Duration::from_secs(10);
+        Ok(RedisPresence {
+            client,
+            conn,
+            scripts: Scripts::new(),
+            cfg,
+            key_ttl,
+            beats: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    async fn run(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<String>, PresenceError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| PresenceError::Unavailable(e.to_string()))?;
+        match reply.first().map(String::as_str) {
+            Some("ok") | Some("dup") => Ok(reply),
+            Some("err") => Err(PresenceError::Rejected(rejection(&reply))),
+            _ => Err(PresenceError::Unavailable(format!(
+                "unexpected script reply {reply:?}"
+            ))),
+        }
+    }
+
+    fn ms(d: Duration) -> u64 {
+        d.as_millis() as u64
+    }
+}
+
+fn rejection(reply: &[String]) -> RegistryError {
+    let detail = reply.get(2).and_then(|d| d.parse().ok()).unwrap_or(0);
+    match reply.get(1).map(String::as_str) {
+        Some("unknown_nameplate") => RegistryError::UnknownNameplate,
+        Some("session_full") => RegistryError::SessionFull,
+        Some("exhausted") => RegistryError::NameplatesExhausted,
+        Some("invalid_resume_token") => RegistryError::InvalidResumeToken,
+        Some("not_owner") => RegistryError::NotOwner,
+        Some("not_paired") => RegistryError::NotPaired,
+        Some("bad_sequence") => RegistryError::BadSequence { expected: detail },
+        Some("mailbox_full") => RegistryError::MailboxFull(detail as usize),
+        _ => RegistryError::UnknownSession,
+    }
+}
+
+fn owner_str(o: &Owner) -> String {
+    format!("{}|{}", o.node, o.conn)
+}
+
+fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// `node|conn|sid|event` published by the scripts, back into a notice.
+fn parse_notice(node: &Arc<str>, payload: &str) -> Option<Notice> {
+    let mut it = payload.splitn(3, '|');
+    let conn = it.next()?.parse().ok()?;
+    let session = it.next()?.to_owned();
+    let event = match it.next()? {
+        "paired" => Event::Paired,
+        "mail" => Event::Mail,
+        "away" => Event::PeerAway,
+        "back" => Event::PeerBack,
+        "left:left" => Event::PeerLeft(LeftReason::Left),
+        "left:timeout" => Event::PeerLeft(LeftReason::Timeout),
+        "expired" => Event::NameplateExpired,
+        "superseded" => Event::Superseded,
+        _ => return None,
+    };
+    Some(Notice {
+        to: Owner {
+            node: node.clone(),
+            conn,
+        },
+        session,
+        event,
+    })
+}
+
+/// Subscribe to this node's channel for as long as the receiver lives,
+/// reconnecting with backoff; after every reconnect all local connections
+/// are told to fetch what they may have missed.
+async fn subscription(client: Client, node: Arc<str>, tx: mpsc::UnboundedSender<Notice>) {
+    let channel = format!("tallow:ch:{node}");
+    let mut backoff = Duration::from_millis(100);
+    let mut first = true;
+    while !tx.is_closed() {
+        let attempt = async {
+            let mut ps = client.get_async_pubsub().await?;
+            ps.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(ps)
+        };
+        let ps = match tokio::time::timeout(RESPONSE_TIMEOUT, attempt).await {
+            Ok(Ok(ps)) => ps,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis subscription failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!("redis subscription timed out; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        if !first {
+            tracing::info!("redis subscription restored");
+            let resync = Notice {
+                to: Owner {
+                    node: node.clone(),
+                    conn: 0,
+                },
+                session: String::new(),
+                event: Event::Resync,
+            };
+            if tx.send(resync).is_err() {
+                return;
+            }
+        }
+        first = false;
+        let mut messages = ps.into_on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(payload) = msg.get_payload::<String>() else {
+                continue;
+            };
+            if let Some(n) = parse_notice(&node, &payload) {
+                if tx.send(n).is_err() {
+                    return;
+                }
+            }
+        }
+        tracing::warn!("redis subscription lost; reconnecting");
+    }
+}
+
+#[async_trait]
+impl Presence for RedisPresence {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn create(&self, owner: &Owner, token: &str) -> Result<Created, PresenceError> {
+        let session = random_id();
+        let candidates: Vec<u32> = {
+            let mut rng = rand::rng();
+            (1..=nameplate::MAX_DIGITS)
+                .flat_map(|digits| {
+                    let (lo, hi) = nameplate::range(digits);
+                    (0..CANDIDATES).map(move |_| (lo, hi))
+                })
+                .map(|(lo, hi)| rng.random_range(lo..=hi))
+                .collect()
+        };
+        let mut inv = self.scripts.create.prepare_invoke();
+        inv.arg(&session)
+            .arg(token)
+            .arg(owner_str(owner))
+            .arg(Self::ms(self.cfg.nameplate_ttl))
+            .arg(Self::ms(self.key_ttl))
+            .arg(CANDIDATES);
+        for n in candidates {
+            inv.arg(n);
+        }
+        let reply = self.run(&mut inv).await?;
+        let n = reply
+            .get(1)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| PresenceError::Unavailable("create: bad reply".into()))?;
+        Ok(Created {
+            session,
+            nameplate: n,
+        })
+    }
+
+    async fn join(
+        &self,
+        nameplate: u32,
+        owner: &Owner,
+        token: &str,
+    ) -> Result<Joined, PresenceError> {
+        let mut inv = self.scripts.join.prepare_invoke();
+        inv.arg(nameplate)
+            .arg(token)
+            .arg(owner_str(owner))
+            .arg(Self::ms(self.cfg.nameplate_ttl))
+            .arg(Self::ms(self.key_ttl));
+        let reply = self.run(&mut inv).await?;
+        Ok(Joined {
+            session: reply.get(1).cloned().unwrap_or_default(),
+            seat: 1,
+        })
+    }
+
+    async fn resume(&self, token: &str, owner: &Owner) -> Result<Resumed, PresenceError> {
+        let mut inv = self.scripts.resume.prepare_invoke();
+        inv.arg(token)
+            .arg(owner_str(owner))
+            .arg(Self::ms(self.key_ttl));
+        let r = self.run(&mut inv).await?;
+        let field = |i: usize| r.get(i).map(String::as_str).unwrap_or("");
+        Ok(Resumed {
+            session: field(1).to_owned(),
+            seat: field(2).parse().unwrap_or(0),
+            paired: field(3) == "1",
+            last_received: field(4).parse().unwrap_or(0),
+            peer_present: field(5) == "1",
+        })
+    }
+
+    async fn push(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+        seq: u64,
+        body: Arc<str>,
+    ) -> Result<PushOutcome, PresenceError> {
+        let mut inv = self.scripts.push.prepare_invoke();
+        inv.arg(session)
+            .arg(seat)
+            .arg(owner_str(owner))
+            .arg(seq)
+            .arg(&*body)
+            .arg(Self::ms(self.key_ttl))
+            .arg(self.cfg.mailbox_cap);
+        let reply = self.run(&mut inv).await?;
+        Ok(if reply[0] == "dup" {
+            PushOutcome::Duplicate
+        } else {
+            PushOutcome::Stored
+        })
+    }
+
+    async fn fetch(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<Envelope>, PresenceError> {
+        let mut inv = self.scripts.fetch.prepare_invoke();
+        inv.arg(session)
+            .arg(seat)
+            .arg(owner_str(owner))
+            .arg(after)
+            .arg(max);
+        let mut reply = self.run(&mut inv).await?.into_iter().skip(1);
+        let first: u64 = reply
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| PresenceError::Unavailable("fetch: bad reply".into()))?;
+        Ok(reply
+            .enumerate()
+            .map(|(i, body)| Envelope {
+                seq: first + i as u64,
+                body: Arc::from(body),
+            })
+            .collect())
+    }
+
+    async fn ack(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+        seq: u64,
+    ) -> Result<(), PresenceError> {
+        let mut inv = self.scripts.ack.prepare_invoke();
+        inv.arg(session).arg(seat).arg(owner_str(owner)).arg(seq);
+        self.run(&mut inv).await.map(drop)
+    }
+
+    async fn detach(&self, session: &str, seat: Seat, owner: &Owner) -> Result<(), PresenceError> {
+        let mut inv = self.scripts.detach.prepare_invoke();
+        inv.arg(session)
+            .arg(seat)
+            .arg(owner_str(owner))
+            .arg(Self::ms(self.cfg.resume_grace))
+            .arg(Self::ms(self.key_ttl));
+        self.run(&mut inv).await.map(drop)
+    }
+
+    async fn leave(&self, session: &str, seat: Seat, owner: &Owner) -> Result<(), PresenceError> {
+        let mut inv = self.scripts.leave.prepare_invoke();
+        inv.arg(session).arg(seat).arg(owner_str(owner));
+        self.run(&mut inv).await.map(drop)
+    }
+
+    fn subscribe(&self, node: &str) -> mpsc::UnboundedReceiver<Notice> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(subscription(self.client.clone(), Arc::from(node), tx));
+        rx
+    }
+
+    async fn heartbeat(&self, node: &str) -> Result<(), PresenceError> {
+        use std::sync::atomic::Ordering;
+        // Refresh session TTLs a few times per TTL, not on every beat.
+        let every = (self.key_ttl.as_secs() / 4).max(1);
+        let refresh = self
+            .beats
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(every);
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.arg(node)
+            .arg(Self::ms(NODE_TTL))
+            .arg(Self::ms(self.key_ttl))
+            .arg(if refresh { "1" } else { "0" });
+        self.run(&mut inv).await.map(drop)
+    }
+
+    async fn sweep(&self) -> Result<(), PresenceError> {
+        let mut inv = self.scripts.sweep.prepare_invoke();
+        inv.arg(Self::ms(self.cfg.resume_grace))
+            .arg(Self::ms(self.key_ttl));
+        self.run(&mut inv).await.map(drop)
+    }
+
+    async fn ping(&self) -> Result<(), PresenceError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(|e| PresenceError::Unavailable(e.to_string()))
+    }
+
+    async fn counts(&self) -> Result<Counts, PresenceError> {
+        let r = self.run(&mut self.scripts.counts.prepare_invoke()).await?;
+        Ok(Counts {
+            sessions: r.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+            nameplates: r.get(2).and_then(|s| s.parse().ok()).unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_parse_back() {
+        let node: Arc<str> = Arc::from("n|1");
+        let n = parse_notice(&node, "42|abc|left:timeout").unwrap();
+        assert_eq!(n.to.conn, 42);
+        assert_eq!(&*n.to.node, "n|1");
+        assert_eq!(n.session, "abc");
+        assert_eq!(n.event, Event::PeerLeft(LeftReason::Timeout));
+        assert!(parse_notice(&node, "x|abc|mail").is_none());
+        assert!(parse_notice(&node, "1|abc|teleport").is_none());
+    }
+
+    #[test]
+    fn rejections_map_to_registry_errors() {
+        let r = |v: &[&str]| rejection(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            r(&["err", "bad_sequence", "7"]),
+            RegistryError::BadSequence { expected: 7 }
+        );
+        assert_eq!(
+            r(&["err", "mailbox_full", "3"]),
+            RegistryError::MailboxFull(3)
+        );
+        assert_eq!(r(&["err", "session_full"]), RegistryError::SessionFull);
+    }
+}
