@@ -36,6 +36,11 @@ pub struct Config {
     #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// PEM file of the CA that signed the Redis server's certificate, for
+    /// `rediss://` URLs with a private CA (default: the webpki roots).
+    #[arg(long = "redis-ca-file", env = "TALLOW_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Log output format.
     #[arg(long = "log-format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

@@ -474,8 +474,7 @@ impl Conn {
 
     async fn on_notice(&mut self, n: Notice) -> Result<Flow, Gone> {
         if n.event == Event::Resync {
-            self.pump().await?;
-            return Ok(Flow::Continue);
+            return self.reconcile().await;
         }
         let current = self.seat.as_ref().is_some_and(|s| s.session == n.session);
         if !current {
@@ -530,8 +529,62 @@ impl Conn {
         self.write(Message::Ping(Default::default())).await?;
         // A store whose notices can be lost (Redis pub/sub) still delivers
         // within one ping interval.
-        if self.seat.as_ref().is_some_and(|s| s.paired) {
-            self.pump().await?;
+        match &self.seat {
+            Some(s) if s.paired => {
+                self.pump().await?;
+                Ok(Flow::Continue)
+            }
+            Some(_) => self.reconcile().await,
+            None => Ok(Flow::Continue),
+        }
+    }
+
+    /// Bring this connection in line with the store after notices may have
+    /// been lost: pairing, the end of the session, a takeover, and mail.
+    async fn reconcile(&mut self) -> Result<Flow, Gone> {
+        let Some(s) = &self.seat else {
+            return Ok(Flow::Continue);
+        };
+        let was_paired = s.paired;
+        match self
+            .st
+            .presence
+            .status(&s.session, s.seat, &self.owner)
+            .await
+        {
+            Ok(status) => {
+                if status.paired && !was_paired {
+                    if let Some(s) = self.seat.as_mut() {
+                        s.paired = true;
+                    }
+                    self.send_paired().await?;
+                }
+                self.pump().await?;
+            }
+            Err(PresenceError::Rejected(RegistryError::NotOwner)) => {
+                self.seat = None;
+                self.release_ip_slot();
+                return Ok(Flow::Close(
+                    close::SUPERSEDED,
+                    "seat resumed by another connection",
+                ));
+            }
+            Err(PresenceError::Rejected(_)) => {
+                // The session ended while we were not listening.
+                self.seat = None;
+                self.release_ip_slot();
+                if was_paired {
+                    self.send(&ServerMsg::PeerLeft {
+                        reason: "gone".to_owned(),
+                    })
+                    .await?;
+                } else {
+                    let msg = "the code expired or its session ended; create a new one";
+                    self.error(ErrorCode::NameplateExpired, msg).await?;
+                }
+            }
+            // Still unreachable: the next tick tries again.
+            Err(PresenceError::Unavailable(_)) => {}
         }
         Ok(Flow::Continue)
     }

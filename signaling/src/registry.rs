@@ -150,6 +150,12 @@ pub struct Resumed {
     pub peer_present: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatStatus {
+    pub paired: bool,
+    pub peer_present: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pushed {
     /// Stored for the peer; the notice wakes its connection if it has one.
@@ -363,6 +369,24 @@ impl Registry {
             event: Event::Mail,
         });
         Ok(Pushed::Stored { notice })
+    }
+
+    /// Whether the session of `seat` is paired and its peer connected.
+    pub fn status(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+    ) -> Result<SeatStatus, RegistryError> {
+        let rec = self
+            .sessions
+            .get(session)
+            .ok_or(RegistryError::UnknownSession)?;
+        check_owner(rec, seat, owner)?;
+        Ok(SeatStatus {
+            paired: rec.paired(),
+            peer_present: rec.owner_of(peer_of(seat)).is_some(),
+        })
     }
 
     /// Messages for `seat` after seq `after`.

@@ -105,9 +105,18 @@ impl Server {
             mailbox_cap: l.max_queued_messages,
         };
         let presence: Arc<dyn Presence> = match &cfg.redis_url {
-            Some(url) => Arc::new(
-                RedisPresence::new(url, pcfg).map_err(|e| ServerError::Presence(e.to_string()))?,
-            ),
+            Some(url) => {
+                let ca = match &cfg.redis_ca_file {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        ServerError::Presence(format!("reading {}: {e}", path.display()))
+                    })?),
+                    None => None,
+                };
+                Arc::new(
+                    RedisPresence::new(url, ca, pcfg)
+                        .map_err(|e| ServerError::Presence(e.to_string()))?,
+                )
+            }
             None => Arc::new(MemoryPresence::new(pcfg)),
         };
         let welcome = ServerMsg::Welcome {

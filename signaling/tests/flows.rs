@@ -3,13 +3,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{pair, Client, Store};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio::sync::Mutex;
+use common::{exchange, pair, Client, Store};
+use futures_util::StreamExt;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn welcome_announces_version_limits_and_server_id(store: Store) {
@@ -75,60 +73,6 @@ async fn create_join_pairs_both_seats_and_releases_the_nameplate(store: Store) {
     let (_, metrics) = common::http_get(addr, "/metrics").await;
     assert!(metrics.contains("tallow_nameplates 0\n"), "{metrics}");
     assert!(metrics.contains("tallow_sessions 1\n"), "{metrics}");
-}
-
-/// Run one side of the exchange: send `n` messages and collect the peer's
-/// `n`, acknowledging as they come.
-async fn exchange(client: Client, me: &'static str, n: u64) -> Vec<Value> {
-    let (sink, mut stream) = client.ws.split();
-    let sink = Arc::new(Mutex::new(sink));
-    let writer = {
-        let sink = sink.clone();
-        tokio::spawn(async move {
-            for seq in 1..=n {
-                let body = format!("{me}-{seq}");
-                let frame = json!({"type": "send", "seq": seq, "body": body}).to_string();
-                sink.lock()
-                    .await
-                    .send(Message::Text(frame.into()))
-                    .await
-                    .unwrap();
-            }
-        })
-    };
-    let mut got = Vec::new();
-    let mut acks = 0u64;
-    while got.len() < n as usize || acks < n {
-        let frame = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("exchange stalled")
-            .expect("stream ended")
-            .expect("frame");
-        let Message::Text(t) = frame else { continue };
-        let v: Value = serde_json::from_str(t.as_str()).unwrap();
-        match v["type"].as_str().unwrap() {
-            "message" => {
-                let seq = v["seq"].as_u64().unwrap();
-                got.push(v.clone());
-                if seq.is_multiple_of(100) {
-                    let ack = json!({"type": "ack", "seq": seq}).to_string();
-                    sink.lock()
-                        .await
-                        .send(Message::Text(ack.into()))
-                        .await
-                        .unwrap();
-                }
-            }
-            "ack" => {
-                let seq = v["seq"].as_u64().unwrap();
-                assert_eq!(seq, acks + 1, "server acks our sends in order");
-                acks = seq;
-            }
-            other => panic!("{me}: unexpected {other}: {v}"),
-        }
-    }
-    writer.await.unwrap();
-    got
 }
 
 async fn thousand_messages_each_way_arrive_in_order_exactly_once(store: Store) {

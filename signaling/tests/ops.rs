@@ -3,13 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{start, Client};
+use common::{start, Binary, Client};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -88,85 +85,6 @@ async fn shutdown_closes_clients_with_1012_and_stops_accepting() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
     );
-}
-
-/// The real binary, configured only through the environment.
-struct Binary {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Binary {
-    fn spawn(env: &[(&str, &str)]) -> Binary {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tallow-server"));
-        cmd.env_clear()
-            .env("TALLOW_LISTEN", "127.0.0.1:0")
-            .env("TURN_ENABLED", "false")
-            .env("LOG_FORMAT", "json")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn tallow-server");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            let v: Value = serde_json::from_str(&line).expect("every log line is JSON");
-            logs.lock().unwrap().push(line);
-            if v["message"] == "tallow-server listening" {
-                break v["addr"].as_str().unwrap().parse().unwrap();
-            }
-        };
-        // Keep draining logs so the child never blocks on a full pipe.
-        let sink = logs.clone();
-        let reader = std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                serde_json::from_str::<Value>(&line).expect("every log line is JSON");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Binary {
-            child,
-            addr,
-            logs,
-            reader: Some(reader),
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "did not exit within {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

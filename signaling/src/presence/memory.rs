@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Counts, Created, Joined, Notice, Owner, Presence, PresenceConfig, PresenceError, PushOutcome,
-    Resumed, Seat,
+    Resumed, Seat, SeatStatus,
 };
 use crate::mailbox::Envelope;
 use crate::registry::{Pushed, Registry, RegistryConfig};
@@ -117,6 +117,15 @@ impl Presence for MemoryPresence {
             }
             Pushed::Duplicate => PushOutcome::Duplicate,
         })
+    }
+
+    async fn status(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+    ) -> Result<SeatStatus, PresenceError> {
+        Ok(self.registry().status(session, seat, owner)?)
     }
 
     async fn fetch(

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::mailbox::Envelope;
 pub use crate::registry::{
-    Created, Event, Joined, LeftReason, Notice, Owner, RegistryError, Resumed, Seat,
+    Created, Event, Joined, LeftReason, Notice, Owner, RegistryError, Resumed, Seat, SeatStatus,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -86,6 +86,15 @@ pub trait Presence: Send + Sync + 'static {
         seq: u64,
         body: Arc<str>,
     ) -> Result<PushOutcome, PresenceError>;
+
+    /// The seat's session as the store sees it, to reconcile after notices
+    /// may have been lost.
+    async fn status(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+    ) -> Result<SeatStatus, PresenceError>;
 
     /// Messages waiting for `seat` after seq `after`, at most `max`.
     async fn fetch(

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Counts, Created, Event, Joined, LeftReason, Notice, Owner, Presence, PresenceConfig,
-    PresenceError, PushOutcome, RegistryError, Resumed, Seat,
+    PresenceError, PushOutcome, RegistryError, Resumed, Seat, SeatStatus,
 };
 use crate::mailbox::Envelope;
 use crate::nameplate;
@@ -145,6 +145,16 @@ redis.call('HSET', s, 'in' .. seat, seq)
 touch(sid, key_ttl, now_ms())
 notify(redis.call('HGET', s, 'o' .. peer), sid, 'mail')
 return {'ok'}
+"#;
+
+const STATUS: &str = r#"
+local sid, seat, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local bad = check_owner(sid, seat, owner)
+if bad then return bad end
+local s = skey(sid)
+local paired = redis.call('HGET', s, 'paired') == '1' and '1' or '0'
+local peer = redis.call('HGET', s, 'o' .. (1 - seat)) or ''
+return {'ok', paired, peer ~= '' and '1' or '0'}
 "#;
 
 const FETCH: &str = r#"
@@ -273,6 +283,7 @@ struct Scripts {
     join: Script,
     resume: Script,
     push: Script,
+    status: Script,
     fetch: Script,
     ack: Script,
     detach: Script,
@@ -290,6 +301,7 @@ impl Scripts {
             join: s(JOIN),
             resume: s(RESUME),
             push: s(PUSH),
+            status: s(STATUS),
             fetch: s(FETCH),
             ack: s(ACK),
             detach: s(DETACH),
@@ -310,14 +322,34 @@ pub struct RedisPresence {
     /// the resume grace even when no node refreshes it.
     key_ttl: Duration,
     beats: std::sync::atomic::AtomicU64,
+    /// Whether this node's notice subscription is up; without it the node
+    /// cannot hear its peers and must not count as ready.
+    subscribed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RedisPresence {
     /// Set up the store for `url` (`redis://`, `rediss://`, with password if
     /// any). No connection is made yet: the server starts, and reports not
     /// ready, while Redis is down.
-    pub fn new(url: &str, cfg: PresenceConfig) -> Result<Self, PresenceError> {
-        let client = Client::open(url).map_err(|e| PresenceError::Unavailable(e.to_string()))?;
+    pub fn new(
+        url: &str,
+        ca_pem: Option<Vec<u8>>,
+        cfg: PresenceConfig,
+    ) -> Result<Self, PresenceError> {
+        // rediss:// runs on rustls; pick its crypto provider once per process
+        // (an error only means one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = match ca_pem {
+            Some(pem) => Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            ),
+            None => Client::open(url),
+        }
+        .map_err(|e| PresenceError::Unavailable(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -333,6 +365,7 @@ impl RedisPresence {
             cfg,
             key_ttl,
             beats: std::sync::atomic::AtomicU64::new(0),
+            subscribed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -411,7 +444,13 @@ fn parse_notice(node: &Arc<str>, payload: &str) -> Option<Notice> {
 /// Subscribe to this node's channel for as long as the receiver lives,
 /// reconnecting with backoff; after every reconnect all local connections
 /// are told to fetch what they may have missed.
-async fn subscription(client: Client, node: Arc<str>, tx: mpsc::UnboundedSender<Notice>) {
+async fn subscription(
+    client: Client,
+    node: Arc<str>,
+    tx: mpsc::UnboundedSender<Notice>,
+    up: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
     let channel = format!("tallow:ch:{node}");
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
@@ -437,6 +476,7 @@ async fn subscription(client: Client, node: Arc<str>, tx: mpsc::UnboundedSender<
             }
         };
         backoff = Duration::from_millis(100);
+        up.store(true, Ordering::Relaxed);
         if !first {
             tracing::info!("redis subscription restored");
             let resync = Notice {
@@ -463,6 +503,7 @@ async fn subscription(client: Client, node: Arc<str>, tx: mpsc::UnboundedSender<
                 }
             }
         }
+        up.store(false, Ordering::Relaxed);
         tracing::warn!("redis subscription lost; reconnecting");
     }
 }
@@ -565,6 +606,21 @@ impl Presence for RedisPresence {
         })
     }
 
+    async fn status(
+        &self,
+        session: &str,
+        seat: Seat,
+        owner: &Owner,
+    ) -> Result<SeatStatus, PresenceError> {
+        let mut inv = self.scripts.status.prepare_invoke();
+        inv.arg(session).arg(seat).arg(owner_str(owner));
+        let r = self.run(&mut inv).await?;
+        Ok(SeatStatus {
+            paired: r.get(1).is_some_and(|v| v == "1"),
+            peer_present: r.get(2).is_some_and(|v| v == "1"),
+        })
+    }
+
     async fn fetch(
         &self,
         session: &str,
@@ -623,7 +679,12 @@ impl Presence for RedisPresence {
 
     fn subscribe(&self, node: &str) -> mpsc::UnboundedReceiver<Notice> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(subscription(self.client.clone(), Arc::from(node), tx));
+        tokio::spawn(subscription(
+            self.client.clone(),
+            Arc::from(node),
+            tx,
+            self.subscribed.clone(),
+        ));
         rx
     }
 
@@ -651,6 +712,11 @@ impl Presence for RedisPresence {
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {
+        if !self.subscribed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(PresenceError::Unavailable(
+                "not subscribed to this node's notice channel".into(),
+            ));
+        }
         let mut conn = self.conn.clone();
         redis::cmd("PING")
             .query_async::<String>(&mut conn)

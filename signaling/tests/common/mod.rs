@@ -2,8 +2,11 @@
 //! clients (tokio-tungstenite).
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -97,6 +100,7 @@ pub struct RedisServer {
     pub port: u16,
     password: Option<String>,
     dir: std::path::PathBuf,
+    tls: bool,
 }
 
 fn redis_server_binary() -> &'static str {
@@ -130,22 +134,122 @@ impl RedisServer {
             port,
             password: password.map(str::to_owned),
             dir,
+            tls: false,
         };
         r.restart();
         r
     }
 
+    /// TLS only, with a server certificate for 127.0.0.1 signed by a
+    /// throwaway CA (see `ca_file`).
+    pub fn start_tls(password: Option<&str>) -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("tallow-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let ok = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl")
+                .success();
+            assert!(ok, "openssl {args:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=tallow test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let mut r = RedisServer {
+            child: None,
+            port,
+            password: password.map(str::to_owned),
+            dir,
+            tls: true,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+
     pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
         match &self.password {
-            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(pw) => format!("{scheme}://:{pw}@127.0.0.1:{}/", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/", self.port),
         }
     }
 
     /// (Re)start on the same port with an empty data set.
     pub fn restart(&mut self) {
         let mut cmd = std::process::Command::new(redis_server_binary());
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        if self.tls {
+            let f = |name: &str| self.dir.join(name).to_string_lossy().into_owned();
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args([
+                    "--tls-cert-file",
+                    &f("server.pem"),
+                    "--tls-key-file",
+                    &f("server.key"),
+                ])
+                .args([
+                    "--tls-ca-cert-file",
+                    &f("ca.pem"),
+                    "--tls-auth-clients",
+                    "no",
+                ]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -344,4 +448,155 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .expect("http get");
     let status = resp.status().as_u16();
     (status, resp.text().await.expect("body"))
+}
+
+/// The real binary, configured only through the environment.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Binary {
+    pub fn spawn(env: &[(&str, &str)]) -> Binary {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tallow-server"));
+        cmd.env_clear()
+            .env("TALLOW_LISTEN", "127.0.0.1:0")
+            .env("TURN_ENABLED", "false")
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tallow-server");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            let v: Value = serde_json::from_str(&line).expect("every log line is JSON");
+            logs.lock().unwrap().push(line);
+            if v["message"] == "tallow-server listening" {
+                break v["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining logs so the child never blocks on a full pipe.
+        let sink = logs.clone();
+        let reader = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                serde_json::from_str::<Value>(&line).expect("every log line is JSON");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Binary {
+            child,
+            addr,
+            logs,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Binary {
+    /// SIGKILL: a crash, with no chance to detach or drain.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// CPU time (user + system) the process has used so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 of the whole line.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run one side of the exchange: send `n` messages and collect the peer's
+/// `n`, acknowledging as they come.
+pub async fn exchange(client: Client, me: &'static str, n: u64) -> Vec<Value> {
+    let (sink, mut stream) = client.ws.split();
+    let sink = Arc::new(tokio::sync::Mutex::new(sink));
+    let writer = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            for seq in 1..=n {
+                let body = format!("{me}-{seq}");
+                let frame = json!({"type": "send", "seq": seq, "body": body}).to_string();
+                sink.lock()
+                    .await
+                    .send(Message::Text(frame.into()))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut acks = 0u64;
+    while got.len() < n as usize || acks < n {
+        let frame = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("exchange stalled")
+            .expect("stream ended")
+            .expect("frame");
+        let Message::Text(t) = frame else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+        match v["type"].as_str().unwrap() {
+            "message" => {
+                let seq = v["seq"].as_u64().unwrap();
+                got.push(v.clone());
+                if seq.is_multiple_of(100) {
+                    let ack = json!({"type": "ack", "seq": seq}).to_string();
+                    sink.lock()
+                        .await
+                        .send(Message::Text(ack.into()))
+                        .await
+                        .unwrap();
+                }
+            }
+            "ack" => {
+                let seq = v["seq"].as_u64().unwrap();
+                assert_eq!(seq, acks + 1, "server acks our sends in order");
+                acks = seq;
+            }
+            other => panic!("{me}: unexpected {other}: {v}"),
+        }
+    }
+    writer.await.unwrap();
+    got
 }
