@@ -17,6 +17,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- 1. tools ---------------------------------------------------------------
 # command -> Debian package
 declare -A wanted=(
+    [redis-server]=redis-server
     [shellcheck]=shellcheck
     [yamllint]=yamllint
     [nginx]=nginx

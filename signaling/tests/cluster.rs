@@ -168,8 +168,11 @@ async fn a_client_of_a_killed_node_resumes_on_another_with_nothing_lost_or_doubl
 async fn a_redis_outage_turns_ready_to_503_refuses_retryably_and_recovers() {
     let mut redis = RedisServer::start();
     let n1 = node(&redis, "node-1", &[]);
-    let (status, _) = ready_status(n1.addr).await;
-    assert_eq!(status, 200);
+    // Ready once connected and subscribed.
+    eventually(Duration::from_secs(10), "ready at start", || async {
+        ready_status(n1.addr).await.0 == 200
+    })
+    .await;
     let mut idle = Client::connect(n1.addr).await;
 
     redis.kill();
