@@ -6,5 +6,6 @@
 //! accepts). The relay itself (RFC 8656) lands here as a sans-IO core with a
 //! thin tokio shell.
 
+pub mod codec;
 pub mod config;
 pub mod credentials;
