@@ -9,8 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytecodec::{DecodeExt, EncodeExt};
 use stun_codec::rfc5389::attributes::{
-    ErrorCode, Fingerprint, MessageIntegrity, Nonce, Realm, Software, UnknownAttributes,
-    Username, XorMappedAddress,
+    ErrorCode, Fingerprint, MessageIntegrity, Nonce, Realm, Software, UnknownAttributes, Username,
+    XorMappedAddress,
 };
 use stun_codec::rfc5766::attributes::{
     ChannelNumber, Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken,
@@ -306,7 +306,8 @@ mod tests {
         assert_eq!(msg.method(), BINDING);
         assert_eq!(msg.get_attribute::<Username>().unwrap().name(), "evtj:h6vY");
         let mi = msg.get_attribute::<MessageIntegrity>().unwrap();
-        mi.check_short_term_credential("VOkJxbRl1RmTxUk/WvJxBt").unwrap();
+        mi.check_short_term_credential("VOkJxbRl1RmTxUk/WvJxBt")
+            .unwrap();
         assert!(mi.check_short_term_credential("wrong").is_err());
     }
 
@@ -324,7 +325,9 @@ mod tests {
         let v6 = decode(&hex(SAMPLE_IPV6_RESPONSE)).unwrap();
         assert_eq!(
             v6.get_attribute::<XorMappedAddress>().unwrap().address(),
-            "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap()
+            "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+                .parse()
+                .unwrap()
         );
         v6.get_attribute::<MessageIntegrity>()
             .unwrap()
@@ -344,8 +347,11 @@ mod tests {
             "f//499k954d6OL34oL9FSTvy64sA"
         );
         let mi = msg.get_attribute::<MessageIntegrity>().unwrap();
-        mi.check_long_term_credential(user, realm, "TheMatrIX").unwrap();
-        assert!(mi.check_long_term_credential(user, realm, "thematrix").is_err());
+        mi.check_long_term_credential(user, realm, "TheMatrIX")
+            .unwrap();
+        assert!(mi
+            .check_long_term_credential(user, realm, "thematrix")
+            .is_err());
     }
 
     #[test]
@@ -372,7 +378,10 @@ mod tests {
                 // And the codec agrees.
                 out[1] = 0x17;
                 let msg = decode(&out).unwrap();
-                assert_eq!(msg.get_attribute::<XorPeerAddress>().unwrap().address(), peer);
+                assert_eq!(
+                    msg.get_attribute::<XorPeerAddress>().unwrap().address(),
+                    peer
+                );
                 assert_eq!(msg.get_attribute::<Data>().unwrap().data(), &payload[..]);
             }
         }

@@ -1,11 +1,18 @@
-//! Tallow's TURN relay.
+//! Tallow's TURN relay (RFC 8656, with STUN Binding from RFC 8489).
 //!
-//! For now this crate holds the credential scheme that the signaling service
-//! and the relay share (the TURN REST API form of
-//! draft-uberti-behave-turn-rest-00, also what coturn's `use-auth-secret`
-//! accepts). The relay itself (RFC 8656) lands here as a sans-IO core with a
-//! thin tokio shell.
+//! - `codec`: wire formats (stun_codec for control messages, an
+//!   allocation-free data path for ChannelData and Send/Data indications).
+//! - `core`: the TURN server as a sans-IO state machine over `allocation`s,
+//!   with `nonce`s, the `peer_policy` and TURN REST API `credentials`.
+//! - `event_loop`: the shell: one thread, non-blocking sockets (UDP and
+//!   TCP), no locks on the data path.
+//! - `config`: the `TURN_*` settings shared with tallow-server.
 
+pub mod allocation;
 pub mod codec;
 pub mod config;
+pub mod core;
 pub mod credentials;
+pub mod metrics;
+pub mod nonce;
+pub mod peer_policy;

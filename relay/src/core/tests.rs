@@ -1,0 +1,517 @@
+//! The core driven with a recording Io and a hand-advanced clock.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use stun_codec::rfc5389::attributes::{
+    ErrorCode, MessageIntegrity, Nonce, Realm, Username, XorMappedAddress,
+};
+use stun_codec::rfc5389::methods::BINDING;
+use stun_codec::rfc5766::attributes::{
+    ChannelNumber, Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayAddress,
+};
+use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+use stun_codec::{Message, MessageClass, Method, TransactionId};
+
+use super::*;
+use crate::credentials;
+
+#[derive(Default)]
+struct FakeIo {
+    to_client: Vec<(ClientAddr, Vec<u8>)>,
+    to_peer: Vec<(RelayId, SocketAddr, Vec<u8>)>,
+    next_port: u16,
+    open: Vec<RelayId>,
+    refuse_open: bool,
+}
+
+impl Io for FakeIo {
+    fn send_to_client(&mut self, client: &ClientAddr, data: &[u8]) {
+        self.to_client.push((*client, data.to_vec()));
+    }
+    fn send_to_peer(&mut self, relay: RelayId, peer: SocketAddr, data: &[u8]) {
+        self.to_peer.push((relay, peer, data.to_vec()));
+    }
+    fn open_relay(&mut self, _: &ClientAddr, ipv6: bool, _: bool) -> Option<(RelayId, SocketAddr)> {
+        if self.refuse_open {
+            return None;
+        }
+        self.next_port += 1;
+        let id = u32::from(self.next_port);
+        self.open.push(id);
+        let ip = if ipv6 { "::1" } else { "192.0.2.100" };
+        Some((
+            id,
+            SocketAddr::new(ip.parse().unwrap(), 50000 + self.next_port),
+        ))
+    }
+    fn close_relay(&mut self, relay: RelayId) {
+        self.open.retain(|r| *r != relay);
+    }
+}
+
+const SECRET: &str = "test-secret";
+
+struct Harness {
+    core: Core,
+    io: FakeIo,
+    now: Instant,
+}
+
+struct TestClient {
+    addr: ClientAddr,
+    username: String,
+    password: String,
+    nonce: Option<String>,
+    txid: u8,
+}
+
+impl Harness {
+    fn new(tweak: impl FnOnce(&mut CoreConfig)) -> Harness {
+        let mut cfg = CoreConfig::new("tallow", Secret::new(SECRET));
+        tweak(&mut cfg);
+        let now = Instant::now();
+        Harness {
+            core: Core::new(cfg, RelayMetrics::default(), now),
+            io: FakeIo::default(),
+            now,
+        }
+    }
+
+    fn client(&self, port: u16, label: &str) -> TestClient {
+        let cred = credentials::issue(SECRET.as_bytes(), label, self.core.unix(self.now), 3600);
+        TestClient {
+            addr: ClientAddr {
+                transport: Transport::Udp,
+                addr: SocketAddr::new("198.51.100.1".parse().unwrap(), port),
+            },
+            username: cred.username,
+            password: cred.password,
+            nonce: None,
+            txid: 0,
+        }
+    }
+
+    /// Send `msg` from `c`, return the one response.
+    fn exchange(&mut self, c: &TestClient, msg: Msg) -> Msg {
+        let bytes = codec::encode(msg);
+        self.io.to_client.clear();
+        self.core.on_client(&mut self.io, &c.addr, &bytes, self.now);
+        assert_eq!(self.io.to_client.len(), 1, "one response");
+        let (to, bytes) = self.io.to_client.pop().unwrap();
+        assert_eq!(to, c.addr);
+        codec::decode(&bytes).expect("response decodes")
+    }
+
+    /// A signed request; learns the nonce on the first 401 and retries.
+    fn request(&mut self, c: &mut TestClient, method: Method, attrs: Vec<Attr>) -> Msg {
+        for _ in 0..2 {
+            let msg = c.build(method, attrs.clone());
+            let resp = self.exchange(c, msg);
+            let code = resp.get_attribute::<ErrorCode>().map(|e| e.code());
+            if matches!(code, Some(401) | Some(438)) && c.nonce.is_none() {
+                c.nonce = Some(resp.get_attribute::<Nonce>().unwrap().value().to_owned());
+                continue;
+            }
+            return resp;
+        }
+        panic!("no answer after the challenge");
+    }
+
+    fn allocate(&mut self, c: &mut TestClient) -> SocketAddr {
+        let resp = self.request(c, ALLOCATE, vec![RequestedTransport::new(17).into()]);
+        assert_eq!(resp.class(), MessageClass::SuccessResponse, "{resp:?}");
+        resp.get_attribute::<XorRelayAddress>().unwrap().address()
+    }
+}
+
+impl TestClient {
+    fn build(&mut self, method: Method, attrs: Vec<Attr>) -> Msg {
+        self.txid = self.txid.wrapping_add(1);
+        let mut m = Message::new(
+            MessageClass::Request,
+            method,
+            TransactionId::new([self.txid; 12]),
+        );
+        for a in attrs {
+            m.add_attribute(a);
+        }
+        if let Some(nonce) = &self.nonce {
+            let user = Username::new(self.username.clone()).unwrap();
+            let realm = Realm::new("tallow".into()).unwrap();
+            m.add_attribute(user.clone());
+            m.add_attribute(realm.clone());
+            m.add_attribute(Nonce::new(nonce.clone()).unwrap());
+            let mi = MessageIntegrity::new_long_term_credential(&m, &user, &realm, &self.password)
+                .unwrap();
+            m.add_attribute(mi);
+        }
+        m
+    }
+}
+
+fn code(m: &Msg) -> Option<u16> {
+    m.get_attribute::<ErrorCode>().map(|e| e.code())
+}
+
+fn peer_attr(addr: &str) -> Attr {
+    XorPeerAddress::new(addr.parse().unwrap()).into()
+}
+
+#[test]
+fn binding_answers_with_the_mapped_address_without_auth() {
+    let mut h = Harness::new(|_| {});
+    let c = h.client(4000, "x");
+    let req = Message::new(MessageClass::Request, BINDING, TransactionId::new([9; 12]));
+    let resp = h.exchange(&c, req);
+    assert_eq!(resp.class(), MessageClass::SuccessResponse);
+    assert_eq!(
+        resp.get_attribute::<XorMappedAddress>().unwrap().address(),
+        c.addr.addr
+    );
+}
+
+#[test]
+fn allocate_challenges_then_succeeds_and_signs_its_answer() {
+    let mut h = Harness::new(|_| {});
+    let mut c = h.client(4000, "alice");
+    let first = c.build(ALLOCATE, vec![RequestedTransport::new(17).into()]);
+    let challenge = h.exchange(&c, first);
+    assert_eq!(code(&challenge), Some(401));
+    assert_eq!(challenge.get_attribute::<Realm>().unwrap().text(), "tallow");
+    assert!(challenge.get_attribute::<Nonce>().is_some());
+    // The challenge is not counted as an auth failure.
+    assert_eq!(h.core.metrics.auth_failures.get(), 0);
+
+    let relayed = h.allocate(&mut c);
+    assert_eq!(relayed.ip().to_string(), "192.0.2.100");
+    assert_eq!(h.core.allocation_count(), 1);
+    // Retransmission of the same Allocate: same answer, no second allocation.
+    let txid = c.txid;
+    c.txid = txid - 1;
+    let again = c.build(ALLOCATE, vec![RequestedTransport::new(17).into()]);
+    let resp = h.exchange(&c, again);
+    assert_eq!(
+        resp.get_attribute::<XorRelayAddress>().unwrap().address(),
+        relayed
+    );
+    assert_eq!(h.core.allocation_count(), 1);
+    // The response is signed with the client's key.
+    let user = Username::new(c.username.clone()).unwrap();
+    let realm = Realm::new("tallow".into()).unwrap();
+    resp.get_attribute::<MessageIntegrity>()
+        .unwrap()
+        .check_long_term_credential(&user, &realm, &c.password)
+        .unwrap();
+}
+
+#[test]
+fn a_second_allocate_on_the_same_five_tuple_is_437() {
+    let mut h = Harness::new(|_| {});
+    let mut c = h.client(4000, "alice");
+    h.allocate(&mut c);
+    let resp = h.request(&mut c, ALLOCATE, vec![RequestedTransport::new(17).into()]);
+    assert_eq!(code(&resp), Some(437));
+    // Refresh without an allocation is 437 too.
+    let mut other = h.client(4001, "bob");
+    let resp = h.request(&mut other, REFRESH, vec![]);
+    assert_eq!(code(&resp), Some(437));
+}
+
+#[test]
+fn forged_and_expired_credentials_get_401() {
+    let mut h = Harness::new(|_| {});
+    let mut forged = h.client(4000, "mallory");
+    forged.password = "not-the-password".into();
+    let resp = h.request(
+        &mut forged,
+        ALLOCATE,
+        vec![RequestedTransport::new(17).into()],
+    );
+    assert_eq!(code(&resp), Some(401));
+    assert_eq!(h.core.metrics.auth_failures.get(), 1);
+
+    let mut expired = h.client(4001, "late");
+    let unix = h.core.unix(h.now);
+    let cred = credentials::issue(SECRET.as_bytes(), "late", unix - 7200, 3600);
+    expired.username = cred.username;
+    expired.password = cred.password;
+    let resp = h.request(
+        &mut expired,
+        ALLOCATE,
+        vec![RequestedTransport::new(17).into()],
+    );
+    assert_eq!(code(&resp), Some(401));
+    assert_eq!(h.core.allocation_count(), 0);
+}
+
+#[test]
+fn stale_nonces_get_438_with_a_fresh_one() {
+    let mut h = Harness::new(|c| c.nonce_lifetime_secs = 60);
+    let mut c = h.client(4000, "alice");
+    h.allocate(&mut c);
+    h.now += Duration::from_secs(61);
+    let msg = c.build(REFRESH, vec![]);
+    let resp = h.exchange(&c, msg);
+    assert_eq!(code(&resp), Some(438));
+    let fresh = resp.get_attribute::<Nonce>().unwrap().value().to_owned();
+    assert_ne!(Some(&fresh), c.nonce.as_ref());
+    c.nonce = Some(fresh);
+    let msg = c.build(REFRESH, vec![]);
+    assert_eq!(h.exchange(&c, msg).class(), MessageClass::SuccessResponse);
+}
+
+#[test]
+fn internal_peers_are_refused_with_403_unless_allowed() {
+    let mut h = Harness::new(|_| {});
+    let mut c = h.client(4000, "alice");
+    h.allocate(&mut c);
+    for bad in [
+        "127.0.0.1:9",
+        "10.1.2.3:9",
+        "192.168.0.1:9",
+        "169.254.169.254:80",
+        "0.0.0.0:9",
+        "224.0.0.1:9",
+    ] {
+        let resp = h.request(&mut c, CREATE_PERMISSION, vec![peer_attr(bad)]);
+        assert_eq!(code(&resp), Some(403), "{bad}");
+    }
+    let resp = h.request(
+        &mut c,
+        CHANNEL_BIND,
+        vec![
+            ChannelNumber::new(0x4000).unwrap().into(),
+            peer_attr("127.0.0.1:9"),
+        ],
+    );
+    assert_eq!(code(&resp), Some(403));
+    assert_eq!(h.core.metrics.refused_peers.get(), 7);
+    let resp = h.request(&mut c, CREATE_PERMISSION, vec![peer_attr("203.0.113.5:9")]);
+    assert_eq!(resp.class(), MessageClass::SuccessResponse);
+
+    let mut open = Harness::new(|c| c.policy.allow_loopback = true);
+    let mut c = open.client(4000, "alice");
+    open.allocate(&mut c);
+    let resp = open.request(&mut c, CREATE_PERMISSION, vec![peer_attr("127.0.0.1:9")]);
+    assert_eq!(resp.class(), MessageClass::SuccessResponse);
+}
+
+#[test]
+fn quotas_per_user_and_in_total_give_486() {
+    let mut h = Harness::new(|c| {
+        c.user_quota = 2;
+        c.total_quota = 3;
+    });
+    for port in 0..2 {
+        let mut c = h.client(5000 + port, "same-user");
+        // Same username for both: the label is the user.
+        h.allocate(&mut c);
+    }
+    let mut third = h.client(5002, "same-user");
+    let resp = h.request(
+        &mut third,
+        ALLOCATE,
+        vec![RequestedTransport::new(17).into()],
+    );
+    assert_eq!(code(&resp), Some(486));
+    let mut other = h.client(5003, "other");
+    h.allocate(&mut other);
+    let mut fourth = h.client(5004, "yet-another");
+    let resp = h.request(
+        &mut fourth,
+        ALLOCATE,
+        vec![RequestedTransport::new(17).into()],
+    );
+    assert_eq!(code(&resp), Some(486));
+    assert_eq!(h.core.metrics.quota_refusals.get(), 2);
+}
+
+#[test]
+fn unsupported_transport_and_family_are_refused() {
+    let mut h = Harness::new(|_| {});
+    let mut c = h.client(4000, "alice");
+    let resp = h.request(&mut c, ALLOCATE, vec![RequestedTransport::new(6).into()]);
+    assert_eq!(code(&resp), Some(442));
+    let resp = h.request(&mut c, ALLOCATE, vec![]);
+    assert_eq!(code(&resp), Some(400));
+    let v6 = RequestedAddressFamily::new(AddressFamily::V6);
+    let resp = h.request(
+        &mut c,
+        ALLOCATE,
+        vec![RequestedTransport::new(17).into(), v6.into()],
+    );
+    assert_eq!(code(&resp), Some(440));
+    h.io.refuse_open = true;
+    let resp = h.request(&mut c, ALLOCATE, vec![RequestedTransport::new(17).into()]);
+    assert_eq!(code(&resp), Some(508));
+}
+
+#[test]
+fn channel_data_and_send_indications_reach_the_peer_and_back() {
+    let mut h = Harness::new(|_| {});
+    let mut c = h.client(4000, "alice");
+    h.allocate(&mut c);
+    let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+    // Without permission nothing goes out.
+    let mut send = Message::new(MessageClass::Indication, SEND, TransactionId::new([1; 12]));
+    send.add_attribute(XorPeerAddress::new(peer));
+    send.add_attribute(Data::new(b"early".to_vec()).unwrap());
+    let send_bytes = codec::encode(send);
+    h.core.on_client(&mut h.io, &c.addr, &send_bytes, h.now);
+    assert!(h.io.to_peer.is_empty());
+
+    let resp = h.request(
+        &mut c,
+        CHANNEL_BIND,
+        vec![
+            ChannelNumber::new(0x4001).unwrap().into(),
+            XorPeerAddress::new(peer).into(),
+        ],
+    );
+    assert_eq!(resp.class(), MessageClass::SuccessResponse, "{resp:?}");
+    h.core.on_client(&mut h.io, &c.addr, &send_bytes, h.now);
+    let mut cd = Vec::new();
+    codec::write_channel_data(&mut cd, 0x4001, b"via channel", false);
+    h.core.on_client(&mut h.io, &c.addr, &cd, h.now);
+    let sent: Vec<_> =
+        h.io.to_peer
+            .iter()
+            .map(|(_, p, d)| (*p, d.clone()))
+            .collect();
+    assert_eq!(
+        sent,
+        vec![(peer, b"early".to_vec()), (peer, b"via channel".to_vec())]
+    );
+
+    // The peer answers: bound, so it arrives as ChannelData.
+    h.io.to_client.clear();
+    let relay = h.io.open[0];
+    h.core.on_peer(&mut h.io, relay, peer, b"pong", h.now);
+    let (_, bytes) = h.io.to_client.pop().unwrap();
+    assert_eq!(
+        codec::classify(&bytes),
+        codec::Packet::ChannelData {
+            channel: 0x4001,
+            data: b"pong"
+        }
+    );
+    // Another port of the permitted IP: a Data indication.
+    let other: SocketAddr = "203.0.113.5:7001".parse().unwrap();
+    h.core.on_peer(&mut h.io, relay, other, b"hi", h.now);
+    let (_, bytes) = h.io.to_client.pop().unwrap();
+    let msg = codec::decode(&bytes).unwrap();
+    assert_eq!(
+        msg.get_attribute::<XorPeerAddress>().unwrap().address(),
+        other
+    );
+    assert_eq!(msg.get_attribute::<Data>().unwrap().data(), b"hi");
+    // An IP without permission is dropped.
+    h.core.on_peer(
+        &mut h.io,
+        relay,
+        "203.0.113.9:1".parse().unwrap(),
+        b"x",
+        h.now,
+    );
+    assert!(h.io.to_client.is_empty());
+    assert_eq!(h.core.metrics.packets_relayed.get(), 2);
+}
+
+#[test]
+fn two_allocations_of_one_server_talk_without_the_kernel() {
+    let mut h = Harness::new(|c| c.policy.allow_private = true);
+    let mut a = h.client(4000, "a");
+    let mut b = h.client(4001, "b");
+    let ra = h.allocate(&mut a);
+    let rb = h.allocate(&mut b);
+    // Each permits the other's relayed address, as ICE would.
+    for (c, peer) in [(&mut a, rb), (&mut b, ra)] {
+        let resp = h.request(c, CREATE_PERMISSION, vec![XorPeerAddress::new(peer).into()]);
+        assert_eq!(resp.class(), MessageClass::SuccessResponse);
+    }
+    h.io.to_client.clear();
+    let mut send = Message::new(MessageClass::Indication, SEND, TransactionId::new([1; 12]));
+    send.add_attribute(XorPeerAddress::new(rb));
+    send.add_attribute(Data::new(b"a to b".to_vec()).unwrap());
+    h.core
+        .on_client(&mut h.io, &a.addr, &codec::encode(send), h.now);
+    assert!(h.io.to_peer.is_empty(), "nothing went through a socket");
+    let (to, bytes) = h.io.to_client.pop().unwrap();
+    assert_eq!(to, b.addr);
+    let msg = codec::decode(&bytes).unwrap();
+    assert_eq!(msg.get_attribute::<XorPeerAddress>().unwrap().address(), ra);
+    assert_eq!(msg.get_attribute::<Data>().unwrap().data(), b"a to b");
+}
+
+#[test]
+fn allocations_expire_and_refresh_zero_deletes() {
+    let mut h = Harness::new(|_| {});
+    let mut c = h.client(4000, "alice");
+    h.allocate(&mut c);
+    let resp = h.request(&mut c, REFRESH, vec![Lifetime::from_u32(700).into()]);
+    assert_eq!(
+        resp.get_attribute::<Lifetime>()
+            .unwrap()
+            .lifetime()
+            .as_secs(),
+        700
+    );
+    h.now += Duration::from_secs(699);
+    h.core.tick(&mut h.io, h.now);
+    assert_eq!(h.core.allocation_count(), 1);
+    h.now += Duration::from_secs(1);
+    h.core.tick(&mut h.io, h.now);
+    assert_eq!(h.core.allocation_count(), 0);
+    assert!(h.io.open.is_empty(), "relay socket closed");
+
+    let mut d = h.client(4001, "bob");
+    h.allocate(&mut d);
+    let resp = h.request(&mut d, REFRESH, vec![Lifetime::from_u32(0).into()]);
+    assert_eq!(resp.class(), MessageClass::SuccessResponse);
+    assert_eq!(h.core.allocation_count(), 0);
+}
+
+#[test]
+fn bandwidth_is_capped_per_allocation() {
+    let mut h = Harness::new(|c| c.bandwidth = 1000);
+    let mut c = h.client(4000, "alice");
+    h.allocate(&mut c);
+    let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+    h.request(
+        &mut c,
+        CHANNEL_BIND,
+        vec![
+            ChannelNumber::new(0x4000).unwrap().into(),
+            XorPeerAddress::new(peer).into(),
+        ],
+    );
+    let mut cd = Vec::new();
+    codec::write_channel_data(&mut cd, 0x4000, &[0u8; 400], false);
+    for _ in 0..5 {
+        h.core.on_client(&mut h.io, &c.addr, &cd, h.now);
+    }
+    assert_eq!(h.io.to_peer.len(), 2, "1000 bytes per second");
+    h.now += Duration::from_secs(1);
+    h.core.on_client(&mut h.io, &c.addr, &cd, h.now);
+    assert_eq!(h.io.to_peer.len(), 3);
+}
+
+#[test]
+fn garbage_never_panics_and_gets_no_answer() {
+    let mut h = Harness::new(|_| {});
+    let c = h.client(4000, "x");
+    let mut seed = 0x1234_5678u32;
+    for len in 0..400 {
+        let buf: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as u8
+            })
+            .collect();
+        h.core.on_client(&mut h.io, &c.addr, &buf, h.now);
+    }
+    assert!(h.io.to_peer.is_empty());
+}
