@@ -90,9 +90,14 @@ pub fn classify(buf: &[u8]) -> Packet<'_> {
     }
 }
 
+/// The bytes on a stream are neither STUN nor ChannelData.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("stream is not STUN or ChannelData")]
+pub struct NotTurn;
+
 /// Length of the complete frame at the start of a TCP stream buffer, if
-/// enough of it is there to tell. `Err` means the stream is not TURN.
-pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
+/// enough of it is there to tell.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, NotTurn> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -101,7 +106,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
         0b00 => Ok(Some(HEADER_LEN + len)),
         // Over TCP, ChannelData is padded to a multiple of four bytes.
         0b01 => Ok(Some(4 + len.div_ceil(4) * 4)),
-        _ => Err(()),
+        _ => Err(NotTurn),
     }
 }
 
@@ -147,7 +152,7 @@ pub fn parse_send_indication(buf: &[u8]) -> Option<(SocketAddr, &[u8])> {
     }
     let body_len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
     if u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) != MAGIC_COOKIE
-        || body_len % 4 != 0
+        || !body_len.is_multiple_of(4)
         || buf.len() < HEADER_LEN + body_len
     {
         return None;
@@ -403,7 +408,7 @@ mod tests {
         write_channel_data(&mut out, 0x4001, b"hello", false);
         assert_eq!(out.len(), 9);
         assert_eq!(classify(&out[..8]), Packet::Invalid);
-        assert_eq!(frame_len(&[0xff, 0, 0, 0]), Err(()));
+        assert_eq!(frame_len(&[0xff, 0, 0, 0]), Err(NotTurn));
     }
 
     #[test]
