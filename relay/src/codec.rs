@@ -13,8 +13,8 @@ use stun_codec::rfc5389::attributes::{
     XorMappedAddress,
 };
 use stun_codec::rfc5766::attributes::{
-    ChannelNumber, Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken,
-    XorPeerAddress, XorRelayAddress,
+    Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayAddress,
 };
 use stun_codec::rfc8656::attributes::RequestedAddressFamily;
 use stun_codec::{Message, MessageDecoder, MessageEncoder};
@@ -48,15 +48,104 @@ stun_codec::define_attribute_enums!(
 
 pub type Msg = Message<Attr>;
 
+/// CHANNEL-NUMBER over the whole ChannelData range. stun_codec's own type
+/// refuses numbers above 0x4FFF (RFC 8656), which fails the whole ChannelBind
+/// of RFC 5766 clients that pick from 0x4000-0x7FFF; the range is checked in
+/// the core instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelNumber(pub u16);
+
+impl ChannelNumber {
+    pub const CODEPOINT: u16 = 0x000C;
+
+    pub fn value(self) -> u16 {
+        self.0
+    }
+}
+
+impl stun_codec::Attribute for ChannelNumber {
+    type Decoder = ChannelNumberDecoder;
+    type Encoder = ChannelNumberEncoder;
+
+    fn get_type(&self) -> stun_codec::AttributeType {
+        stun_codec::AttributeType::new(Self::CODEPOINT)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ChannelNumberDecoder(bytecodec::fixnum::U32beDecoder);
+
+impl bytecodec::Decode for ChannelNumberDecoder {
+    type Item = ChannelNumber;
+
+    fn decode(&mut self, buf: &[u8], eos: bytecodec::Eos) -> bytecodec::Result<usize> {
+        self.0.decode(buf, eos)
+    }
+
+    fn finish_decoding(&mut self) -> bytecodec::Result<ChannelNumber> {
+        // The number is the high 16 bits; the rest is RFFU.
+        self.0
+            .finish_decoding()
+            .map(|v| ChannelNumber((v >> 16) as u16))
+    }
+
+    fn requiring_bytes(&self) -> bytecodec::ByteCount {
+        self.0.requiring_bytes()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.0.is_idle()
+    }
+}
+
+impl bytecodec::TryTaggedDecode for ChannelNumberDecoder {
+    type Tag = stun_codec::AttributeType;
+
+    fn try_start_decoding(&mut self, tag: Self::Tag) -> bytecodec::Result<bool> {
+        Ok(tag.as_u16() == ChannelNumber::CODEPOINT)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ChannelNumberEncoder(bytecodec::fixnum::U32beEncoder);
+
+impl bytecodec::Encode for ChannelNumberEncoder {
+    type Item = ChannelNumber;
+
+    fn encode(&mut self, buf: &mut [u8], eos: bytecodec::Eos) -> bytecodec::Result<usize> {
+        self.0.encode(buf, eos)
+    }
+
+    fn start_encoding(&mut self, item: ChannelNumber) -> bytecodec::Result<()> {
+        self.0.start_encoding(u32::from(item.0) << 16)
+    }
+
+    fn requiring_bytes(&self) -> bytecodec::ByteCount {
+        self.0.requiring_bytes()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.0.is_idle()
+    }
+}
+
+impl bytecodec::SizedEncode for ChannelNumberEncoder {
+    fn exact_requiring_bytes(&self) -> u64 {
+        self.0.exact_requiring_bytes()
+    }
+}
+
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 pub const HEADER_LEN: usize = 20;
 const SEND_INDICATION: u16 = 0x0016;
 const DATA_INDICATION: u16 = 0x0017;
 const ATTR_XOR_PEER_ADDRESS: u16 = 0x0012;
 const ATTR_DATA: u16 = 0x0013;
-/// Channel numbers a client may bind (RFC 8656 §12).
+/// Channel numbers a client may bind. RFC 8656 §12 narrowed the range to
+/// 0x4000-0x4FFF, but RFC 5766 clients (coturn's among them) still pick up
+/// to 0x7FFF, and ChannelData framing covers the whole range, so accept it.
 pub const CHANNEL_MIN: u16 = 0x4000;
-pub const CHANNEL_MAX: u16 = 0x4FFF;
+pub const CHANNEL_MAX: u16 = 0x7FFF;
 
 /// What a datagram (or a TCP frame) from a client is, judged by its first
 /// bytes only.

@@ -124,6 +124,45 @@ pub struct TurnConfig {
     #[arg(id = "turn_allow_private", value_name = "BOOL", value_name = "BOOL", long = "turn-allow-private", env = "TURN_ALLOW_PRIVATE", default_value_t = false, action = ArgAction::Set)]
     pub allow_private: bool,
 
+    /// Allocations one TURN username may hold at once (486 beyond).
+    #[arg(
+        id = "turn_user_quota",
+        value_name = "N",
+        long = "turn-user-quota",
+        env = "TURN_USER_QUOTA",
+        default_value_t = 10
+    )]
+    pub user_quota: usize,
+
+    /// Allocations this relay holds at once (486 beyond).
+    #[arg(
+        id = "turn_total_quota",
+        value_name = "N",
+        long = "turn-total-quota",
+        env = "TURN_TOTAL_QUOTA",
+        default_value_t = 10_000
+    )]
+    pub total_quota: usize,
+
+    /// Bytes per second one allocation may relay, both directions; 0 = no cap.
+    #[arg(
+        id = "turn_max_bytes_per_sec",
+        value_name = "BYTES",
+        long = "turn-max-bytes-per-sec",
+        env = "TURN_MAX_BYTES_PER_SEC",
+        default_value_t = 12_500_000
+    )]
+    pub max_bytes_per_sec: u64,
+
+    /// IPv6 address to bind IPv6 relayed addresses on (enables them).
+    #[arg(
+        id = "turn_relay_ipv6",
+        value_name = "IPV6",
+        long = "turn-relay-ipv6",
+        env = "TURN_RELAY_IPV6"
+    )]
+    pub relay_ipv6: Option<std::net::Ipv6Addr>,
+
     /// Lifetime of the TURN credentials handed out, in seconds.
     #[arg(
         id = "turn_credential_ttl_secs",
@@ -133,6 +172,27 @@ pub struct TurnConfig {
         default_value_t = 3600
     )]
     pub credential_ttl_secs: u64,
+}
+
+impl TurnConfig {
+    /// The relay's configuration, with the secret the process settled on.
+    pub fn relay_config(&self, secret: Secret) -> crate::event_loop::RelayConfig {
+        let mut core = crate::core::CoreConfig::new(self.realm.clone(), secret);
+        core.policy = crate::peer_policy::PeerPolicy {
+            allow_loopback: self.allow_loopback,
+            allow_private: self.allow_private,
+        };
+        core.external_ip = self.external_ip;
+        core.user_quota = self.user_quota;
+        core.total_quota = self.total_quota;
+        core.bandwidth = self.max_bytes_per_sec;
+        crate::event_loop::RelayConfig {
+            listen: self.listen,
+            port_range: self.port_range,
+            relay_ipv6: self.relay_ipv6,
+            core,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use stun_codec::rfc5389::attributes::{
 };
 use stun_codec::rfc5389::{errors as e5389, methods::BINDING};
 use stun_codec::rfc5766::attributes::{
-    ChannelNumber, Lifetime, RequestedTransport, ReservationToken, XorRelayAddress,
+    Lifetime, RequestedTransport, ReservationToken, XorRelayAddress,
 };
 use stun_codec::rfc5766::errors as e5766;
 use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
@@ -26,7 +26,7 @@ use stun_codec::rfc8656::errors as e8656;
 use stun_codec::{Message, MessageClass, Method, TransactionId};
 
 use crate::allocation::{Allocation, ClientAddr, RelayId, Transport};
-use crate::codec::{self, Attr, Msg, Packet};
+use crate::codec::{self, Attr, ChannelNumber, Msg, Packet};
 use crate::config::Secret;
 use crate::credentials;
 use crate::metrics::RelayMetrics;

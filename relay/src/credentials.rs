@@ -1,6 +1,6 @@
 //! Ephemeral TURN credentials in the TURN REST API form.
 //!
-//! username = `<expiry unix seconds>:<label>`
+//! username = `<expiry unix seconds>:<label>` (or the bare timestamp)
 //! password = base64(HMAC-SHA1(shared secret, username))
 //!
 //! The relay recomputes the password from the username, so no state is
@@ -57,8 +57,9 @@ pub fn expected_password(
     username: &str,
     now_unix: u64,
 ) -> Result<String, CredentialError> {
-    // coturn takes the timestamp before the first ':'; labels may hold ':'.
-    let (expiry, _label) = username.split_once(':').ok_or(CredentialError::Malformed)?;
+    // The timestamp is what precedes the first ':' (labels may hold ':'), or
+    // the whole username when there is no label, as coturn accepts too.
+    let expiry = username.split_once(':').map_or(username, |(e, _)| e);
     let expiry: u64 = expiry.parse().map_err(|_| CredentialError::Malformed)?;
     if expiry <= now_unix {
         return Err(CredentialError::Expired(expiry));
@@ -99,8 +100,14 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_timestamp_is_a_username_too() {
+        let pw = expected_password(b"k", "2000", 1_000).unwrap();
+        assert_eq!(pw, password_for(b"k", "2000"));
+    }
+
+    #[test]
     fn malformed_usernames_are_refused() {
-        for u in ["", "alice", "abc:alice", ":alice", "-5:x"] {
+        for u in ["", "alice", "abc:alice", ":alice", "-5:x", "12a"] {
             assert_eq!(
                 expected_password(b"k", u, 0),
                 Err(CredentialError::Malformed),

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod config;
 pub mod core;
 pub mod credentials;
+pub mod event_loop;
 pub mod metrics;
 pub mod nonce;
 pub mod peer_policy;

@@ -8,12 +8,13 @@ use stun_codec::rfc5389::attributes::{
 };
 use stun_codec::rfc5389::methods::BINDING;
 use stun_codec::rfc5766::attributes::{
-    ChannelNumber, Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayAddress,
+    Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayAddress,
 };
 use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 use stun_codec::{Message, MessageClass, Method, TransactionId};
 
 use super::*;
+use crate::codec::ChannelNumber;
 use crate::credentials;
 
 #[derive(Default)]
@@ -280,10 +281,7 @@ fn internal_peers_are_refused_with_403_unless_allowed() {
     let resp = h.request(
         &mut c,
         CHANNEL_BIND,
-        vec![
-            ChannelNumber::new(0x4000).unwrap().into(),
-            peer_attr("127.0.0.1:9"),
-        ],
+        vec![ChannelNumber(0x4000).into(), peer_attr("127.0.0.1:9")],
     );
     assert_eq!(code(&resp), Some(403));
     assert_eq!(h.core.metrics.refused_peers.get(), 7);
@@ -365,7 +363,7 @@ fn channel_data_and_send_indications_reach_the_peer_and_back() {
         &mut c,
         CHANNEL_BIND,
         vec![
-            ChannelNumber::new(0x4001).unwrap().into(),
+            ChannelNumber(0x4001).into(),
             XorPeerAddress::new(peer).into(),
         ],
     );
@@ -473,6 +471,27 @@ fn allocations_expire_and_refresh_zero_deletes() {
 }
 
 #[test]
+fn channel_numbers_outside_the_range_are_400_and_rfc5766_numbers_work() {
+    let mut h = Harness::new(|_| {});
+    let mut c = h.client(4000, "alice");
+    h.allocate(&mut c);
+    for (n, ok) in [
+        (0x3FFF, false),
+        (0x4000, true),
+        (0x7ab1, true),
+        (0x8000, false),
+    ] {
+        let peer = format!("203.0.113.{}:7000", n % 200 + 1);
+        let resp = h.request(
+            &mut c,
+            CHANNEL_BIND,
+            vec![ChannelNumber(n).into(), peer_attr(&peer)],
+        );
+        assert_eq!(code(&resp).is_none(), ok, "{n:#x}: {resp:?}");
+    }
+}
+
+#[test]
 fn bandwidth_is_capped_per_allocation() {
     let mut h = Harness::new(|c| c.bandwidth = 1000);
     let mut c = h.client(4000, "alice");
@@ -482,7 +501,7 @@ fn bandwidth_is_capped_per_allocation() {
         &mut c,
         CHANNEL_BIND,
         vec![
-            ChannelNumber::new(0x4000).unwrap().into(),
+            ChannelNumber(0x4000).into(),
             XorPeerAddress::new(peer).into(),
         ],
     );
