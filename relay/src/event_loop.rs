@@ -330,10 +330,7 @@ fn run(
                 WAKER => {}
                 Token(t) if t >= RELAY_BASE => {
                     let id = t - RELAY_BASE;
-                    loop {
-                        let Some(Some(r)) = shell.relays.get(id) else {
-                            break;
-                        };
+                    while let Some(Some(r)) = shell.relays.get(id) {
                         match r.sock.recv_from(&mut buf) {
                             Ok((n, from)) => {
                                 core.on_peer(&mut shell, id as RelayId, from, &buf[..n], now)
