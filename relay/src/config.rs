@@ -163,6 +163,16 @@ pub struct TurnConfig {
     )]
     pub relay_ipv6: Option<std::net::Ipv6Addr>,
 
+    /// Seconds a nonce stays valid before a request gets 438 (Stale Nonce).
+    #[arg(
+        id = "turn_nonce_lifetime_secs",
+        value_name = "SECS",
+        long = "turn-nonce-lifetime-secs",
+        env = "TURN_NONCE_LIFETIME_SECS",
+        default_value_t = 600
+    )]
+    pub nonce_lifetime_secs: u64,
+
     /// Lifetime of the TURN credentials handed out, in seconds.
     #[arg(
         id = "turn_credential_ttl_secs",
@@ -186,6 +196,7 @@ impl TurnConfig {
         core.user_quota = self.user_quota;
         core.total_quota = self.total_quota;
         core.bandwidth = self.max_bytes_per_sec;
+        core.nonce_lifetime_secs = self.nonce_lifetime_secs.max(1);
         crate::event_loop::RelayConfig {
             listen: self.listen,
             port_range: self.port_range,

@@ -42,6 +42,8 @@ struct Conn {
     ws: WebSocket,
     owner: Owner,
     ip: IpAddr,
+    /// The hostname the client used to reach us, to name the relay.
+    host: Option<String>,
     bucket: TokenBucket,
     seat: Option<SeatState>,
     holds_ip_slot: bool,
@@ -62,7 +64,7 @@ impl Drop for OpenGuard {
     }
 }
 
-pub(crate) async fn run(st: Arc<AppState>, mut ws: WebSocket, ip: IpAddr) {
+pub(crate) async fn run(st: Arc<AppState>, mut ws: WebSocket, ip: IpAddr, host: Option<String>) {
     use std::sync::atomic::Ordering;
     let open = st.open.fetch_add(1, Ordering::Relaxed) + 1;
     st.metrics.connections.inc();
@@ -100,6 +102,7 @@ pub(crate) async fn run(st: Arc<AppState>, mut ws: WebSocket, ip: IpAddr) {
         st: st.clone(),
         ws,
         ip,
+        host,
         bucket: TokenBucket::new(rate, rate, now),
         seat: None,
         holds_ip_slot: false,
@@ -625,7 +628,7 @@ impl Conn {
         let msg = ServerMsg::Paired {
             session: s.session.clone(),
             seat: s.seat,
-            ice_servers: self.st.ice.servers_for(&s.session),
+            ice_servers: self.st.ice.servers_for(&s.session, self.host.as_deref()),
         };
         self.send(&msg).await
     }

@@ -27,8 +27,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// Metrics of this node, with the embedded relay's when it runs.
+    pub fn new(relay: Option<&tallow_relay::metrics::RelayMetrics>) -> Self {
         let mut registry = Registry::with_prefix("tallow");
+        if let Some(relay) = relay {
+            relay.register(&mut registry);
+        }
         let m = Metrics {
             connections: Gauge::default(),
             connections_total: Counter::default(),
@@ -107,6 +111,6 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }

@@ -83,6 +83,7 @@ impl AppState {
 /// A running node.
 pub struct Server {
     addr: SocketAddr,
+    relay: Option<tallow_relay::event_loop::RelayHandle>,
     metrics_addr: Option<SocketAddr>,
     state: Arc<AppState>,
     http: JoinHandle<std::io::Result<()>>,
@@ -133,7 +134,22 @@ impl Server {
             },
         }
         .to_json();
-        let ice = ice_config(&cfg);
+        let relay_metrics = tallow_relay::metrics::RelayMetrics::default();
+        let secret = cfg.turn.secret.clone().unwrap_or_else(Secret::random);
+        let relay = if cfg.turn_enabled {
+            let rc = cfg.turn.relay_config(secret.clone());
+            Some(
+                tallow_relay::event_loop::start(rc, relay_metrics.clone()).map_err(|source| {
+                    ServerError::Bind {
+                        addr: cfg.turn.listen,
+                        source,
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        let ice = ice_config(&cfg, secret, relay.as_ref().map(|r| r.udp_addr));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -152,7 +168,7 @@ impl Server {
             )),
             node: node.clone(),
             presence,
-            metrics: Metrics::new(),
+            metrics: Metrics::new(cfg.turn_enabled.then_some(&relay_metrics)),
             ice,
             welcome,
             conns: Mutex::new(HashMap::new()),
@@ -200,6 +216,7 @@ impl Server {
         tracing::info!(%addr, node = %node, presence = state.presence.kind(), "tallow-server listening");
         Ok(Server {
             addr,
+            relay,
             metrics_addr,
             state,
             http,
@@ -209,6 +226,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The embedded relay's UDP (and TCP) address, if it runs.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().map(|r| r.udp_addr)
     }
 
     /// Where /metrics is served when TALLOW_METRICS_LISTEN is set.
@@ -229,26 +251,34 @@ impl Server {
         .await
         .is_ok();
         self.timers.abort();
+        if let Some(relay) = self.relay {
+            relay.stop();
+        }
         tracing::info!(drained, "tallow-server stopped");
         drained
     }
 }
 
-fn ice_config(cfg: &Config) -> IceConfig {
-    let secret = cfg.turn.secret.clone().unwrap_or_else(Secret::random);
+fn ice_config(cfg: &Config, secret: Secret, relay: Option<SocketAddr>) -> IceConfig {
     let (stun, turn): (Vec<String>, Vec<String>) = cfg
         .turn_urls
         .iter()
         .cloned()
         .partition(|u| u.starts_with("stun:"));
-    if turn.is_empty() && cfg.turn_enabled {
-        tracing::warn!(
-            "the embedded TURN relay is not part of this build yet; set TURN_URLS to hand out an external relay"
-        );
+    let embedded = relay.map(|addr| crate::ice::EmbeddedRelay {
+        host: cfg
+            .turn
+            .external_ip
+            .or((!addr.ip().is_unspecified()).then_some(addr.ip())),
+        port: addr.port(),
+    });
+    if turn.is_empty() && embedded.is_none() {
+        tracing::warn!("no TURN relay to hand out: TURN_ENABLED=false and TURN_URLS unset");
     }
     IceConfig {
         turn_urls: turn,
         stun_urls: stun,
+        embedded,
         secret,
         ttl_secs: cfg.turn.credential_ttl_secs,
     }
@@ -343,6 +373,7 @@ async fn signal(
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let ip = client_ip(&st.cfg, remote.ip(), &headers);
+    let host = request_hostname(&headers);
     // Frames somewhat over the limit are read and refused with an error
     // message; far larger ones are cut off by the transport (close 1009).
     let hard = st
@@ -354,7 +385,24 @@ async fn signal(
     let tracker = st.tracker.clone();
     ws.max_message_size(hard)
         .max_frame_size(hard)
-        .on_upgrade(move |socket| tracker.track_future(crate::conn::run(st, socket, ip)))
+        .on_upgrade(move |socket| tracker.track_future(crate::conn::run(st, socket, ip, host)))
+}
+
+/// The hostname of the request's Host header, without the port; only
+/// plausible hostnames, since it ends up in URLs handed to clients.
+fn request_hostname(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let name = if host.starts_with('[') {
+        &host[..=host.find(']')?]
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    ok.then(|| name.to_owned())
 }
 
 /// The client's address: the socket peer, or the last X-Forwarded-For hop
