@@ -18,6 +18,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # command -> Debian package
 declare -A wanted=(
     [redis-server]=redis-server
+    [turnutils_uclient]=coturn
     [shellcheck]=shellcheck
     [yamllint]=yamllint
     [nginx]=nginx

@@ -23,13 +23,11 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Start a server on 127.0.0.1 with extra flags.
 pub async fn start(flags: &[&str]) -> Server {
-    let mut args = vec![
-        "tallow-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--turn-enabled",
-        "false",
-    ];
+    let mut args = vec!["tallow-server", "--listen", "127.0.0.1:0"];
+    // The embedded relay only where a test asks for it.
+    if !flags.contains(&"--turn-enabled") {
+        args.extend_from_slice(&["--turn-enabled", "false"]);
+    }
     args.extend_from_slice(flags);
     let cfg = Config::try_parse_from(args).expect("test flags parse");
     Server::start(cfg).await.expect("server starts")
