@@ -14,6 +14,8 @@ pub mod config;
 pub mod core;
 pub mod credentials;
 pub mod event_loop;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod nonce;
 pub mod peer_policy;
