@@ -173,6 +173,29 @@ pub struct TurnConfig {
     )]
     pub nonce_lifetime_secs: u64,
 
+    /// TURN over TLS (`turns:`) on this address, with TURN_TLS_CERT and
+    /// TURN_TLS_KEY; unset: no TLS listener.
+    #[arg(id = "turn_tls_listen", value_name = "ADDR", long = "turn-tls-listen", env = "TURN_TLS_LISTEN", requires_all = ["turn_tls_cert", "turn_tls_key"])]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for TURN over TLS.
+    #[arg(
+        id = "turn_tls_cert",
+        value_name = "PEM",
+        long = "turn-tls-cert",
+        env = "TURN_TLS_CERT"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key for TURN over TLS.
+    #[arg(
+        id = "turn_tls_key",
+        value_name = "PEM",
+        long = "turn-tls-key",
+        env = "TURN_TLS_KEY"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Lifetime of the TURN credentials handed out, in seconds.
     #[arg(
         id = "turn_credential_ttl_secs",
@@ -201,6 +224,14 @@ impl TurnConfig {
             listen: self.listen,
             port_range: self.port_range,
             relay_ipv6: self.relay_ipv6,
+            tls: match (self.tls_listen, &self.tls_cert, &self.tls_key) {
+                (Some(listen), Some(cert), Some(key)) => Some(crate::event_loop::TlsConfig {
+                    listen,
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
             core,
         }
     }

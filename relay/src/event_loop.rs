@@ -28,6 +28,7 @@ use crate::metrics::RelayMetrics;
 const UDP_LISTENER: Token = Token(0);
 const TCP_LISTENER: Token = Token(1);
 const WAKER: Token = Token(2);
+const TLS_LISTENER: Token = Token(3);
 const TCP_BASE: usize = 16;
 const RELAY_BASE: usize = 1 << 24;
 /// Kernel socket buffers: bursts of a few thousand datagrams fit.
@@ -44,7 +45,38 @@ pub struct RelayConfig {
     pub port_range: PortRange,
     /// Bind IPv6 relay sockets here (enables REQUESTED-ADDRESS-FAMILY IPv6).
     pub relay_ipv6: Option<Ipv6Addr>,
+    /// TURN over TLS, when a certificate is configured.
+    pub tls: Option<TlsConfig>,
     pub core: CoreConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+fn tls_server_config(cfg: &TlsConfig) -> io::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
+    let certs = CertificateDer::pem_file_iter(&cfg.cert)
+        .map_err(|e| bad(&cfg.cert.display().to_string(), &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&cfg.cert.display().to_string(), &e))?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key)
+        .map_err(|e| bad(&cfg.key.display().to_string(), &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("TLS certificate", &e))?;
+    Ok(Arc::new(config))
 }
 
 /// A running relay thread.
@@ -54,6 +86,7 @@ pub struct RelayHandle {
     thread: Option<JoinHandle<()>>,
     pub udp_addr: SocketAddr,
     pub tcp_addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
 }
 
 impl RelayHandle {
@@ -85,6 +118,18 @@ pub fn start(mut cfg: RelayConfig, metrics: RelayMetrics) -> io::Result<RelayHan
     // TCP on the same port as UDP, as clients expect.
     let tcp = TcpListener::bind(udp_addr)?;
     let tcp_addr = tcp.local_addr()?;
+    let tls = match &cfg.tls {
+        Some(t) => {
+            let server = tls_server_config(t)?;
+            let listener = TcpListener::bind(t.listen)?;
+            Some((listener, server))
+        }
+        None => None,
+    };
+    let tls_addr = match &tls {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let stop = Arc::new(AtomicBool::new(false));
@@ -93,18 +138,19 @@ pub fn start(mut cfg: RelayConfig, metrics: RelayMetrics) -> io::Result<RelayHan
         std::thread::Builder::new()
             .name("tallow-relay".into())
             .spawn(move || {
-                if let Err(e) = run(poll, udp, tcp, cfg, metrics, &stop) {
+                if let Err(e) = run(poll, udp, tcp, tls, cfg, metrics, &stop) {
                     tracing::error!(error = %e, "relay loop failed");
                 }
             })?
     };
-    tracing::info!(%udp_addr, %tcp_addr, "TURN relay listening");
+    tracing::info!(%udp_addr, %tcp_addr, tls_addr = ?tls_addr, "TURN relay listening");
     Ok(RelayHandle {
         stop,
         waker,
         thread: Some(thread),
         udp_addr,
         tcp_addr,
+        tls_addr,
     })
 }
 
@@ -126,6 +172,8 @@ struct RelaySock {
 struct TcpConn {
     stream: TcpStream,
     addr: SocketAddr,
+    /// TURN over TLS: plaintext goes through this session.
+    tls: Option<rustls::ServerConnection>,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     want_write: bool,
@@ -244,6 +292,15 @@ impl Io for Shell {
 
 /// Queue or write `data` on a TCP connection; false if it had to be dropped.
 fn queue_tcp(c: &mut TcpConn, data: &[u8]) -> bool {
+    if let Some(tls) = c.tls.as_mut() {
+        if tls.wants_write() && c.outbuf.len() > TCP_OUT_CAP {
+            return false;
+        }
+        if tls.writer().write_all(data).is_err() {
+            return false;
+        }
+        return write_tls(c);
+    }
     if c.outbuf.is_empty() {
         match c.stream.write(data) {
             Ok(n) if n == data.len() => return true,
@@ -262,6 +319,31 @@ fn queue_tcp(c: &mut TcpConn, data: &[u8]) -> bool {
     true
 }
 
+/// Push pending TLS records to the socket. When the socket is full they
+/// stay in the session (rustls buffers them), marked in `outbuf`'s length
+/// only as a signal to register for writability.
+fn write_tls(c: &mut TcpConn) -> bool {
+    let Some(tls) = c.tls.as_mut() else {
+        return true;
+    };
+    while tls.wants_write() {
+        match tls.write_tls(&mut c.stream) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Mark pending output so the loop asks for WRITABLE.
+                if c.outbuf.is_empty() {
+                    c.outbuf.push(0);
+                }
+                return true;
+            }
+            Err(_) => return false,
+        }
+    }
+    c.outbuf.clear();
+    true
+}
+
 fn local_ip_towards(peer: SocketAddr) -> Option<IpAddr> {
     let any: SocketAddr = if peer.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -277,6 +359,7 @@ fn run(
     mut poll: Poll,
     mut udp: UdpSocket,
     mut tcp: TcpListener,
+    tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     cfg: RelayConfig,
     metrics: RelayMetrics,
     stop: &AtomicBool,
@@ -284,6 +367,13 @@ fn run(
     let registry = poll.registry().try_clone()?;
     registry.register(&mut udp, UDP_LISTENER, Interest::READABLE)?;
     registry.register(&mut tcp, TCP_LISTENER, Interest::READABLE)?;
+    let (mut tls_listener, tls_config) = match tls {
+        Some((l, c)) => (Some(l), Some(c)),
+        None => (None, None),
+    };
+    if let Some(l) = tls_listener.as_mut() {
+        registry.register(l, TLS_LISTENER, Interest::READABLE)?;
+    }
     let mut core = Core::new(cfg.core.clone(), metrics.clone(), Instant::now());
     let mut shell = Shell {
         registry,
@@ -326,7 +416,12 @@ fn run(
                         Err(_) => continue,
                     }
                 },
-                TCP_LISTENER => accept_all(&mut tcp, &mut shell),
+                TCP_LISTENER => accept_all(&mut tcp, &mut shell, None),
+                TLS_LISTENER => {
+                    if let Some(l) = tls_listener.as_mut() {
+                        accept_all(l, &mut shell, tls_config.as_ref());
+                    }
+                }
                 WAKER => {}
                 Token(t) if t >= RELAY_BASE => {
                     let id = t - RELAY_BASE;
@@ -359,11 +454,20 @@ fn run(
     Ok(())
 }
 
-fn accept_all(listener: &mut TcpListener, shell: &mut Shell) {
+fn accept_all(
+    listener: &mut TcpListener,
+    shell: &mut Shell,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) {
     loop {
         match listener.accept() {
             Ok((mut stream, addr)) => {
                 let _ = stream.set_nodelay(true);
+                let session = match tls.map(|c| rustls::ServerConnection::new(c.clone())) {
+                    Some(Ok(s)) => Some(s),
+                    Some(Err(_)) => continue,
+                    None => None,
+                };
                 let i = match shell.free_conns.pop() {
                     Some(i) => i,
                     None => {
@@ -382,6 +486,7 @@ fn accept_all(listener: &mut TcpListener, shell: &mut Shell) {
                 shell.conns[i] = Some(TcpConn {
                     stream,
                     addr,
+                    tls: session,
                     inbuf: Vec::with_capacity(4096),
                     outbuf: Vec::new(),
                     want_write: false,
@@ -398,7 +503,10 @@ fn flush_tcp(shell: &mut Shell, i: usize) {
     let Some(Some(c)) = shell.conns.get_mut(i) else {
         return;
     };
-    while !c.outbuf.is_empty() {
+    if c.tls.is_some() {
+        write_tls(c);
+    }
+    while c.tls.is_none() && !c.outbuf.is_empty() {
         match c.stream.write(&c.outbuf) {
             Ok(0) => break,
             Ok(n) => {
@@ -416,6 +524,30 @@ fn flush_tcp(shell: &mut Shell, i: usize) {
     }
 }
 
+/// Read TLS records from the socket and append their plaintext to `inbuf`.
+/// Returns the ciphertext bytes read (0 at end of stream).
+fn read_tls(
+    tls: &mut rustls::ServerConnection,
+    stream: &mut TcpStream,
+    chunk: &mut [u8],
+    inbuf: &mut Vec<u8>,
+) -> io::Result<usize> {
+    let n = tls.read_tls(stream)?;
+    let state = tls
+        .process_new_packets()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut left = state.plaintext_bytes_to_read();
+    while left > 0 {
+        let got = tls.reader().read(chunk)?;
+        if got == 0 {
+            break;
+        }
+        inbuf.extend_from_slice(&chunk[..got]);
+        left = left.saturating_sub(got);
+    }
+    Ok(n)
+}
+
 fn read_tcp(shell: &mut Shell, core: &mut Core, i: usize, now: Instant) {
     let Some(Some(c)) = shell.conns.get_mut(i) else {
         return;
@@ -431,12 +563,23 @@ fn read_tcp(shell: &mut Shell, core: &mut Core, i: usize, now: Instant) {
         let Some(Some(c)) = shell.conns.get_mut(i) else {
             return;
         };
-        match c.stream.read(&mut chunk) {
+        let got = match c.tls.as_mut() {
+            Some(tls) => read_tls(tls, &mut c.stream, &mut chunk, &mut inbuf),
+            None => c.stream.read(&mut chunk).map(|n| {
+                inbuf.extend_from_slice(&chunk[..n]);
+                n
+            }),
+        };
+        // Handshake records and alerts may need to go out now.
+        if c.tls.is_some() && !write_tls(c) {
+            closed = true;
+        }
+        match got {
             Ok(0) => {
                 closed = true;
                 break;
             }
-            Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => {
@@ -474,5 +617,13 @@ fn read_tcp(shell: &mut Shell, core: &mut Core, i: usize, now: Instant) {
         }
     } else if let Some(Some(c)) = shell.conns.get_mut(i) {
         c.inbuf = inbuf;
+        if !c.outbuf.is_empty() && !c.want_write {
+            c.want_write = true;
+            let _ = shell.registry.reregister(
+                &mut c.stream,
+                Token(TCP_BASE + i),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+        }
     }
 }

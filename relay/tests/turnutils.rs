@@ -155,3 +155,112 @@ fn loopback_peers_are_refused_by_default() {
     assert!(text.contains("403"), "{text}");
     assert!(totals(&out).is_none_or(|(_, recv)| recv == 0), "{text}");
 }
+
+#[test]
+fn uclient_over_tls_gets_every_message_back() {
+    let dir = std::env::temp_dir().join(format!("tallow-relay-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let tls_port = common::free_port();
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let (_relay, _addr) = relay(&[
+        ("TURN_TLS_LISTEN", tls_listen.as_str()),
+        ("TURN_TLS_CERT", cert.to_str().unwrap()),
+        ("TURN_TLS_KEY", key.to_str().unwrap()),
+    ]);
+    let (_peer, peer_port) = echo_peer();
+    let (port, peer_port) = (tls_port.to_string(), peer_port.to_string());
+    let out = run_tool(
+        "turnutils_uclient",
+        &[
+            "-t",
+            "-S",
+            "-c",
+            "-W",
+            SECRET,
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port,
+            "-p",
+            &port,
+            "-m",
+            "3",
+            "-n",
+            "100",
+            "-l",
+            "150",
+            "-z",
+            "2",
+            "127.0.0.1",
+        ],
+        LIMIT,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let (sent, recv) = totals(&out).unwrap_or_else(|| panic!("{}", output_text(&out)));
+    assert_eq!((sent, recv), (300, 300), "{}", output_text(&out));
+}
+
+#[test]
+fn ipv6_relayed_addresses_when_configured() {
+    let (_relay, addr) = relay(&[("TURN_RELAY_IPV6", "::1")]);
+    let peer_port = common::free_port();
+    let _peer = common::Proc(
+        std::process::Command::new(common::tool("turnutils_peer"))
+            .args(["-L", "::1", "-p", &peer_port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (port, peer_port) = (addr.port().to_string(), peer_port.to_string());
+    let out = run_tool(
+        "turnutils_uclient",
+        &[
+            "-x",
+            "-c",
+            "-W",
+            SECRET,
+            "-e",
+            "::1",
+            "-r",
+            &peer_port,
+            "-p",
+            &port,
+            "-m",
+            "2",
+            "-n",
+            "100",
+            "-l",
+            "120",
+            "-z",
+            "2",
+            "127.0.0.1",
+        ],
+        LIMIT,
+    );
+    let (sent, recv) = totals(&out).unwrap_or_else(|| panic!("{}", output_text(&out)));
+    assert_eq!((sent, recv), (200, 200), "{}", output_text(&out));
+}

@@ -27,6 +27,8 @@ pub struct EmbeddedRelay {
     /// TURN_EXTERNAL_IP, or the listen IP when it is not a wildcard.
     pub host: Option<std::net::IpAddr>,
     pub port: u16,
+    /// TURN over TLS, when configured.
+    pub tls_port: Option<u16>,
 }
 
 impl EmbeddedRelay {
@@ -40,13 +42,14 @@ impl EmbeddedRelay {
             (None, None) => "127.0.0.1".to_owned(),
         };
         let port = self.port;
-        (
-            vec![format!("stun:{host}:{port}")],
-            vec![
-                format!("turn:{host}:{port}?transport=udp"),
-                format!("turn:{host}:{port}?transport=tcp"),
-            ],
-        )
+        let mut turn = vec![
+            format!("turn:{host}:{port}?transport=udp"),
+            format!("turn:{host}:{port}?transport=tcp"),
+        ];
+        if let Some(tls) = self.tls_port {
+            turn.push(format!("turns:{host}:{tls}?transport=tcp"));
+        }
+        (vec![format!("stun:{host}:{port}")], turn)
     }
 }
 
@@ -118,6 +121,7 @@ mod tests {
             embedded: Some(EmbeddedRelay {
                 host: None,
                 port: 3478,
+                tls_port: None,
             }),
             secret: Secret::new("s"),
             ttl_secs: 60,
@@ -134,9 +138,11 @@ mod tests {
         cfg.embedded = Some(EmbeddedRelay {
             host: Some("2001:db8::1".parse().unwrap()),
             port: 3478,
+            tls_port: Some(5349),
         });
         let s = cfg.servers_for("abc", Some("ignored"));
         assert_eq!(s[0].urls, ["stun:[2001:db8::1]:3478"]);
+        assert_eq!(s[1].urls[2], "turns:[2001:db8::1]:5349?transport=tcp");
         // TURN_URLS wins over the embedded relay.
         cfg.turn_urls = vec!["turn:coturn.example:3478".into()];
         let s = cfg.servers_for("abc", None);

@@ -149,7 +149,13 @@ impl Server {
         } else {
             None
         };
-        let ice = ice_config(&cfg, secret, relay.as_ref().map(|r| r.udp_addr));
+        let ice = ice_config(
+            &cfg,
+            secret,
+            relay
+                .as_ref()
+                .map(|r| (r.udp_addr, r.tls_addr.map(|a| a.port()))),
+        );
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -259,18 +265,19 @@ impl Server {
     }
 }
 
-fn ice_config(cfg: &Config, secret: Secret, relay: Option<SocketAddr>) -> IceConfig {
+fn ice_config(cfg: &Config, secret: Secret, relay: Option<(SocketAddr, Option<u16>)>) -> IceConfig {
     let (stun, turn): (Vec<String>, Vec<String>) = cfg
         .turn_urls
         .iter()
         .cloned()
         .partition(|u| u.starts_with("stun:"));
-    let embedded = relay.map(|addr| crate::ice::EmbeddedRelay {
+    let embedded = relay.map(|(addr, tls_port)| crate::ice::EmbeddedRelay {
         host: cfg
             .turn
             .external_ip
             .or((!addr.ip().is_unspecified()).then_some(addr.ip())),
         port: addr.port(),
+        tls_port,
     });
     if turn.is_empty() && embedded.is_none() {
         tracing::warn!("no TURN relay to hand out: TURN_ENABLED=false and TURN_URLS unset");
