@@ -565,10 +565,10 @@ fn read_tcp(shell: &mut Shell, core: &mut Core, i: usize, now: Instant) {
         };
         let got = match c.tls.as_mut() {
             Some(tls) => read_tls(tls, &mut c.stream, &mut chunk, &mut inbuf),
-            None => c.stream.read(&mut chunk).map(|n| {
-                inbuf.extend_from_slice(&chunk[..n]);
-                n
-            }),
+            None => c
+                .stream
+                .read(&mut chunk)
+                .inspect(|&n| inbuf.extend_from_slice(&chunk[..n])),
         };
         // Handshake records and alerts may need to go out now.
         if c.tls.is_some() && !write_tls(c) {
