@@ -28,6 +28,16 @@ done
 cargo build --release -q -p tallow-relay --bin tallow-relay
 relay_bin=target/release/tallow-relay
 
+# turn-rs as a third column where it was built (`cargo install turn-server`,
+# which needs Debian's protobuf-compiler): TURN_RS_BIN, or on PATH.
+turnrs_bin=${TURN_RS_BIN:-$(command -v turn-server || true)}
+servers=(tallow coturn)
+if [[ -n $turnrs_bin && -x $turnrs_bin ]]; then
+    servers+=(turnrs)
+else
+    echo "turn-rs not found (set TURN_RS_BIN or cargo install turn-server): two columns only" >&2
+fi
+
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -56,6 +66,23 @@ start_server() { # name port -> pid on stdout
                 --use-auth-secret --static-auth-secret="$secret" --realm=tallow \
                 --allow-loopback-peers --no-cli --no-tls --no-dtls --log-file=stdout \
                 --min-port=50000 --max-port=51000 >/dev/null 2>&1 &
+            ;;
+        turnrs)
+            cat >"$work/turnrs.toml" <<TOML
+[server]
+port-range = "50000..51000"
+realm = "tallow"
+[[server.interfaces]]
+transport = "udp"
+listen = "127.0.0.1:$port"
+external = "127.0.0.1:$port"
+[log]
+level = "error"
+stdout = false
+[auth]
+static-auth-secret = "$secret"
+TOML
+            "$turnrs_bin" --config "$work/turnrs.toml" >/dev/null 2>&1 &
             ;;
         tallow)
             TURN_LISTEN=127.0.0.1:$port TURN_SECRET=$secret TURN_ALLOW_LOOPBACK=true \
@@ -113,9 +140,13 @@ echo "load: $clients clients x $msgs messages of $bytes bytes, intervals (ms): $
 for round in $(seq 1 "$rounds"); do
     for interval in $intervals; do
         for mode in peer c2c; do
-            # Alternate which server goes first, so drift hits both alike.
-            if (( round % 2 )); then order=(tallow coturn); else order=(coturn tallow); fi
-            for server in "${order[@]}"; do
+            # Rotate which server goes first, so drift hits all alike.
+            n=${#servers[@]}
+            for k in $(seq 0 $((n - 1))); do
+                server=${servers[$(( (k + round) % n ))]}
+                # turn-rs relays only between its own allocations: it refuses
+                # external peers with 403, so it has no `peer` column.
+                if [[ $server == turnrs && $mode == peer ]]; then continue; fi
                 run_one "$server" "$mode" "$interval" "$round"
             done
         done
@@ -149,9 +180,18 @@ print("- On 2 cores the load generator competes with the server for CPU, so wall
 print("  are bounded by uclient; server CPU per message is the fairer comparison.")
 print("- Modes: `peer` relays to `turnutils_peer` (`-e`), `c2c` sends between two allocations (`-y`).")
 print("- Server CPU per message: server user+system CPU time during the run / messages sent.")
-print("- Both servers on defaults plus loopback peers allowed; tallow-relay with its bandwidth cap off.\n")
-print("| mode | Z ms | metric | tallow-relay | coturn | tallow / coturn |")
-print("|---|---|---|---|---|---|")
+print("- Servers on defaults plus loopback peers allowed; tallow-relay with its bandwidth cap and")
+print("  per-user quota off (uclient uses one username for all clients). turn-rs, where present,")
+print("  relays only between its own allocations, so it appears in `c2c` only.\n")
+have_turnrs = any(r["server"] == "turnrs" for r in rows)
+if have_turnrs:
+    print("| mode | Z ms | metric | tallow-relay | coturn | turn-rs | tallow / coturn | tallow / turn-rs |")
+    print("|---|---|---|---|---|---|---|---|")
+else:
+    print("| mode | Z ms | metric | tallow-relay | coturn | tallow / coturn |")
+    print("|---|---|---|---|---|---|")
+def ratio(a, b):
+    return f"{a / b:.2f}" if b and b == b and a == a else "n/a"
 for interval in intervals.split():
   for mode in ("peer", "c2c"):
     for name, f, fmt, better in (
@@ -162,8 +202,13 @@ for interval in intervals.split():
         ("peak RSS MiB", rss, "{:.1f}", "lower"),
     ):
         t, c = med("tallow", mode, interval, f), med("coturn", mode, interval, f)
-        ratio = f"{t / c:.2f}" if c and c == c and t == t else "n/a"
-        print(f"| {mode} | {interval} | {name} ({better} is better) | {fmt.format(t)} | {fmt.format(c)} | {ratio} |")
+        cells = f"| {mode} | {interval} | {name} ({better} is better) | {fmt.format(t)} | {fmt.format(c)} |"
+        if have_turnrs:
+            x = med("turnrs", mode, interval, f)
+            xs = fmt.format(x) if x == x else "n/a (403 on external peers)"
+            print(f"{cells} {xs} | {ratio(t, c)} | {ratio(t, x)} |")
+        else:
+            print(f"{cells} {ratio(t, c)} |")
 print("\n### Raw runs\n")
 print("| server | mode | Z ms | round | sent | received | seconds | uclient loss % | RTT ms | server CPU s | peak RSS KiB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")

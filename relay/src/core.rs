@@ -101,7 +101,11 @@ pub struct Core {
     free: Vec<usize>,
     by_client: HashMap<ClientAddr, usize>,
     by_relayed: HashMap<SocketAddr, usize>,
-    by_relay: HashMap<RelayId, usize>,
+    /// Relayed IPs in use (a handful), to skip the `by_relayed` lookup for
+    /// the usual external peer.
+    relayed_ips: Vec<(std::net::IpAddr, usize)>,
+    /// Allocation by relay socket handle; handles are small dense integers.
+    by_relay: Vec<Option<usize>>,
     per_user: HashMap<String, usize>,
     live: usize,
     scratch: Vec<u8>,
@@ -125,7 +129,8 @@ impl Core {
             free: Vec::new(),
             by_client: HashMap::new(),
             by_relayed: HashMap::new(),
-            by_relay: HashMap::new(),
+            relayed_ips: Vec::new(),
+            by_relay: Vec::new(),
             per_user: HashMap::new(),
             live: 0,
             scratch: Vec::with_capacity(2048),
@@ -204,8 +209,8 @@ impl Core {
         data: &[u8],
         now: Instant,
     ) {
-        match self.by_relay.get(&relay) {
-            Some(&idx) => self.deliver(io, idx, from, data, now),
+        match self.by_relay.get(relay as usize).copied().flatten() {
+            Some(idx) => self.deliver(io, idx, from, data, now),
             None => {
                 self.metrics.dropped_packets.inc();
             }
@@ -252,7 +257,8 @@ impl Core {
         }
         self.metrics.packets_relayed.inc();
         self.metrics.bytes_relayed.inc_by(data.len() as u64);
-        match self.by_relayed.get(&peer) {
+        let ours = self.relayed_ips.iter().any(|(ip, _)| *ip == peer.ip());
+        match ours.then(|| self.by_relayed.get(&peer)).flatten() {
             // The peer is another allocation of this server: skip the kernel.
             Some(&other) if other != idx => {
                 let from = a.relayed;
@@ -299,7 +305,15 @@ impl Core {
         };
         self.by_client.remove(&a.client);
         self.by_relayed.remove(&a.relayed);
-        self.by_relay.remove(&a.relay);
+        if let Some(slot) = self.by_relay.get_mut(a.relay as usize) {
+            *slot = None;
+        }
+        if let Some(pos) = self.relayed_ips.iter().position(|(ip, _)| *ip == a.relayed.ip()) {
+            self.relayed_ips[pos].1 -= 1;
+            if self.relayed_ips[pos].1 == 0 {
+                self.relayed_ips.swap_remove(pos);
+            }
+        }
         if let Some(n) = self.per_user.get_mut(&a.username) {
             *n -= 1;
             if *n == 0 {
@@ -464,7 +478,15 @@ impl Core {
         };
         self.by_client.insert(*client, idx);
         self.by_relayed.insert(relayed, idx);
-        self.by_relay.insert(relay, idx);
+        let r = relay as usize;
+        if self.by_relay.len() <= r {
+            self.by_relay.resize(r + 1, None);
+        }
+        self.by_relay[r] = Some(idx);
+        match self.relayed_ips.iter_mut().find(|(ip, _)| *ip == relayed.ip()) {
+            Some(entry) => entry.1 += 1,
+            None => self.relayed_ips.push((relayed.ip(), 1)),
+        }
         *self.per_user.entry(user.to_owned()).or_insert(0) += 1;
         self.live += 1;
         self.metrics.allocations.set(self.live as i64);
