@@ -308,7 +308,11 @@ impl Core {
         if let Some(slot) = self.by_relay.get_mut(a.relay as usize) {
             *slot = None;
         }
-        if let Some(pos) = self.relayed_ips.iter().position(|(ip, _)| *ip == a.relayed.ip()) {
+        if let Some(pos) = self
+            .relayed_ips
+            .iter()
+            .position(|(ip, _)| *ip == a.relayed.ip())
+        {
             self.relayed_ips[pos].1 -= 1;
             if self.relayed_ips[pos].1 == 0 {
                 self.relayed_ips.swap_remove(pos);
@@ -483,7 +487,11 @@ impl Core {
             self.by_relay.resize(r + 1, None);
         }
         self.by_relay[r] = Some(idx);
-        match self.relayed_ips.iter_mut().find(|(ip, _)| *ip == relayed.ip()) {
+        match self
+            .relayed_ips
+            .iter_mut()
+            .find(|(ip, _)| *ip == relayed.ip())
+        {
             Some(entry) => entry.1 += 1,
             None => self.relayed_ips.push((relayed.ip(), 1)),
         }
