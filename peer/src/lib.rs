@@ -1,0 +1,12 @@
+//! Tallow's end-to-end peer session (docs/PROTOCOL.md, "The peer session"):
+//! hybrid X25519 + ML-KEM-768 key agreement, bound to the share code with
+//! CPace over ristretto255 and to the transcript with HKDF-SHA-256, key
+//! confirmation, verification words, and AES-256-GCM sealing.
+
+pub mod handshake;
+pub mod words;
+
+pub use handshake::{
+    check_encapsulation_key, HandshakeError, Initiator, Message, Randomness, Responder, Session,
+    SUITE,
+};
