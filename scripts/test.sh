@@ -53,6 +53,11 @@ if [[ ! -x "$tools/venv/bin/kubernetes-validate" ]]; then
 fi
 export PATH="$PATH:/usr/sbin"
 
+if [[ ! -d web/node_modules ]] || [[ web/package-lock.json -nt web/node_modules ]]; then
+    step "npm ci (web/, from its lock file)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 # --- 2. static checks -------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -85,6 +90,9 @@ sed -e "s#/etc/nginx/certs#$scratch#g" -e 's#server tallow:8080#server 127.0.0.1
 nginx -t -q -c "$scratch/nginx.conf" -p "$scratch"
 
 # --- 3. tests ---------------------------------------------------------------
+step "node --test (web/)"
+(cd web && node --test test/)
+
 if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run"
     cargo nextest run --workspace --locked --no-fail-fast
