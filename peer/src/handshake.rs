@@ -463,3 +463,35 @@ impl Session {
         Ok(plain)
     }
 }
+
+/// Known-answer-free ML-KEM-768 self-test: keygen, encapsulate,
+/// decapsulate, compare. `/api/ready` runs it.
+pub fn mlkem_self_test() -> Result<(), String> {
+    let dk = DecapsulationKey768::from_seed(Seed::from(rand::random::<[u8; 64]>()));
+    let ek =
+        check_encapsulation_key(&dk.encapsulation_key().to_bytes()).map_err(|e| e.to_string())?;
+    let (ct, sent) = ek.encapsulate_deterministic(&B32::from(rand::random::<[u8; 32]>()));
+    let got = dk
+        .try_decapsulate(&ct)
+        .map_err(|_| "decapsulation failed".to_owned())?;
+    if got != sent {
+        return Err("decapsulated secret differs from the encapsulated one".into());
+    }
+    Ok(())
+}
+
+/// What the server checks in the opening `hello` before forwarding it: the
+/// suite and the encapsulation key. Returns why it refuses, if it does.
+pub fn check_hello(body: &str) -> Result<(), HandshakeError> {
+    let msg = Message::from_json(body)?;
+    let Message::Hello { suite, ek, .. } = msg else {
+        return Err(HandshakeError::Malformed("expected hello"));
+    };
+    if suite != SUITE {
+        return Err(HandshakeError::Downgrade(suite));
+    }
+    let ek = B64
+        .decode(ek)
+        .map_err(|_| HandshakeError::Malformed("ML-KEM encapsulation key"))?;
+    check_encapsulation_key(&ek).map(drop)
+}

@@ -7,6 +7,6 @@ pub mod handshake;
 pub mod words;
 
 pub use handshake::{
-    check_encapsulation_key, HandshakeError, Initiator, Message, Randomness, Responder, Session,
-    SUITE,
+    check_encapsulation_key, check_hello, mlkem_self_test, HandshakeError, Initiator, Message,
+    Randomness, Responder, Session, SUITE,
 };

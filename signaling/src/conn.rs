@@ -237,7 +237,8 @@ impl Conn {
         match msg {
             ClientMsg::Create {} => self.on_create().await?,
             ClientMsg::Join { nameplate } => self.on_join(&nameplate).await?,
-            ClientMsg::Send { seq, body } => self.on_send(seq, body).await?,
+            ClientMsg::Send { seq, body } => self.on_send(seq, body, false).await?,
+            ClientMsg::Hello { seq, body } => self.on_hello(seq, body).await?,
             ClientMsg::Ack { seq } => self.on_ack(seq).await?,
             ClientMsg::Leave {} => self.on_leave().await?,
             ClientMsg::Resume { token, last_seq } => self.on_resume(&token, last_seq).await?,
@@ -338,7 +339,7 @@ impl Conn {
         }
     }
 
-    async fn on_send(&mut self, seq: u64, body: String) -> Result<(), Gone> {
+    async fn on_send(&mut self, seq: u64, body: String, checked_hello: bool) -> Result<(), Gone> {
         let Some(s) = &self.seat else {
             return self
                 .error(ErrorCode::NoSession, "create or join a session first")
@@ -352,6 +353,16 @@ impl Conn {
                 )
                 .await;
         }
+        // The creator's first message opens the handshake and must be a
+        // checked post-quantum `hello`.
+        if seq == 1 && s.seat == 0 && !checked_hello {
+            return self
+                .error(
+                    ErrorCode::PqRequired,
+                    "the first message must be a `hello` with the post-quantum suite",
+                )
+                .await;
+        }
         let res = self
             .st
             .presence
@@ -362,6 +373,29 @@ impl Conn {
                 self.send(&ServerMsg::Ack { seq }).await
             }
             Err(e) => self.presence_error(e).await,
+        }
+    }
+
+    async fn on_hello(&mut self, seq: u64, body: String) -> Result<(), Gone> {
+        if self.seat.as_ref().is_some_and(|s| s.seat != 0) {
+            return self
+                .error(
+                    ErrorCode::BadMessage,
+                    "only the creator opens the handshake",
+                )
+                .await;
+        }
+        match tallow_peer::check_hello(&body) {
+            Ok(()) => self.on_send(seq, body, true).await,
+            Err(tallow_peer::HandshakeError::Downgrade(suite)) => {
+                let shown: String = suite.chars().take(80).collect();
+                let msg = format!(
+                    "suite {shown:?} refused: this server relays only {}",
+                    tallow_peer::SUITE
+                );
+                self.error(ErrorCode::PqRequired, msg).await
+            }
+            Err(e) => self.error(ErrorCode::BadPqKey, e.to_string()).await,
         }
     }
 

@@ -35,6 +35,10 @@ pub enum ClientMsg {
     Join { nameplate: String },
     /// Forward `body` to the peer. `seq` counts this seat's sends from 1.
     Send { seq: u64, body: String },
+    /// The opening message of the peer handshake, sent by the creator as its
+    /// first message (seq 1). Forwarded like `send` once the server has
+    /// checked its suite and ML-KEM-768 encapsulation key.
+    Hello { seq: u64, body: String },
     /// Every `message` up to `seq` has been received; the server may drop them.
     Ack { seq: u64 },
     /// Leave the session for good; the peer is told.
@@ -50,7 +54,9 @@ pub enum ClientMsg {
 }
 
 /// Type names clients may send, to tell `unknown_type` from `bad_message`.
-const CLIENT_TYPES: &[&str] = &["create", "join", "send", "ack", "leave", "resume", "ping"];
+const CLIENT_TYPES: &[&str] = &[
+    "create", "join", "send", "hello", "ack", "leave", "resume", "ping",
+];
 
 /// Limits announced in `welcome`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -172,6 +178,8 @@ pub enum ErrorCode {
     InvalidResumeToken,
     NameplateExpired,
     PresenceUnavailable,
+    PqRequired,
+    BadPqKey,
     Internal,
 }
 
@@ -196,6 +204,8 @@ impl ErrorCode {
         ErrorCode::InvalidResumeToken,
         ErrorCode::NameplateExpired,
         ErrorCode::PresenceUnavailable,
+        ErrorCode::PqRequired,
+        ErrorCode::BadPqKey,
         ErrorCode::Internal,
     ];
 
@@ -220,6 +230,8 @@ impl ErrorCode {
             ErrorCode::InvalidResumeToken => "invalid_resume_token",
             ErrorCode::NameplateExpired => "nameplate_expired",
             ErrorCode::PresenceUnavailable => "presence_unavailable",
+            ErrorCode::PqRequired => "pq_required",
+            ErrorCode::BadPqKey => "bad_pq_key",
             ErrorCode::Internal => "internal",
         }
     }

@@ -436,6 +436,15 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut failed = Vec::new();
     checks.insert("config".into(), json!("ok"));
+    match tallow_peer::mlkem_self_test() {
+        Ok(()) => {
+            checks.insert("mlkem_self_test".into(), json!("ok"));
+        }
+        Err(e) => {
+            failed.push("mlkem_self_test");
+            checks.insert("mlkem_self_test".into(), json!(e));
+        }
+    }
     if st.shutdown.is_cancelled() {
         failed.push("shutdown");
         checks.insert("shutdown".into(), json!("draining"));

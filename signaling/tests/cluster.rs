@@ -28,6 +28,14 @@ async fn create_on(addr: std::net::SocketAddr) -> (Client, Value) {
     (a, created)
 }
 
+/// Pair a (already created) with a joiner on `addr` and open the handshake.
+async fn join_and_open(a: &mut Client, addr: std::net::SocketAddr, created: &Value) -> Client {
+    let (mut b, _) = join_on(addr, &created["nameplate"]).await;
+    a.expect("paired").await;
+    common::open_handshake(a, &mut b, created["session"].as_str().unwrap()).await;
+    b
+}
+
 async fn join_on(addr: std::net::SocketAddr, nameplate: &Value) -> (Client, Value) {
     let mut b = Client::connect(addr).await;
     b.send(json!({"type": "join", "nameplate": nameplate}))
@@ -61,19 +69,16 @@ async fn peers_on_different_nodes_pair_and_exchange_1000_messages_each_way() {
     let n2 = node(&redis, "node-2", &[]);
     let (mut a, created) = create_on(n1.addr).await;
     assert_eq!(a.welcome["server_id"], "node-1");
-    let (b, joined) = join_on(n2.addr, &created["nameplate"]).await;
+    let b = join_and_open(&mut a, n2.addr, &created).await;
     assert_eq!(b.welcome["server_id"], "node-2");
-    assert_eq!(joined["session"], created["session"]);
-    a.expect("paired").await;
 
     let n = 1000;
-    let (got_by_a, got_by_b) = tokio::join!(exchange(a, "a", n), exchange(b, "b", n));
-    for (got, from) in [(got_by_a, "b"), (got_by_b, "a")] {
+    let (got_by_a, got_by_b) = tokio::join!(exchange(a, "a", 2, n), exchange(b, "b", 1, n));
+    for (got, from, first) in [(got_by_a, "b", 1), (got_by_b, "a", 2)] {
         assert_eq!(got.len(), n as usize);
         for (i, m) in got.iter().enumerate() {
-            let seq = i as u64 + 1;
-            assert_eq!(m["seq"], seq);
-            assert_eq!(m["body"], format!("{from}-{seq}"));
+            assert_eq!(m["seq"], first + i as u64);
+            assert_eq!(m["body"], format!("{from}-{}", i + 1));
         }
     }
 }
@@ -86,17 +91,16 @@ async fn a_client_of_a_killed_node_resumes_on_another_with_nothing_lost_or_doubl
     let n3 = node(&redis, "node-3", &[]);
     let mut n1 = n1;
     let (mut a, created) = create_on(n1.addr).await;
-    let (mut b, _) = join_on(n2.addr, &created["nameplate"]).await;
-    a.expect("paired").await;
+    let mut b = join_and_open(&mut a, n2.addr, &created).await;
 
-    // Before the crash: a sends 1..=3, b sends 1..=5, and a reads 1..=4 of
-    // them (the fifth is in flight when the node dies).
-    for seq in 1..=3u64 {
+    // Before the crash: a sends 2..=4 (1 was the hello), b sends 1..=5, and
+    // a reads 1..=4 of them (the fifth is in flight when the node dies).
+    for seq in 2..=4u64 {
         a.send(json!({"type": "send", "seq": seq, "body": format!("a{seq}")}))
             .await;
         a.expect("ack").await;
     }
-    for seq in 1..=3u64 {
+    for seq in 2..=4u64 {
         assert_eq!(b.expect("message").await["body"], format!("a{seq}"));
     }
     for seq in 1..=5u64 {
@@ -125,7 +129,7 @@ async fn a_client_of_a_killed_node_resumes_on_another_with_nothing_lost_or_doubl
         .await;
     let r = a.expect("resumed").await;
     assert_eq!(r["session"], created["session"]);
-    assert_eq!(r["last_received"], 3);
+    assert_eq!(r["last_received"], 4);
     let mut seen = HashSet::new();
     for seq in 5..=20u64 {
         let m = a.expect("message").await;
@@ -136,13 +140,13 @@ async fn a_client_of_a_killed_node_resumes_on_another_with_nothing_lost_or_doubl
     a.assert_alive().await;
 
     // a resends what the server did not confirm (nothing) and continues.
-    a.send(json!({"type": "send", "seq": 3, "body": "a3"}))
-        .await;
-    assert_eq!(a.expect("ack").await["seq"], 3);
     a.send(json!({"type": "send", "seq": 4, "body": "a4"}))
         .await;
     assert_eq!(a.expect("ack").await["seq"], 4);
-    // b gets a4 once, and not a3 again, whatever notices came between.
+    a.send(json!({"type": "send", "seq": 5, "body": "a5"}))
+        .await;
+    assert_eq!(a.expect("ack").await["seq"], 5);
+    // b gets a5 once, and not a4 again, whatever notices came between.
     let mut from_a = Vec::new();
     while from_a.is_empty() {
         let v = b.recv().await;
@@ -152,7 +156,7 @@ async fn a_client_of_a_killed_node_resumes_on_another_with_nothing_lost_or_doubl
             other => panic!("unexpected {other}: {v}"),
         }
     }
-    assert_eq!(from_a, ["a4"]);
+    assert_eq!(from_a, ["a5"]);
     b.send(json!({"type": "ping", "id": 1})).await;
     loop {
         let v = b.recv().await;
@@ -211,9 +215,8 @@ async fn a_redis_outage_turns_ready_to_503_refuses_retryably_and_recovers() {
     // Service resumes on the same connections and on new ones.
     c.send(json!({"type": "create"})).await;
     let created = c.expect("created").await;
-    let (mut b, _) = join_on(n1.addr, &created["nameplate"]).await;
-    c.expect("paired").await;
-    c.send(json!({"type": "send", "seq": 1, "body": "after the outage"}))
+    let mut b = join_and_open(&mut c, n1.addr, &created).await;
+    c.send(json!({"type": "send", "seq": 2, "body": "after the outage"}))
         .await;
     c.expect("ack").await;
     assert_eq!(b.expect("message").await["body"], "after the outage");

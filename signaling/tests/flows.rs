@@ -79,18 +79,18 @@ async fn thousand_messages_each_way_arrive_in_order_exactly_once(store: Store) {
     let server = store.start(&["--max-messages-per-sec", "100000"]).await;
     let (a, b, _, _) = pair(server.local_addr()).await;
     let n = 1000;
-    let (got_by_a, got_by_b) = tokio::join!(exchange(a, "a", n), exchange(b, "b", n));
-    for (got, from) in [(got_by_a, "b"), (got_by_b, "a")] {
+    // a's seq 1 was the handshake's hello (see `pair`).
+    let (got_by_a, got_by_b) = tokio::join!(exchange(a, "a", 2, n), exchange(b, "b", 1, n));
+    for (got, from, first) in [(got_by_a, "b", 1), (got_by_b, "a", 2)] {
         assert_eq!(got.len(), n as usize);
         for (i, m) in got.iter().enumerate() {
-            let seq = i as u64 + 1;
-            assert_eq!(m["seq"], seq);
-            assert_eq!(m["body"], format!("{from}-{seq}"));
+            assert_eq!(m["seq"], first + i as u64);
+            assert_eq!(m["body"], format!("{from}-{}", i + 1));
         }
     }
     let (_, metrics) = common::http_get(server.local_addr(), "/metrics").await;
     assert!(
-        metrics.contains("tallow_messages_forwarded_total 2000\n"),
+        metrics.contains("tallow_messages_forwarded_total 2001\n"),
         "{metrics}"
     );
 }
@@ -105,9 +105,9 @@ async fn opaque_bodies_pass_through_unchanged(store: Store) {
         "A".repeat(60_000),
     ];
     for (i, body) in bodies.iter().enumerate() {
-        a.send(json!({"type": "send", "seq": i + 1, "body": body}))
+        a.send(json!({"type": "send", "seq": i + 2, "body": body}))
             .await;
-        assert_eq!(a.expect("ack").await["seq"], i + 1);
+        assert_eq!(a.expect("ack").await["seq"], i + 2);
         let m = b.expect("message").await;
         assert_eq!(m["body"].as_str().unwrap(), body);
     }
@@ -119,13 +119,13 @@ async fn resume_delivers_messages_queued_during_the_gap_exactly_once(store: Stor
     let (a, mut b, created, _) = pair(addr).await;
     let mut a = a;
 
-    // a sends 1..=3; b sends 1..=5 and a reads them all.
-    for seq in 1..=3u64 {
+    // a sends 2..=4 (1 was the hello); b sends 1..=5 and a reads them all.
+    for seq in 2..=4u64 {
         a.send(json!({"type": "send", "seq": seq, "body": format!("a{seq}")}))
             .await;
         a.expect("ack").await;
     }
-    for seq in 1..=3u64 {
+    for seq in 2..=4u64 {
         assert_eq!(b.expect("message").await["seq"], seq);
     }
     for seq in 1..=5u64 {
@@ -156,7 +156,7 @@ async fn resume_delivers_messages_queued_during_the_gap_exactly_once(store: Stor
     assert_eq!(r["session"], created["session"]);
     assert_eq!(r["seat"], 0);
     assert_eq!(r["paired"], true);
-    assert_eq!(r["last_received"], 3, "the server holds a's sends up to 3");
+    assert_eq!(r["last_received"], 4, "the server holds a's sends up to 4");
     let mut seen = HashSet::new();
     for seq in 6..=10u64 {
         let m = a.expect("message").await;
@@ -168,18 +168,18 @@ async fn resume_delivers_messages_queued_during_the_gap_exactly_once(store: Stor
     a.assert_alive().await;
     b.expect("peer_back").await;
 
-    // a resends 3 (already stored: acknowledged, not forwarded again) and
-    // goes on with 4.
-    a.send(json!({"type": "send", "seq": 3, "body": "a3"}))
-        .await;
-    assert_eq!(a.expect("ack").await["seq"], 3);
+    // a resends 4 (already stored: acknowledged, not forwarded again) and
+    // goes on with 5.
     a.send(json!({"type": "send", "seq": 4, "body": "a4"}))
         .await;
     assert_eq!(a.expect("ack").await["seq"], 4);
+    a.send(json!({"type": "send", "seq": 5, "body": "a5"}))
+        .await;
+    assert_eq!(a.expect("ack").await["seq"], 5);
     let m = b.expect("message").await;
     assert_eq!(
         (m["seq"].as_u64(), m["body"].as_str()),
-        (Some(4), Some("a4"))
+        (Some(5), Some("a5"))
     );
     b.assert_alive().await;
 }
@@ -293,22 +293,22 @@ async fn ping_is_answered_and_server_pings_keep_a_reading_client(store: Store) {
 async fn a_full_mailbox_pushes_back_on_the_sender(store: Store) {
     let server = store.start(&["--max-queued-messages", "3"]).await;
     let (mut a, mut b, _, _) = pair(server.local_addr()).await;
-    for seq in 1..=3u64 {
+    for seq in 2..=4u64 {
         a.send(json!({"type": "send", "seq": seq, "body": "x"}))
             .await;
         a.expect("ack").await;
     }
-    a.send(json!({"type": "send", "seq": 4, "body": "x"})).await;
+    a.send(json!({"type": "send", "seq": 5, "body": "x"})).await;
     let e = a.expect_error("mailbox_full").await;
     assert_eq!(e["retryable"], true);
-    for seq in 1..=3u64 {
+    for seq in 2..=4u64 {
         assert_eq!(b.expect("message").await["seq"], seq);
     }
-    b.send(json!({"type": "ack", "seq": 3})).await;
+    b.send(json!({"type": "ack", "seq": 4})).await;
     b.assert_alive().await;
-    a.send(json!({"type": "send", "seq": 4, "body": "x"})).await;
+    a.send(json!({"type": "send", "seq": 5, "body": "x"})).await;
     a.expect("ack").await;
-    assert_eq!(b.expect("message").await["seq"], 4);
+    assert_eq!(b.expect("message").await["seq"], 5);
 }
 
 on_both_stores!(

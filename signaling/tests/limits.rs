@@ -59,14 +59,14 @@ async fn requests_out_of_state_get_errors() {
     c.assert_alive().await;
 
     let (mut a, mut b, _, _) = pair(addr).await;
-    // Sequence numbers must not skip.
-    a.send(json!({"type": "send", "seq": 2, "body": "x"})).await;
+    // Sequence numbers must not skip (a's seq 1 was the hello).
+    a.send(json!({"type": "send", "seq": 3, "body": "x"})).await;
     let e = a.expect_error("bad_sequence").await;
     assert!(
         e["message"]
             .as_str()
             .unwrap()
-            .contains("expected send seq 1"),
+            .contains("expected send seq 2"),
         "{e}"
     );
     // Acks cannot run ahead of what was delivered.
@@ -90,15 +90,16 @@ async fn joining_unknown_or_malformed_nameplates_fails_cleanly() {
 
 #[tokio::test]
 async fn frames_over_the_limit_are_refused_and_the_connection_survives() {
-    let server = start(&["--max-frame-bytes", "1024"]).await;
+    // Room for the handshake's hello (about 1.8 KB), not for more.
+    let server = start(&["--max-frame-bytes", "4096"]).await;
     let (mut a, mut b, _, _) = pair(server.local_addr()).await;
-    let body = "x".repeat(1100);
-    a.send(json!({"type": "send", "seq": 1, "body": body}))
+    let body = "x".repeat(4100);
+    a.send(json!({"type": "send", "seq": 2, "body": body}))
         .await;
     let e = a.expect_error("frame_too_large").await;
-    assert!(e["message"].as_str().unwrap().contains("1024"), "{e}");
-    // Nothing was forwarded and seq 1 is still free.
-    a.send(json!({"type": "send", "seq": 1, "body": "small"}))
+    assert!(e["message"].as_str().unwrap().contains("4096"), "{e}");
+    // Nothing was forwarded and seq 2 is still free.
+    a.send(json!({"type": "send", "seq": 2, "body": "small"}))
         .await;
     a.expect("ack").await;
     assert_eq!(b.expect("message").await["body"], "small");
@@ -371,4 +372,72 @@ async fn thousands_of_mangled_frames_never_break_the_server() {
     }
     let (status, _) = common::http_get(addr, "/api/health").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn sessions_without_the_post_quantum_hello_are_refused() {
+    let server = start(&[]).await;
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr).await;
+    a.send(json!({"type": "create"})).await;
+    let created = a.expect("created").await;
+    let sid = created["session"].as_str().unwrap().to_owned();
+    let mut b = Client::connect(addr).await;
+    b.send(json!({"type": "join", "nameplate": created["nameplate"]}))
+        .await;
+    b.expect("joined").await;
+    b.expect("paired").await;
+    a.expect("paired").await;
+
+    // A plain first message from the creator: refused, nothing forwarded.
+    a.send(json!({"type": "send", "seq": 1, "body": "{\"t\":\"hello\"}"}))
+        .await;
+    a.expect_error("pq_required").await;
+    // A hello that offers a classical suite: refused as a downgrade.
+    let hello: serde_json::Value = serde_json::from_str(&common::hello_body(&sid)).unwrap();
+    let mut classical = hello.clone();
+    classical["suite"] = json!("tallow-v1/x25519/cpace-ristretto255/hkdf-sha256/aes256gcm");
+    a.send(json!({"type": "hello", "seq": 1, "body": classical.to_string()}))
+        .await;
+    let e = a.expect_error("pq_required").await;
+    assert!(e["message"].as_str().unwrap().contains("mlkem768"), "{e}");
+    // An encapsulation key with a coefficient >= q fails the FIPS 203 check.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut ek = b64.decode(hello["ek"].as_str().unwrap()).unwrap();
+    ek[0] = 0xff;
+    ek[1] |= 0x0f;
+    let mut bad = hello.clone();
+    bad["ek"] = json!(b64.encode(&ek));
+    a.send(json!({"type": "hello", "seq": 1, "body": bad.to_string()}))
+        .await;
+    a.expect_error("bad_pq_key").await;
+    let mut short = hello.clone();
+    short["ek"] = json!(b64.encode(&ek[..1000]));
+    a.send(json!({"type": "hello", "seq": 1, "body": short.to_string()}))
+        .await;
+    a.expect_error("bad_pq_key").await;
+    a.send(json!({"type": "hello", "seq": 1, "body": "not json"}))
+        .await;
+    a.expect_error("bad_pq_key").await;
+    // Only the creator opens the handshake.
+    b.send(json!({"type": "hello", "seq": 1, "body": hello.to_string()}))
+        .await;
+    b.expect_error("bad_message").await;
+    // Nothing reached b; the valid hello goes through.
+    a.send(json!({"type": "hello", "seq": 1, "body": hello.to_string()}))
+        .await;
+    a.expect("ack").await;
+    let m = b.expect("message").await;
+    assert_eq!(m["seq"], 1);
+    assert_eq!(m["body"], hello.to_string());
+}
+
+#[tokio::test]
+async fn readiness_includes_the_ml_kem_self_test() {
+    let server = start(&[]).await;
+    let (status, body) = common::http_get(server.local_addr(), "/api/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["checks"]["mlkem_self_test"], "ok");
 }

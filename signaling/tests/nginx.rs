@@ -147,7 +147,7 @@ async fn the_shipped_nginx_conf_proxies_signal_probes_and_the_web_client() {
 
     // Pair through the proxy and exchange a message.
     let (mut a, mut b, _, _) = common::pair(front).await;
-    a.send(json!({"type": "send", "seq": 1, "body": "through nginx"}))
+    a.send(json!({"type": "send", "seq": 2, "body": "through nginx"}))
         .await;
     a.expect("ack").await;
     assert_eq!(b.expect("message").await["body"], "through nginx");

@@ -437,7 +437,30 @@ pub async fn pair(addr: SocketAddr) -> (Client, Client, Value, Value) {
     let joined = b.expect("joined").await;
     b.expect("paired").await;
     a.expect("paired").await;
+    open_handshake(&mut a, &mut b, created["session"].as_str().unwrap()).await;
     (a, b, created, joined)
+}
+
+/// A real opening `hello` of the peer handshake for session `sid`.
+pub fn hello_body(sid: &str) -> String {
+    let rnd = tallow_peer::Randomness::fresh();
+    let (_, hello) = tallow_peer::Initiator::start("1-test-code-words", sid, &rnd).unwrap();
+    hello.to_json()
+}
+
+/// The creator's first message: the PQ `hello` (seq 1), which the joiner
+/// receives as its message 1 and acknowledges. After this the creator's
+/// next send is seq 2 and the joiner's next message from it is seq 2.
+pub async fn open_handshake(a: &mut Client, b: &mut Client, sid: &str) {
+    a.send(json!({"type": "hello", "seq": 1, "body": hello_body(sid)}))
+        .await;
+    assert_eq!(a.expect("ack").await["seq"], 1);
+    let m = b.expect("message").await;
+    assert_eq!(m["seq"], 1);
+    assert!(m["body"].as_str().unwrap().contains("\"t\":\"hello\""));
+    b.send(json!({"type": "ack", "seq": 1})).await;
+    // The ack is processed before anything b sends next.
+    b.assert_alive().await;
 }
 
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -547,14 +570,15 @@ impl Drop for Binary {
 
 /// Run one side of the exchange: send `n` messages and collect the peer's
 /// `n`, acknowledging as they come.
-pub async fn exchange(client: Client, me: &'static str, n: u64) -> Vec<Value> {
+pub async fn exchange(client: Client, me: &'static str, first_seq: u64, n: u64) -> Vec<Value> {
     let (sink, mut stream) = client.ws.split();
     let sink = Arc::new(tokio::sync::Mutex::new(sink));
     let writer = {
         let sink = sink.clone();
         tokio::spawn(async move {
-            for seq in 1..=n {
-                let body = format!("{me}-{seq}");
+            for i in 1..=n {
+                let seq = first_seq + i - 1;
+                let body = format!("{me}-{i}");
                 let frame = json!({"type": "send", "seq": seq, "body": body}).to_string();
                 sink.lock()
                     .await
@@ -565,8 +589,8 @@ pub async fn exchange(client: Client, me: &'static str, n: u64) -> Vec<Value> {
         })
     };
     let mut got = Vec::new();
-    let mut acks = 0u64;
-    while got.len() < n as usize || acks < n {
+    let mut acks = first_seq - 1;
+    while got.len() < n as usize || acks < first_seq - 1 + n {
         let frame = tokio::time::timeout(Duration::from_secs(30), stream.next())
             .await
             .expect("exchange stalled")
