@@ -3,8 +3,10 @@
 #   1. installs the tools the tests drive (Debian packages, a Python venv),
 #   2. checks formatting, lints, shell scripts, YAML, Kubernetes manifests
 #      and nginx.conf,
-#   3. runs every Rust test (unit and integration) with nextest, or cargo
-#      test where nextest is missing; its summary ends the output.
+#   3. runs the JavaScript tests (node's runner; the browser end-to-end test
+#      writes screenshots to artifacts/e2e/), then every Rust test (unit and
+#      integration) with nextest, or cargo test where nextest is missing; its
+#      summary ends the output.
 # Servers the tests need are started by the tests themselves on free
 # loopback ports and stopped when they end.
 set -euo pipefail
@@ -19,6 +21,7 @@ step() { printf '\n==> %s\n' "$*"; }
 declare -A wanted=(
     [redis-server]=redis-server
     [turnutils_uclient]=coturn
+    [chromium]=chromium
     [shellcheck]=shellcheck
     [yamllint]=yamllint
     [nginx]=nginx
@@ -89,8 +92,18 @@ sed -e "s#/etc/nginx/certs#$scratch#g" -e 's#server tallow:8080#server 127.0.0.1
     nginx.conf >"$scratch/nginx.conf"
 nginx -t -q -c "$scratch/nginx.conf" -p "$scratch"
 
+step "web client bundle is up to date (esbuild)"
+(cd web && npm run --silent build)
+git diff --exit-code -- web/dist || {
+    echo "web/dist differs from a fresh build of web/src: run 'cd web && npm run build' and commit" >&2
+    exit 1
+}
+
 # --- 3. tests ---------------------------------------------------------------
-step "node --test (web/)"
+step "cargo build (binaries the browser test drives)"
+cargo build --workspace --bins --locked -q
+
+step "node --test (web/: handshake vectors, then two Chromium contexts end to end)"
 (cd web && node --test test/)
 
 if cargo nextest --version >/dev/null 2>&1; then

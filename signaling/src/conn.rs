@@ -529,7 +529,16 @@ impl Conn {
             Event::PeerAway => self.send(&ServerMsg::PeerAway {}).await?,
             Event::PeerBack => self.send(&ServerMsg::PeerBack {}).await?,
             Event::PeerLeft(reason) => {
-                self.seat = None;
+                // Deliver what the peer sent before it left, then close our
+                // side of the session too.
+                self.pump().await?;
+                if let Some(s) = self.seat.take() {
+                    let _ = self
+                        .st
+                        .presence
+                        .leave(&s.session, s.seat, &self.owner)
+                        .await;
+                }
                 self.release_ip_slot();
                 self.send(&ServerMsg::PeerLeft {
                     reason: reason.as_str().to_owned(),
@@ -637,6 +646,10 @@ impl Conn {
                 .await;
             let batch = match batch {
                 Ok(b) => b,
+                // The session ended under us; its notice says how.
+                Err(PresenceError::Rejected(
+                    RegistryError::UnknownSession | RegistryError::NotOwner,
+                )) => return Ok(()),
                 Err(e) => return self.presence_error(e).await,
             };
             let n = batch.len();

@@ -109,6 +109,9 @@ struct SeatRec {
     last_in: u64,
     /// Messages for this seat.
     inbox: Mailbox,
+    /// The seat's client sent `leave`; the seat stays only so the peer can
+    /// collect what was sent to it before.
+    left: bool,
 }
 
 #[derive(Debug)]
@@ -351,6 +354,9 @@ impl Registry {
         let (Some(from), Some(to)) = (from, to) else {
             return Err(RegistryError::NotPaired);
         };
+        if to.left {
+            return Err(RegistryError::UnknownSession);
+        }
         if seq <= from.last_in {
             return Ok(Pushed::Duplicate);
         }
@@ -383,6 +389,12 @@ impl Registry {
             .get(session)
             .ok_or(RegistryError::UnknownSession)?;
         check_owner(rec, seat, owner)?;
+        if rec.seats[peer_of(seat) as usize]
+            .as_ref()
+            .is_some_and(|p| p.left)
+        {
+            return Err(RegistryError::UnknownSession);
+        }
         Ok(SeatStatus {
             paired: rec.paired(),
             peer_present: rec.owner_of(peer_of(seat)).is_some(),
@@ -458,19 +470,37 @@ impl Registry {
     }
 
     /// End the session at the request of `seat`; the peer is told.
+    ///
+    /// Messages already sent to the peer are not lost with the session: while
+    /// a peer remains, the leaving seat is only marked as left, the peer is
+    /// told, collects its mailbox and then leaves too (or its grace runs out).
     pub fn leave(
         &mut self,
+        cfg: &RegistryConfig,
         session: &str,
         seat: Seat,
         owner: &Owner,
+        now: Instant,
     ) -> Result<Vec<Notice>, RegistryError> {
         let rec = self
             .sessions
-            .get(session)
+            .get_mut(session)
             .ok_or(RegistryError::UnknownSession)?;
         check_owner(rec, seat, owner)?;
+        let peer_seat = rec.seats[peer_of(seat) as usize].as_ref();
+        let peer_remains = peer_seat.is_some_and(|p| !p.left);
         let peer = rec.owner_of(peer_of(seat)).cloned();
-        self.remove(session);
+        if !peer_remains {
+            self.remove(session);
+            return Ok(Vec::new());
+        }
+        if let Some(s) = rec.seats[seat as usize].as_mut() {
+            s.left = true;
+            s.owner = None;
+            s.away_until = Some(now + cfg.resume_grace);
+            let token = s.token.clone();
+            self.tokens.remove(&token);
+        }
         Ok(peer
             .map(|to| Notice {
                 to,
@@ -504,7 +534,8 @@ impl Registry {
                     .and_then(|s| s.away_until)
                     .is_some_and(|t| t <= now);
                 if gone {
-                    if let Some(to) = rec.owner_of(peer_of(seat)) {
+                    let left = rec.seats[seat as usize].as_ref().is_some_and(|s| s.left);
+                    if let (false, Some(to)) = (left, rec.owner_of(peer_of(seat))) {
                         notices.push(Notice {
                             to: to.clone(),
                             session: id.clone(),
@@ -553,6 +584,7 @@ fn new_seat(cfg: &RegistryConfig, token: String, owner: Owner) -> SeatRec {
         away_until: None,
         last_in: 0,
         inbox: Mailbox::new(cfg.mailbox_cap),
+        left: false,
     }
 }
 
@@ -723,8 +755,24 @@ mod tests {
         let t0 = Instant::now();
         let mut reg = Registry::default();
         let s = paired(&mut reg, t0);
-        let n = reg.leave(&s, 1, &owner(2)).unwrap();
+        reg.push(&s, 1, &owner(2), 1, Arc::from("last words"))
+            .unwrap();
+        let n = reg.leave(&CFG, &s, 1, &owner(2), t0).unwrap();
         assert_eq!(n[0].event, Event::PeerLeft(LeftReason::Left));
+        // The peer still collects what was sent before the leave...
+        let got = reg.fetch(&s, 0, &owner(1), 0, 10).unwrap();
+        assert_eq!(&*got[0].body, "last words");
+        // ...cannot send to the departed seat, and its token is gone.
+        assert_eq!(
+            reg.push(&s, 0, &owner(1), 1, Arc::from("x")).unwrap_err(),
+            RegistryError::UnknownSession
+        );
+        assert_eq!(
+            reg.resume("t1", owner(9), t0).unwrap_err(),
+            RegistryError::InvalidResumeToken
+        );
+        // When the peer leaves too, everything goes.
+        assert!(reg.leave(&CFG, &s, 0, &owner(1), t0).unwrap().is_empty());
         assert_eq!(reg.sessions(), 0);
         assert!(reg.tokens.is_empty());
     }

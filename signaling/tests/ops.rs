@@ -61,7 +61,7 @@ async fn the_web_client_is_served_at_the_root() {
     let (status, body) = common::http_get(server.local_addr(), "/").await;
     assert_eq!(status, 200);
     assert!(body.contains("<title>Tallow</title>"), "{body}");
-    let (status, js) = common::http_get(server.local_addr(), "/signal.js").await;
+    let (status, js) = common::http_get(server.local_addr(), "/dist/app.js").await;
     assert_eq!(status, 200);
     assert!(js.contains("/signal"));
     let (status, _) = common::http_get(server.local_addr(), "/nope.html").await;

@@ -158,7 +158,9 @@ impl Presence for MemoryPresence {
     }
 
     async fn leave(&self, session: &str, seat: Seat, owner: &Owner) -> Result<(), PresenceError> {
-        let notices = self.registry().leave(session, seat, owner)?;
+        let notices = self
+            .registry()
+            .leave(&self.cfg, session, seat, owner, Instant::now())?;
         self.deliver(notices);
         Ok(())
     }

@@ -133,6 +133,7 @@ if bad then return bad end
 local s = skey(sid)
 if redis.call('HGET', s, 'paired') ~= '1' then return {'err', 'not_paired'} end
 local last_in = tonumber(redis.call('HGET', s, 'in' .. seat))
+if redis.call('HGET', s, 'l' .. (1 - seat)) == '1' then return {'err', 'unknown_session'} end
 if seq <= last_in then return {'dup'} end
 if seq ~= last_in + 1 then return {'err', 'bad_sequence', tostring(last_in + 1)} end
 local peer = 1 - seat
@@ -152,6 +153,7 @@ local sid, seat, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local bad = check_owner(sid, seat, owner)
 if bad then return bad end
 local s = skey(sid)
+if redis.call('HGET', s, 'l' .. (1 - seat)) == '1' then return {'err', 'unknown_session'} end
 local paired = redis.call('HGET', s, 'paired') == '1' and '1' or '0'
 local peer = redis.call('HGET', s, 'o' .. (1 - seat)) or ''
 return {'ok', paired, peer ~= '' and '1' or '0'}
@@ -195,10 +197,22 @@ return {'ok'}
 
 const LEAVE: &str = r#"
 local sid, seat, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local grace, key_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local bad = check_owner(sid, seat, owner)
 if bad then return bad end
-notify(redis.call('HGET', skey(sid), 'o' .. (1 - seat)), sid, 'left:left')
-remove_session(sid)
+local s = skey(sid)
+local peer = 1 - seat
+-- While a peer remains, keep the session so it can collect its mailbox.
+if redis.call('HEXISTS', s, 't' .. peer) == 1 and redis.call('HGET', s, 'l' .. peer) ~= '1' then
+  local t = redis.call('HGET', s, 't' .. seat)
+  if t then redis.call('DEL', P .. 'tok:' .. t) end
+  disown(sid, seat, owner)
+  redis.call('HSET', s, 'l' .. seat, '1', 'o' .. seat, '', 'a' .. seat, int(now_ms() + grace))
+  set_deadline(sid, key_ttl)
+  notify(redis.call('HGET', s, 'o' .. peer), sid, 'left:left')
+else
+  remove_session(sid)
+end
 return {'ok'}
 "#;
 
@@ -236,7 +250,9 @@ for _, sid in ipairs(due) do
     for seat = 0, 1 do
       local a = tonumber(redis.call('HGET', s, 'a' .. seat) or '')
       if not gone and a and a <= now then
-        notify(redis.call('HGET', s, 'o' .. (1 - seat)), sid, 'left:timeout')
+        if redis.call('HGET', s, 'l' .. seat) ~= '1' then
+          notify(redis.call('HGET', s, 'o' .. (1 - seat)), sid, 'left:timeout')
+        end
         remove_session(sid)
         gone = true
       end
@@ -673,7 +689,11 @@ impl Presence for RedisPresence {
 
     async fn leave(&self, session: &str, seat: Seat, owner: &Owner) -> Result<(), PresenceError> {
         let mut inv = self.scripts.leave.prepare_invoke();
-        inv.arg(session).arg(seat).arg(owner_str(owner));
+        inv.arg(session)
+            .arg(seat)
+            .arg(owner_str(owner))
+            .arg(Self::ms(self.cfg.resume_grace))
+            .arg(Self::ms(self.key_ttl));
         self.run(&mut inv).await.map(drop)
     }
 
