@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{exchange, Binary, Client, RedisServer};
+use common::{Binary, Client, RedisServer};
 use serde_json::{json, Value};
 
 fn node(redis: &RedisServer, id: &str, extra: &[(&str, &str)]) -> Binary {
@@ -73,14 +73,7 @@ async fn peers_on_different_nodes_pair_and_exchange_1000_messages_each_way() {
     assert_eq!(b.welcome["server_id"], "node-2");
 
     let n = 1000;
-    let (got_by_a, got_by_b) = tokio::join!(exchange(a, "a", 2, n), exchange(b, "b", 1, n));
-    for (got, from, first) in [(got_by_a, "b", 1), (got_by_b, "a", 2)] {
-        assert_eq!(got.len(), n as usize);
-        for (i, m) in got.iter().enumerate() {
-            assert_eq!(m["seq"], first + i as u64);
-            assert_eq!(m["body"], format!("{from}-{}", i + 1));
-        }
-    }
+    common::exchange_both_ways(a, b, n).await;
 }
 
 #[tokio::test]

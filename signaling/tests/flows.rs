@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{exchange, pair, Client, Store};
+use common::{pair, Client, Store};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -80,14 +80,7 @@ async fn thousand_messages_each_way_arrive_in_order_exactly_once(store: Store) {
     let (a, b, _, _) = pair(server.local_addr()).await;
     let n = 1000;
     // a's seq 1 was the handshake's hello (see `pair`).
-    let (got_by_a, got_by_b) = tokio::join!(exchange(a, "a", 2, n), exchange(b, "b", 1, n));
-    for (got, from, first) in [(got_by_a, "b", 1), (got_by_b, "a", 2)] {
-        assert_eq!(got.len(), n as usize);
-        for (i, m) in got.iter().enumerate() {
-            assert_eq!(m["seq"], first + i as u64);
-            assert_eq!(m["body"], format!("{from}-{}", i + 1));
-        }
-    }
+    common::exchange_both_ways(a, b, n).await;
     let (_, metrics) = common::http_get(server.local_addr(), "/metrics").await;
     assert!(
         metrics.contains("tallow_messages_forwarded_total 2001\n"),

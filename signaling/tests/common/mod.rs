@@ -622,3 +622,16 @@ pub async fn exchange(client: Client, me: &'static str, first_seq: u64, n: u64) 
     writer.await.unwrap();
     got
 }
+
+/// `n` messages each way between a creator `a` (whose seq 1 was the
+/// handshake's hello) and a joiner `b`, checked for order and completeness.
+pub async fn exchange_both_ways(a: Client, b: Client, n: u64) {
+    let (got_by_a, got_by_b) = tokio::join!(exchange(a, "a", 2, n), exchange(b, "b", 1, n));
+    for (got, from, first) in [(got_by_a, "b", 1), (got_by_b, "a", 2)] {
+        assert_eq!(got.len(), n as usize);
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(m["seq"], first + i as u64);
+            assert_eq!(m["body"], format!("{from}-{}", i + 1));
+        }
+    }
+}
