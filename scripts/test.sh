@@ -104,7 +104,7 @@ step "cargo build (binaries the browser test drives)"
 cargo build --workspace --bins --locked -q
 
 step "node --test (web/: handshake vectors, then two Chromium contexts end to end)"
-(cd web && node --test test/)
+(cd web && node --test test/*.test.js)
 
 if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run"

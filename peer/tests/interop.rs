@@ -14,7 +14,7 @@ struct Js {
 
 impl Js {
     fn spawn(role: &str, code: &str, sid: &str) -> Js {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/test/interop-peer.mjs");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/tools/interop-peer.mjs");
         let mut child = Command::new("node")
             .args([script, role, code, sid])
             .stdin(Stdio::piped())
