@@ -534,12 +534,19 @@ impl Registry {
                     .and_then(|s| s.away_until)
                     .is_some_and(|t| t <= now);
                 if gone {
+                    // A seat that left told its peer already, unless the peer
+                    // was away then; telling it twice is harmless.
                     let left = rec.seats[seat as usize].as_ref().is_some_and(|s| s.left);
-                    if let (false, Some(to)) = (left, rec.owner_of(peer_of(seat))) {
+                    let reason = if left {
+                        LeftReason::Left
+                    } else {
+                        LeftReason::Timeout
+                    };
+                    if let Some(to) = rec.owner_of(peer_of(seat)) {
                         notices.push(Notice {
                             to: to.clone(),
                             session: id.clone(),
-                            event: Event::PeerLeft(LeftReason::Timeout),
+                            event: Event::PeerLeft(reason),
                         });
                     }
                     dead.push(id.clone());

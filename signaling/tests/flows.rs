@@ -304,7 +304,32 @@ async fn a_full_mailbox_pushes_back_on_the_sender(store: Store) {
     assert_eq!(b.expect("message").await["seq"], 5);
 }
 
+async fn a_peer_away_during_leave_gets_the_last_messages_and_the_news(store: Store) {
+    let server = store.start(&["--resume-grace-secs", "2"]).await;
+    let addr = server.local_addr();
+    let (a, mut b, created, _) = pair(addr).await;
+    drop(a);
+    b.expect("peer_away").await;
+    b.send(json!({"type": "send", "seq": 1, "body": "bye"}))
+        .await;
+    b.expect("ack").await;
+    b.send(json!({"type": "leave"})).await;
+    b.expect("left").await;
+    // a comes back within its grace period: the message is there, and then
+    // it learns that b left.
+    let mut a = Client::connect(addr).await;
+    a.send(json!({"type": "resume", "token": created["resume_token"], "last_seq": 0}))
+        .await;
+    a.expect("resumed").await;
+    a.expect("peer_away").await;
+    assert_eq!(a.expect("message").await["body"], "bye");
+    assert_eq!(a.expect("peer_left").await["reason"], "left");
+    a.send(json!({"type": "send", "seq": 2, "body": "x"})).await;
+    a.expect_error("no_session").await;
+}
+
 on_both_stores!(
+    a_peer_away_during_leave_gets_the_last_messages_and_the_news,
     welcome_announces_version_limits_and_server_id,
     create_join_pairs_both_seats_and_releases_the_nameplate,
     thousand_messages_each_way_arrive_in_order_exactly_once,

@@ -250,9 +250,9 @@ for _, sid in ipairs(due) do
     for seat = 0, 1 do
       local a = tonumber(redis.call('HGET', s, 'a' .. seat) or '')
       if not gone and a and a <= now then
-        if redis.call('HGET', s, 'l' .. seat) ~= '1' then
-          notify(redis.call('HGET', s, 'o' .. (1 - seat)), sid, 'left:timeout')
-        end
+        -- A seat that left told its peer already, unless the peer was away.
+        local reason = redis.call('HGET', s, 'l' .. seat) == '1' and 'left:left' or 'left:timeout'
+        notify(redis.call('HGET', s, 'o' .. (1 - seat)), sid, reason)
         remove_session(sid)
         gone = true
       end
