@@ -1,4 +1,4 @@
-//! `tallow-server`: signaling, presence and (soon) the embedded TURN relay.
+//! `tallow-server`: signaling, presence, the embedded TURN relay and the web client.
 
 use std::time::Duration;
 
