@@ -94,6 +94,13 @@ async function connect() {
       });
     })
     .on('peer_left', () => fail('Your peer left.'))
+    .on('peer_away', () => ui.status('Your peer lost its connection; waiting for it to come back…'))
+    .on('peer_back', () => ui.status('Your peer is back.'))
+    .on('reconnecting', () => {
+      document.body.dataset.reconnects = String(Number(document.body.dataset.reconnects ?? 0) + 1);
+      ui.status('Connection to the server lost; reconnecting…');
+    })
+    .on('resumed', () => ui.status('Reconnected.'))
     .on('error', (m) => {
       if (m.code === 'unknown_nameplate' || m.code === 'session_full') {
         fail('No one is waiting with that code. Check it, or ask for a new one.');

@@ -1,5 +1,10 @@
 // A /signal client (docs/PROTOCOL.md): create or join, then an ordered,
-// acknowledged message stream with the peer. Events go to `on(type, fn)`.
+// acknowledged message stream with the peer that survives a dropped
+// connection: it reconnects, sends `resume`, and resends what the server had
+// not acknowledged. Events go to `on(type, fn)`; `closed` fires only when it
+// gives up.
+
+const RETRY_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000, 15000, 30000];
 
 export class SignalClient {
   constructor(url) {
@@ -7,6 +12,10 @@ export class SignalClient {
     this.handlers = new Map();
     this.seq = 0;
     this.ws = null;
+    this.token = null; // resume token of our seat
+    this.lastSeq = 0; // highest message seq received
+    this.unacked = new Map(); // seq -> frame, until the server acknowledges
+    this.done = false; // left or superseded: do not reconnect
   }
 
   on(type, fn) {
@@ -19,25 +28,85 @@ export class SignalClient {
     if (fn) fn(msg);
   }
 
+  /** Resolves with the server's `welcome`. */
   connect() {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url);
-      this.ws = ws;
-      ws.onmessage = (e) => {
-        const m = JSON.parse(e.data);
-        if (m.type === 'welcome') {
-          resolve(m);
-          return;
-        }
-        if (m.type === 'message') {
-          // Acknowledge every message so the server can drop it.
-          this.raw({ type: 'ack', seq: m.seq });
-        }
-        this.emit(m.type, m);
-      };
-      ws.onerror = () => reject(new Error('cannot reach the signaling server'));
-      ws.onclose = (e) => this.emit('closed', { code: e.code, reason: e.reason });
+      this.open(resolve, () => reject(new Error('cannot reach the signaling server')));
     });
+  }
+
+  open(onWelcome, onFail) {
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    let welcomed = false;
+    ws.onmessage = (e) => {
+      const m = JSON.parse(e.data);
+      if (m.type === 'welcome') {
+        welcomed = true;
+        onWelcome(m);
+        return;
+      }
+      this.onServerMessage(m);
+    };
+    ws.onclose = (e) => {
+      if (ws !== this.ws) return;
+      if (!welcomed && onFail) {
+        onFail(e);
+        return;
+      }
+      this.onDrop(e);
+    };
+  }
+
+  onServerMessage(m) {
+    switch (m.type) {
+      case 'created':
+      case 'joined':
+        this.token = m.resume_token;
+        break;
+      case 'message':
+        // Acknowledge every message so the server can drop it; a message
+        // seen before a reconnect is not delivered twice.
+        this.raw({ type: 'ack', seq: m.seq });
+        if (m.seq <= this.lastSeq) return;
+        this.lastSeq = m.seq;
+        break;
+      case 'ack':
+        for (const s of this.unacked.keys()) if (s <= m.seq) this.unacked.delete(s);
+        return;
+      case 'resumed':
+        for (const [s, frame] of this.unacked) if (s > m.last_received) this.raw(frame);
+        break;
+      case 'peer_left':
+        this.done = true;
+        break;
+      default:
+        break;
+    }
+    this.emit(m.type, m);
+  }
+
+  onDrop(e) {
+    // 1000: we closed it; 4001: our seat was resumed elsewhere.
+    if (this.done || !this.token || e.code === 1000 || e.code === 4001) {
+      this.emit('closed', { code: e.code, reason: e.reason });
+      return;
+    }
+    this.emit('reconnecting', { code: e.code });
+    this.retry(0);
+  }
+
+  retry(attempt) {
+    if (attempt >= RETRY_DELAYS_MS.length) {
+      this.emit('closed', { code: 1006, reason: 'could not reconnect' });
+      return;
+    }
+    setTimeout(() => {
+      this.open(
+        () => this.raw({ type: 'resume', token: this.token, last_seq: this.lastSeq }),
+        () => this.retry(attempt + 1),
+      );
+    }, RETRY_DELAYS_MS[attempt]);
   }
 
   raw(obj) {
@@ -49,10 +118,19 @@ export class SignalClient {
   join(nameplate) { this.raw({ type: 'join', nameplate }); }
 
   /** The creator's opening handshake message (checked by the server). */
-  hello(body) { this.raw({ type: 'hello', seq: ++this.seq, body: JSON.stringify(body) }); }
+  hello(body) { this.sendFrame('hello', body); }
 
   /** Any other message for the peer; `body` is an object, sent as JSON. */
-  send(body) { this.raw({ type: 'send', seq: ++this.seq, body: JSON.stringify(body) }); }
+  send(body) { this.sendFrame('send', body); }
 
-  leave() { this.raw({ type: 'leave' }); }
+  sendFrame(type, body) {
+    const frame = { type, seq: ++this.seq, body: JSON.stringify(body) };
+    this.unacked.set(frame.seq, frame);
+    this.raw(frame);
+  }
+
+  leave() {
+    this.done = true;
+    this.raw({ type: 'leave' });
+  }
 }

@@ -123,3 +123,57 @@ test('a wrong code fails cleanly on both sides', { timeout: 60_000 }, async () =
   await a.screenshot({ path: `${artifacts}/wrong-code-creator.png` });
   await b.screenshot({ path: `${artifacts}/wrong-code-joiner.png` });
 });
+
+/** A TCP proxy the test can cut, to drop a browser's connections. */
+async function cuttableProxy(target) {
+  const { createServer, connect } = await import('node:net');
+  const live = new Set();
+  const server = createServer((client) => {
+    const upstream = connect(target.port, target.hostname);
+    for (const s of [client, upstream]) {
+      live.add(s);
+      s.on('error', () => {});
+      s.on('close', () => { live.delete(s); client.destroy(); upstream.destroy(); });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    cut: () => { for (const s of live) s.destroy(); },
+    close: () => server.close(),
+  };
+}
+
+test('a dropped signaling connection resumes and the transfer completes', { timeout: 90_000 }, async () => {
+  const proxy = await cuttableProxy(new URL(base));
+  try {
+    const a = await (await browser.newContext({ acceptDownloads: true })).newPage();
+    const b = await (await browser.newContext({ acceptDownloads: true })).newPage();
+    await a.goto(`${base}/?relay=1`);
+    await b.goto(`${proxy.url}/?relay=1`);
+    await a.waitForSelector('#create:not([disabled])');
+    await b.waitForSelector('#join:not([disabled])');
+    await a.click('#create');
+    await a.waitForFunction(() => /^\d+-[a-z]+-[a-z]+-[a-z]+$/.test(document.getElementById('code').textContent));
+    await b.fill('#code-input', await a.textContent('#code'));
+    await b.click('#join');
+    // Drop b's connection as soon as it is paired, while the handshake is
+    // in flight.
+    await b.waitForFunction(() => document.getElementById('status').textContent.includes('Securing'));
+    proxy.cut();
+    await b.waitForFunction(() => Number(document.body.dataset.reconnects ?? 0) >= 1);
+    await a.waitForSelector('body[data-state="connected"]', { timeout: 30_000 });
+    await b.waitForSelector('body[data-state="connected"]', { timeout: 30_000 });
+    assert.equal(await a.textContent('#words'), await b.textContent('#words'));
+    const file = randomBytes(1024 * 1024);
+    const sha256 = createHash('sha256').update(file).digest('hex');
+    await a.setInputFiles('#file', { name: 'small.bin', mimeType: 'application/octet-stream', buffer: file });
+    await b.waitForSelector('body[data-state="done-received"]', { timeout: 60_000 });
+    assert.equal(await b.textContent('#received-sha256'), sha256);
+    await b.screenshot({ path: `${artifacts}/resumed-receiver.png`, fullPage: true });
+  } finally {
+    proxy.close();
+  }
+});
