@@ -153,7 +153,8 @@ for round in $(seq 1 "$rounds"); do
     done
 done
 
-python3 - "$results" "$clients" "$msgs" "$bytes" "$intervals" "$rounds" <<'EOF' | tee BENCHMARKS.md
+mkdir -p bench/results
+python3 - "$results" "$clients" "$msgs" "$bytes" "$intervals" "$rounds" <<'EOF' >bench/results/relay.md
 import csv, statistics, sys, datetime, platform, os
 path, clients, msgs, size, intervals, rounds = sys.argv[1:]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
@@ -167,9 +168,6 @@ cpu_us = lambda r: 1e6 * float(r["cpu_s"]) / int(r["sent"]) if int(r["sent"]) el
 loss = lambda r: 100.0 * (int(r["sent"]) - int(r["recv"])) / int(r["sent"]) if int(r["sent"]) else float("nan")
 rtt = lambda r: float(r["rtt_ms"])
 rss = lambda r: int(r["rss_kb"]) / 1024
-print("# Benchmarks\n")
-print("Written by `scripts/bench-relay.sh` (a benchmark, not a test). Numbers are medians of the")
-print("rounds of one run on one machine; compare within the table, not across machines.\n")
 coturn_version = os.popen("dpkg-query -W -f='${Version}' coturn 2>/dev/null").read()
 print(f"## TURN relay: tallow-relay vs coturn {coturn_version}\n")
 print(f"- Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; host: {platform.machine()}, {os.cpu_count()} CPUs, loopback.")
@@ -216,3 +214,17 @@ for r in rows:
     print(f"| {r['server']} | {r['mode']} | {r['interval']} | {r['round']} | {r['sent']} | {r['recv']} | {r['seconds']} | "
           f"{r['lost_pct']} | {r['rtt_ms']} | {r['cpu_s']} | {r['rss_kb']} |")
 EOF
+
+# BENCHMARKS.md is the sections of bench/results, relay first.
+{
+    echo "# Benchmarks"
+    echo
+    echo "Written by \`scripts/bench-relay.sh\` and \`scripts/bench-signaling.sh\` (benchmarks, not tests)."
+    echo "Each compares against a reference measured in the same run on the same machine; compare within a"
+    echo "table, not across machines."
+    echo
+    for f in bench/results/relay.md bench/results/signaling.md; do
+        [[ -f $f ]] && cat "$f"
+    done
+} >BENCHMARKS.md
+cat bench/results/relay.md

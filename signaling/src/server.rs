@@ -390,8 +390,12 @@ async fn signal(
         .saturating_mul(4)
         .max(64 << 10);
     let tracker = st.tracker.clone();
+    // Small buffers: an idle connection should cost kilobytes, not the
+    // 128 KiB tungstenite reserves by default (frames grow them on demand).
     ws.max_message_size(hard)
         .max_frame_size(hard)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| tracker.track_future(crate::conn::run(st, socket, ip, host)))
 }
 
