@@ -15,6 +15,7 @@ const ui = {
   error(text) {
     $('error').textContent = text;
     $('error').hidden = false;
+    $('status').textContent = 'Stopped.';
     document.body.dataset.state = 'failed';
   },
   words(words) {
