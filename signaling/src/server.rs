@@ -87,7 +87,7 @@ pub struct Server {
     metrics_addr: Option<SocketAddr>,
     state: Arc<AppState>,
     http: JoinHandle<std::io::Result<()>>,
-    timers: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -197,7 +197,10 @@ impl Server {
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
         let notices = state.presence.subscribe(&node);
-        let timers = tokio::spawn(run_timers(state.clone(), notices));
+        let background = vec![
+            tokio::spawn(route_notices(state.clone(), notices)),
+            tokio::spawn(run_timers(state.clone())),
+        ];
         let app = router(state.clone(), metrics_listener.is_none());
         if let Some(l) = metrics_listener {
             let app = Router::new()
@@ -211,6 +214,10 @@ impl Server {
             });
         }
         let stop = state.shutdown.clone();
+        // Signaling frames are small and latency matters: no Nagle delay.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let http = tokio::spawn(async move {
             axum::serve(
                 listener,
@@ -226,7 +233,7 @@ impl Server {
             metrics_addr,
             state,
             http,
-            timers,
+            background,
         })
     }
 
@@ -256,7 +263,9 @@ impl Server {
         })
         .await
         .is_ok();
-        self.timers.abort();
+        for task in &self.background {
+            task.abort();
+        }
         if let Some(relay) = self.relay {
             relay.stop();
         }
@@ -292,7 +301,25 @@ fn ice_config(cfg: &Config, secret: Secret, relay: Option<(SocketAddr, Option<u1
 }
 
 /// Notice routing, expiry sweeps and the node heartbeat.
-async fn run_timers(st: Arc<AppState>, mut notices: mpsc::UnboundedReceiver<Notice>) {
+/// Hand each notice from the presence store to its connection. A task of
+/// its own, so a slow store call in the timers never holds messages back.
+async fn route_notices(st: Arc<AppState>, mut notices: mpsc::UnboundedReceiver<Notice>) {
+    while let Some(n) = notices.recv().await {
+        if n.event == Event::Resync {
+            for tx in st.lock_conns().values() {
+                let _ = tx.send(n.clone());
+            }
+            continue;
+        }
+        let tx = st.lock_conns().get(&n.to.conn).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.send(n);
+        }
+    }
+}
+
+/// Expiry sweeps, the node heartbeat and retried detaches.
+async fn run_timers(st: Arc<AppState>) {
     let l = &st.cfg.limits;
     // Sweep often enough that expiries land within a fraction of their TTL.
     let period = (l.nameplate_ttl().min(l.resume_grace()) / 4)
@@ -300,33 +327,18 @@ async fn run_timers(st: Arc<AppState>, mut notices: mpsc::UnboundedReceiver<Noti
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            Some(n) = notices.recv() => {
-                if n.event == Event::Resync {
-                    for tx in st.lock_conns().values() {
-                        let _ = tx.send(n.clone());
-                    }
-                    continue;
-                }
-                let tx = st.lock_conns().get(&n.to.conn).cloned();
-                if let Some(tx) = tx {
-                    let _ = tx.send(n);
-                }
-            }
-            _ = tick.tick() => {
-                if let Err(e) = st.presence.sweep().await {
-                    tracing::warn!(error = %e, "presence sweep failed");
-                }
-                if let Err(e) = st.presence.heartbeat(&st.node).await {
-                    tracing::warn!(error = %e, "presence heartbeat failed");
-                }
-                st.lock_ip_limits().sweep(std::time::Instant::now());
-                let pending = std::mem::take(&mut *st.lock_pending_detach());
-                for (session, seat, owner) in pending {
-                    if st.presence.detach(&session, seat, &owner).await.is_err() {
-                        st.lock_pending_detach().push((session, seat, owner));
-                    }
-                }
+        tick.tick().await;
+        if let Err(e) = st.presence.sweep().await {
+            tracing::warn!(error = %e, "presence sweep failed");
+        }
+        if let Err(e) = st.presence.heartbeat(&st.node).await {
+            tracing::warn!(error = %e, "presence heartbeat failed");
+        }
+        st.lock_ip_limits().sweep(std::time::Instant::now());
+        let pending = std::mem::take(&mut *st.lock_pending_detach());
+        for (session, seat, owner) in pending {
+            if st.presence.detach(&session, seat, &owner).await.is_err() {
+                st.lock_pending_detach().push((session, seat, owner));
             }
         }
     }
