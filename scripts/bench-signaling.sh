@@ -149,16 +149,5 @@ if t and p:
 print()
 EOF
 
-# BENCHMARKS.md is the sections of bench/results, relay first.
-{
-    echo "# Benchmarks"
-    echo
-    echo "Written by \`scripts/bench-relay.sh\` and \`scripts/bench-signaling.sh\` (benchmarks, not tests)."
-    echo "Each compares against a reference measured in the same run on the same machine; compare within a"
-    echo "table, not across machines."
-    echo
-    for f in bench/results/relay.md bench/results/signaling.md; do
-        [[ -f $f ]] && cat "$f"
-    done
-} >BENCHMARKS.md
+scripts/bench-report.sh
 cat bench/results/signaling.md

@@ -228,7 +228,6 @@ fn x25519(secret: &[u8; 32], public: &[u8; 32]) -> Result<[u8; 32], HandshakeErr
 /// A, after sending `hello`.
 pub struct Initiator {
     sid: String,
-    g: RistrettoPoint,
     dk: DecapsulationKey768,
     ek: Vec<u8>,
     x_secret: [u8; 32],
@@ -259,7 +258,6 @@ impl Initiator {
         Ok((
             Initiator {
                 sid: sid.to_owned(),
-                g,
                 dk,
                 ek,
                 x_secret: rnd.x25519,
@@ -294,7 +292,6 @@ impl Initiator {
         if k == RistrettoPoint::default() {
             return Err(HandshakeError::ConfirmationFailed);
         }
-        let _ = self.g;
         let ss_kem = self
             .dk
             .try_decapsulate(&ct.into())

@@ -69,28 +69,33 @@ fn a_wrong_code_fails_confirmation_on_both_sides() {
 
 #[test]
 fn tampered_handshake_messages_fail() {
-    let (_, hello) = Initiator::start(CODE, SID, &Randomness::fresh()).unwrap();
-    let Message::Hello { suite, ek, x, y } = hello.clone() else {
-        unreachable!()
-    };
-    // A swapped X25519 key: B computes a different transcript than A.
-    let (a, hello2) = Initiator::start(CODE, SID, &Randomness::fresh()).unwrap();
-    let Message::Hello { x: other_x, .. } = hello2.clone() else {
+    // A swapped X25519 key in hello: B computes another transcript than A.
+    let (a, hello) = Initiator::start(CODE, SID, &Randomness::fresh()).unwrap();
+    let (_, other) = Initiator::start(CODE, SID, &Randomness::fresh()).unwrap();
+    let (Message::Hello { suite, ek, y, .. }, Message::Hello { x: other_x, .. }) = (hello, other)
+    else {
         unreachable!()
     };
     let swapped = Message::Hello {
-        suite: suite.clone(),
-        ek: ek.clone(),
+        suite,
+        ek,
         x: other_x,
-        y: y.clone(),
+        y,
     };
-    let _ = swapped;
-    let (_, reply) = Responder::respond(CODE, SID, &hello2, &Randomness::fresh()).unwrap();
+    let (_, reply) = Responder::respond(CODE, SID, &swapped, &Randomness::fresh()).unwrap();
+    assert!(matches!(
+        a.finish(&reply),
+        Err(HandshakeError::ConfirmationFailed)
+    ));
+
+    // A flipped bit in the ML-KEM ciphertext of reply.
+    let (a, hello) = Initiator::start(CODE, SID, &Randomness::fresh()).unwrap();
+    let (_, reply) = Responder::respond(CODE, SID, &hello, &Randomness::fresh()).unwrap();
     let Message::Reply {
         suite,
         ct,
-        x: rx,
-        y: ry,
+        x,
+        y,
         mac,
     } = reply
     else {
@@ -101,15 +106,14 @@ fn tampered_handshake_messages_fail() {
     let bad = Message::Reply {
         suite,
         ct: B64.encode(ct_bytes),
-        x: rx,
-        y: ry,
+        x,
+        y,
         mac,
     };
     assert!(matches!(
         a.finish(&bad),
         Err(HandshakeError::ConfirmationFailed)
     ));
-    let _ = x;
 }
 
 #[test]
