@@ -107,7 +107,8 @@ pub struct Limits {
     )]
     pub max_messages_per_sec: u32,
 
-    /// Seats held at once by connections from one IP address.
+    /// Seats held at once from one address (IPv6: one prefix), counting
+    /// seats whose connection dropped and that wait for a resume.
     #[arg(
         long = "max-sessions-per-ip",
         env = "TALLOW_MAX_SESSIONS_PER_IP",
@@ -130,6 +131,34 @@ pub struct Limits {
         default_value_t = 600
     )]
     pub failed_join_window_secs: u64,
+
+    /// WebSocket connections one address (IPv6: one prefix) holds at once
+    /// on this node; more are refused with 429 before the upgrade.
+    #[arg(
+        long = "max-connections-per-ip",
+        env = "TALLOW_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 64
+    )]
+    pub max_connections_per_ip: usize,
+
+    /// New WebSocket connections per address (IPv6: one prefix) per minute
+    /// on this node, also the burst; more are refused with 429.
+    #[arg(
+        long = "max-upgrades-per-ip-per-min",
+        env = "TALLOW_MAX_UPGRADES_PER_IP_PER_MIN",
+        default_value_t = 60
+    )]
+    pub max_upgrades_per_ip_per_min: u32,
+
+    /// IPv6 clients count against their address's first this many bits
+    /// (a /64 is one home, office or phone).
+    #[arg(
+        long = "ipv6-prefix",
+        env = "TALLOW_IPV6_PREFIX",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u8).range(1..=128)
+    )]
+    pub ipv6_prefix: u8,
 
     /// WebSocket connections this node accepts at once.
     #[arg(
@@ -178,6 +207,14 @@ pub struct Limits {
         default_value_t = 1024
     )]
     pub max_queued_messages: usize,
+
+    /// Bytes of unacknowledged message bodies held per seat.
+    #[arg(
+        long = "max-queued-bytes",
+        env = "TALLOW_MAX_QUEUED_BYTES",
+        default_value_t = 1 << 20
+    )]
+    pub max_queued_bytes: usize,
 }
 
 /// A configuration value that cannot work.
@@ -225,6 +262,14 @@ impl Config {
             ("TALLOW_RESUME_GRACE_SECS", l.resume_grace_secs),
             ("TALLOW_NAMEPLATE_TTL_SECS", l.nameplate_ttl_secs),
             ("TALLOW_MAX_QUEUED_MESSAGES", l.max_queued_messages as u64),
+            (
+                "TALLOW_MAX_CONNECTIONS_PER_IP",
+                l.max_connections_per_ip as u64,
+            ),
+            (
+                "TALLOW_MAX_UPGRADES_PER_IP_PER_MIN",
+                u64::from(l.max_upgrades_per_ip_per_min),
+            ),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -234,6 +279,12 @@ impl Config {
         if l.idle_timeout_secs <= l.ping_interval_secs {
             return Err(ConfigError(
                 "TALLOW_IDLE_TIMEOUT_SECS must exceed TALLOW_PING_INTERVAL_SECS, or live clients are cut off"
+                    .into(),
+            ));
+        }
+        if l.max_queued_bytes < l.max_frame_bytes {
+            return Err(ConfigError(
+                "TALLOW_MAX_QUEUED_BYTES must be at least TALLOW_MAX_FRAME_BYTES, or one full frame could never be queued"
                     .into(),
             ));
         }

@@ -2,13 +2,13 @@
 //! and the presence store, frames out. Each connection is one task that owns
 //! its socket; notices from other connections arrive on a channel.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use tokio::sync::mpsc;
 
+use crate::client_addr::IpKey;
 use crate::presence::{Event, Notice, Owner, PresenceError, PushOutcome, RegistryError, Seat};
 use crate::protocol::{self, close, ClientMsg, ErrorCode, ServerMsg};
 use crate::ratelimit::TokenBucket;
@@ -35,25 +35,32 @@ struct SeatState {
     paired: bool,
     /// Highest message seq written to this client.
     delivered: u64,
+    /// The seat's resume token: how this connection claims the seat back
+    /// when the store detached it while unreachable.
+    token: String,
 }
 
 struct Conn {
     st: Arc<AppState>,
     ws: WebSocket,
     owner: Owner,
-    ip: IpAddr,
+    ip: IpKey,
     /// The hostname the client used to reach us, to name the relay.
     host: Option<String>,
     bucket: TokenBucket,
+    /// Whether the store holds the seat as this connection believes.
     seat: Option<SeatState>,
-    holds_ip_slot: bool,
+    /// A store call failed: whether the store still holds the seat for this
+    /// connection is unknown until the next successful check.
+    uncertain: bool,
     last_heard: Instant,
     dropped_in_a_row: u32,
     last_rate_error: Option<Instant>,
 }
 
-/// Counts the connection as open for as long as it lives.
-struct OpenGuard(Arc<AppState>);
+/// Counts the connection as open, on the node and against its address, for
+/// as long as it lives. The address slot was taken before the upgrade.
+struct OpenGuard(Arc<AppState>, IpKey);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
@@ -61,15 +68,16 @@ impl Drop for OpenGuard {
             .open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.0.metrics.connections.dec();
+        self.0.lock_ip_limits().close_connection(self.1);
     }
 }
 
-pub(crate) async fn run(st: Arc<AppState>, mut ws: WebSocket, ip: IpAddr, host: Option<String>) {
+pub(crate) async fn run(st: Arc<AppState>, mut ws: WebSocket, ip: IpKey, host: Option<String>) {
     use std::sync::atomic::Ordering;
     let open = st.open.fetch_add(1, Ordering::Relaxed) + 1;
     st.metrics.connections.inc();
     st.metrics.connections_total.inc();
-    let _guard = OpenGuard(st.clone());
+    let _guard = OpenGuard(st.clone(), ip);
     if open > st.cfg.limits.max_connections {
         st.metrics.error(ErrorCode::ServerFull);
         let msg = ServerMsg::error(
@@ -105,7 +113,7 @@ pub(crate) async fn run(st: Arc<AppState>, mut ws: WebSocket, ip: IpAddr, host: 
         host,
         bucket: TokenBucket::new(rate, rate, now),
         seat: None,
-        holds_ip_slot: false,
+        uncertain: false,
         last_heard: now,
         dropped_in_a_row: 0,
         last_rate_error: None,
@@ -130,9 +138,7 @@ impl Conn {
         let shutdown = self.st.shutdown.clone();
         loop {
             let step = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    Ok(Flow::Close(close::SERVICE_RESTART, "server restarting: reconnect and resume"))
-                }
+                _ = shutdown.cancelled() => Ok(self.shutdown_close()),
                 frame = self.ws.recv() => match frame {
                     None => return,
                     Some(Err(e)) if is_capacity_error(&e) => {
@@ -157,7 +163,23 @@ impl Conn {
         }
     }
 
-    /// After the socket is done: keep the seat for resume, free the IP slot.
+    /// How to say goodbye at shutdown: a resume is promised only where the
+    /// store outlives this process.
+    fn shutdown_close(&self) -> Flow {
+        if self.st.presence.durable() {
+            Flow::Close(
+                close::SERVICE_RESTART,
+                "server restarting: reconnect and resume",
+            )
+        } else {
+            Flow::Close(
+                close::GOING_AWAY,
+                "server stopping: its sessions end with it; start a new transfer",
+            )
+        }
+    }
+
+    /// After the socket is done: keep the seat for resume.
     async fn finish(&mut self) {
         if let Some(s) = self.seat.take() {
             if let Err(e) = self
@@ -174,25 +196,16 @@ impl Conn {
                     .push((s.session, s.seat, self.owner.clone()));
             }
         }
-        self.release_ip_slot();
     }
 
     async fn on_frame(&mut self, msg: Message) -> Result<Flow, Gone> {
         let now = Instant::now();
         self.last_heard = now;
-        let text = match msg {
-            Message::Text(t) => t,
-            Message::Binary(_) => {
-                self.error(
-                    ErrorCode::BadMessage,
-                    "binary frames are not part of the protocol; send JSON text",
-                )
-                .await?;
-                return Ok(Flow::Continue);
-            }
-            // Pongs only prove liveness; tungstenite answers pings itself.
-            _ => return Ok(Flow::Continue),
-        };
+        // Pongs only prove liveness; tungstenite answers pings itself. Every
+        // data frame, text or binary, goes through the rate limit.
+        if !matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            return Ok(Flow::Continue);
+        }
         if !self.bucket.try_take(now) {
             self.dropped_in_a_row += 1;
             if self.dropped_in_a_row > MAX_DROPPED_IN_A_ROW {
@@ -218,6 +231,14 @@ impl Conn {
             return Ok(Flow::Continue);
         }
         self.dropped_in_a_row = 0;
+        let Message::Text(text) = msg else {
+            self.error(
+                ErrorCode::BadMessage,
+                "binary frames are not part of the protocol; send JSON text",
+            )
+            .await?;
+            return Ok(Flow::Continue);
+        };
         let max = self.st.cfg.limits.max_frame_bytes;
         if text.len() > max {
             let msg = format!("frame of {} bytes exceeds the {max} byte limit", text.len());
@@ -240,7 +261,7 @@ impl Conn {
             ClientMsg::Send { seq, body } => self.on_send(seq, body, false).await?,
             ClientMsg::Hello { seq, body } => self.on_hello(seq, body).await?,
             ClientMsg::Ack { seq } => self.on_ack(seq).await?,
-            ClientMsg::Leave {} => self.on_leave().await?,
+            ClientMsg::Leave {} => return self.on_leave().await,
             ClientMsg::Resume { token, last_seq } => self.on_resume(&token, last_seq).await?,
             ClientMsg::Ping { id } => self.send(&ServerMsg::Pong { id }).await?,
         }
@@ -252,7 +273,7 @@ impl Conn {
             return Ok(());
         }
         let token = new_token();
-        match self.st.presence.create(&self.owner, &token).await {
+        match self.st.presence.create(&self.owner, &token, self.ip).await {
             Ok(c) => {
                 self.st.metrics.sessions_created.inc();
                 self.seat = Some(SeatState {
@@ -260,6 +281,7 @@ impl Conn {
                     seat: 0,
                     paired: false,
                     delivered: 0,
+                    token: token.clone(),
                 });
                 self.send(&ServerMsg::Created {
                     session: c.session,
@@ -270,10 +292,7 @@ impl Conn {
                 })
                 .await
             }
-            Err(e) => {
-                self.release_ip_slot();
-                self.presence_error(e).await
-            }
+            Err(e) => self.presence_error(e).await,
         }
     }
 
@@ -286,8 +305,14 @@ impl Conn {
                 )
                 .await;
         }
-        let now = Instant::now();
-        if !self.st.lock_ip_limits().may_join(self.ip, now) {
+        // The attempt counts as a failure until it is settled, so that
+        // concurrent guesses cannot all pass the check while the store
+        // answers.
+        if !self
+            .st
+            .lock_ip_limits()
+            .try_reserve_join(self.ip, Instant::now())
+        {
             let msg = format!(
                 "too many failed joins from this address; wait up to {} s",
                 self.st.cfg.limits.failed_join_window_secs
@@ -295,7 +320,9 @@ impl Conn {
             return self.error(ErrorCode::TooManyFailedJoins, msg).await;
         }
         let Some(n) = crate::nameplate::parse(nameplate) else {
-            self.st.lock_ip_limits().record_failed_join(self.ip, now);
+            self.st
+                .lock_ip_limits()
+                .settle_join(self.ip, true, Instant::now());
             return self
                 .error(
                     ErrorCode::UnknownNameplate,
@@ -303,11 +330,18 @@ impl Conn {
                 )
                 .await;
         };
-        if !self.may_take_seat().await? {
-            return Ok(());
-        }
         let token = new_token();
-        match self.st.presence.join(n, &self.owner, &token).await {
+        let res = self.st.presence.join(n, &self.owner, &token, self.ip).await;
+        let failed = matches!(
+            res,
+            Err(PresenceError::Rejected(
+                RegistryError::UnknownNameplate | RegistryError::SessionFull
+            ))
+        );
+        self.st
+            .lock_ip_limits()
+            .settle_join(self.ip, failed, Instant::now());
+        match res {
             Ok(j) => {
                 self.st.metrics.sessions_paired.inc();
                 self.seat = Some(SeatState {
@@ -315,6 +349,7 @@ impl Conn {
                     seat: j.seat,
                     paired: true,
                     delivered: 0,
+                    token: token.clone(),
                 });
                 self.send(&ServerMsg::Joined {
                     session: j.session.clone(),
@@ -322,20 +357,14 @@ impl Conn {
                     resume_token: token,
                 })
                 .await?;
-                self.send_paired().await
-            }
-            Err(e) => {
-                self.release_ip_slot();
-                if matches!(
-                    e,
-                    PresenceError::Rejected(
-                        RegistryError::UnknownNameplate | RegistryError::SessionFull
-                    )
-                ) {
-                    self.st.lock_ip_limits().record_failed_join(self.ip, now);
+                self.send_paired().await?;
+                if !j.peer_present {
+                    // The creator dropped before we came: it may resume.
+                    self.send(&ServerMsg::PeerAway {}).await?;
                 }
-                self.presence_error(e).await
+                Ok(())
             }
+            Err(e) => self.presence_error(e).await,
         }
     }
 
@@ -363,16 +392,45 @@ impl Conn {
                 )
                 .await;
         }
-        let res = self
-            .st
-            .presence
-            .push(&s.session, s.seat, &self.owner, seq, Arc::from(body))
-            .await;
+        let body: Arc<str> = Arc::from(body);
+        let mut res = self.push(seq, body.clone()).await;
+        if matches!(res, Err(PresenceError::Rejected(RegistryError::Detached))) {
+            // The store let go of the seat while it could not hear us:
+            // claim it back, then store the message.
+            self.reclaim(true).await?;
+            if self.uncertain || self.seat.is_none() {
+                // The outcome is told already.
+                return Ok(());
+            }
+            res = self.push(seq, body).await;
+        }
         match res {
             Ok(PushOutcome::Stored | PushOutcome::Duplicate) => {
                 self.send(&ServerMsg::Ack { seq }).await
             }
             Err(e) => self.presence_error(e).await,
+        }
+    }
+
+    async fn push(&mut self, seq: u64, body: Arc<str>) -> Result<PushOutcome, PresenceError> {
+        let Some(s) = &self.seat else {
+            return Err(PresenceError::Rejected(RegistryError::UnknownSession));
+        };
+        let res = self
+            .st
+            .presence
+            .push(&s.session, s.seat, &self.owner, seq, body)
+            .await;
+        self.note(&res);
+        res
+    }
+
+    /// Remember whether the store's view of this connection is in doubt.
+    fn note<T>(&mut self, res: &Result<T, PresenceError>) {
+        match res {
+            Err(PresenceError::Unavailable(_)) => self.uncertain = true,
+            Err(PresenceError::Rejected(RegistryError::Detached)) => {}
+            _ => self.uncertain = false,
         }
     }
 
@@ -414,72 +472,159 @@ impl Conn {
             .presence
             .ack(&s.session, s.seat, &self.owner, seq)
             .await;
+        self.note(&res);
         match res {
             Ok(()) => Ok(()),
+            // Claiming the seat back acknowledges up to what was delivered.
+            Err(PresenceError::Rejected(RegistryError::Detached)) => {
+                self.reclaim(true).await.map(drop)
+            }
             Err(e) => self.presence_error(e).await,
         }
     }
 
-    async fn on_leave(&mut self) -> Result<(), Gone> {
-        let Some(s) = self.seat.take() else {
-            return self.error(ErrorCode::NoSession, "not in a session").await;
+    /// Leave the session. Idempotent: a connection without a seat has left
+    /// already. The seat is let go only once the store has recorded the
+    /// leave; until then the client is told to retry.
+    async fn on_leave(&mut self) -> Result<Flow, Gone> {
+        let Some(s) = &self.seat else {
+            self.send(&ServerMsg::Left {}).await?;
+            return Ok(Flow::Continue);
         };
-        self.release_ip_slot();
-        match self
-            .st
-            .presence
-            .leave(&s.session, s.seat, &self.owner)
-            .await
-        {
-            // A session already gone is left all the same.
-            Ok(()) | Err(PresenceError::Rejected(_)) => self.send(&ServerMsg::Left {}).await,
-            Err(e) => self.presence_error(e).await,
+        let (session, seat) = (s.session.clone(), s.seat);
+        let mut res = self.st.presence.leave(&session, seat, &self.owner).await;
+        if matches!(res, Err(PresenceError::Rejected(RegistryError::Detached))) {
+            self.reclaim(true).await?;
+            if self.uncertain {
+                return Ok(Flow::Continue);
+            }
+            if self.seat.is_none() {
+                self.send(&ServerMsg::Left {}).await?;
+                return Ok(Flow::Continue);
+            }
+            res = self.st.presence.leave(&session, seat, &self.owner).await;
         }
+        self.note(&res);
+        match res {
+            // A session already gone, or a seat taken over, is left all the
+            // same as far as this connection goes.
+            Ok(()) | Err(PresenceError::Rejected(_)) => {
+                self.seat = None;
+                self.send(&ServerMsg::Left {}).await?;
+            }
+            Err(e) => self.presence_error(e).await?,
+        }
+        Ok(Flow::Continue)
     }
 
     async fn on_resume(&mut self, token: &str, last_seq: u64) -> Result<(), Gone> {
         if !self.may_take_seat().await? {
             return Ok(());
         }
-        match self.st.presence.resume(token, &self.owner).await {
+        let res = self.st.presence.resume(token, &self.owner, last_seq).await;
+        self.note(&res);
+        match res {
             Ok(r) => {
                 self.seat = Some(SeatState {
                     session: r.session.clone(),
                     seat: r.seat,
                     paired: r.paired,
                     delivered: last_seq,
+                    token: token.to_owned(),
                 });
                 // What the client confirms having is no longer needed.
-                if let Err(e) = self
+                let acked = self
                     .st
                     .presence
                     .ack(&r.session, r.seat, &self.owner, last_seq)
-                    .await
-                {
+                    .await;
+                self.note(&acked);
+                if let Err(e) = acked {
                     return self.presence_error(e).await;
                 }
+                let ice_servers = r
+                    .paired
+                    .then(|| self.st.ice.servers_for(&r.session, self.host.as_deref()));
                 self.send(&ServerMsg::Resumed {
                     session: r.session,
                     seat: r.seat,
                     paired: r.paired,
                     last_received: r.last_received,
                     resume_token: token.to_owned(),
+                    ice_servers,
                 })
                 .await?;
                 if r.paired && !r.peer_present {
                     self.send(&ServerMsg::PeerAway {}).await?;
                 }
-                self.pump().await
+                self.pump(true).await
             }
-            Err(e) => {
-                self.release_ip_slot();
-                self.presence_error(e).await
-            }
+            Err(e) => self.presence_error(e).await,
         }
     }
 
-    /// Check the seat preconditions and reserve this IP's slot; on refusal
-    /// the client has been told why.
+    /// Claim this connection's seat back after the store detached it (its
+    /// node was taken for dead, or a detach landed late). The peer, told
+    /// `peer_away` then, now hears `peer_back`. `solicited`: a client
+    /// request is waiting for the outcome, so failures are its answer.
+    async fn reclaim(&mut self, solicited: bool) -> Result<Flow, Gone> {
+        let Some(s) = &self.seat else {
+            return Ok(Flow::Continue);
+        };
+        let (token, delivered, was_paired) = (s.token.clone(), s.delivered, s.paired);
+        let res = self
+            .st
+            .presence
+            .resume(&token, &self.owner, delivered)
+            .await;
+        self.note(&res);
+        match res {
+            Ok(r) => {
+                tracing::info!(
+                    conn = self.owner.conn,
+                    "seat re-asserted after the store let it go"
+                );
+                if r.paired && !was_paired {
+                    if let Some(s) = self.seat.as_mut() {
+                        s.paired = true;
+                    }
+                    self.send_paired().await?;
+                }
+                if r.paired && !r.peer_present {
+                    self.send(&ServerMsg::PeerAway {}).await?;
+                }
+                self.pump(solicited).await?;
+                Ok(Flow::Continue)
+            }
+            Err(PresenceError::Unavailable(detail)) => {
+                if solicited {
+                    self.presence_error(PresenceError::Unavailable(detail))
+                        .await?;
+                }
+                Ok(Flow::Continue)
+            }
+            // The grace ran out or the session ended meanwhile.
+            Err(PresenceError::Rejected(_)) => self.session_ended(was_paired).await,
+        }
+    }
+
+    /// The store no longer has this connection's session: say so once.
+    async fn session_ended(&mut self, was_paired: bool) -> Result<Flow, Gone> {
+        self.seat = None;
+        if was_paired {
+            self.send(&ServerMsg::PeerLeft {
+                reason: "gone".to_owned(),
+            })
+            .await?;
+        } else {
+            let msg = "the code expired or its session ended; create a new one";
+            self.error(ErrorCode::NameplateExpired, msg).await?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Check the seat preconditions; on refusal the client has been told
+    /// why. Seats per address are counted by the store.
     async fn may_take_seat(&mut self) -> Result<bool, Gone> {
         if self.seat.is_some() {
             self.error(
@@ -489,24 +634,7 @@ impl Conn {
             .await?;
             return Ok(false);
         }
-        if !self.holds_ip_slot {
-            if !self.st.lock_ip_limits().try_open_session(self.ip) {
-                let msg = format!(
-                    "this address already holds {} sessions",
-                    self.st.cfg.limits.max_sessions_per_ip
-                );
-                self.error(ErrorCode::TooManySessions, msg).await?;
-                return Ok(false);
-            }
-            self.holds_ip_slot = true;
-        }
         Ok(true)
-    }
-
-    fn release_ip_slot(&mut self) {
-        if std::mem::take(&mut self.holds_ip_slot) {
-            self.st.lock_ip_limits().close_session(self.ip);
-        }
     }
 
     async fn on_notice(&mut self, n: Notice) -> Result<Flow, Gone> {
@@ -525,21 +653,26 @@ impl Conn {
                 }
                 self.send_paired().await?;
             }
-            Event::Mail => self.pump().await?,
+            Event::Mail => self.pump(false).await?,
             Event::PeerAway => self.send(&ServerMsg::PeerAway {}).await?,
             Event::PeerBack => self.send(&ServerMsg::PeerBack {}).await?,
             Event::PeerLeft(reason) => {
                 // Deliver what the peer sent before it left, then close our
-                // side of the session too.
-                self.pump().await?;
+                // side of the session too; a leave the store cannot take now
+                // is retried by the node, so no seat is left behind.
+                self.pump(false).await?;
                 if let Some(s) = self.seat.take() {
-                    let _ = self
+                    let res = self
                         .st
                         .presence
                         .leave(&s.session, s.seat, &self.owner)
                         .await;
+                    if let Err(PresenceError::Unavailable(_)) = res {
+                        self.st
+                            .lock_pending_leave()
+                            .push((s.session, s.seat, self.owner.clone()));
+                    }
                 }
-                self.release_ip_slot();
                 self.send(&ServerMsg::PeerLeft {
                     reason: reason.as_str().to_owned(),
                 })
@@ -547,7 +680,6 @@ impl Conn {
             }
             Event::NameplateExpired => {
                 self.seat = None;
-                self.release_ip_slot();
                 let msg = format!(
                     "nobody joined within {} s; create a new code",
                     self.st.cfg.limits.nameplate_ttl_secs
@@ -558,7 +690,6 @@ impl Conn {
             Event::Superseded => {
                 // The seat now belongs to the other connection: do not detach.
                 self.seat = None;
-                self.release_ip_slot();
                 return Ok(Flow::Close(
                     close::SUPERSEDED,
                     "seat resumed by another connection",
@@ -574,10 +705,11 @@ impl Conn {
         }
         self.write(Message::Ping(Default::default())).await?;
         // A store whose notices can be lost (Redis pub/sub) still delivers
-        // within one ping interval.
+        // within one ping interval; a connection whose last store call
+        // failed checks that it still holds its seat.
         match &self.seat {
-            Some(s) if s.paired => {
-                self.pump().await?;
+            Some(s) if s.paired && !self.uncertain => {
+                self.pump(false).await?;
                 Ok(Flow::Continue)
             }
             Some(_) => self.reconcile().await,
@@ -586,18 +718,21 @@ impl Conn {
     }
 
     /// Bring this connection in line with the store after notices may have
-    /// been lost: pairing, the end of the session, a takeover, and mail.
+    /// been lost or the store was unreachable: pairing, the end of the
+    /// session, a takeover, a seat the store let go, and mail. Nothing here
+    /// answers a request, so an unreachable store is not reported.
     async fn reconcile(&mut self) -> Result<Flow, Gone> {
         let Some(s) = &self.seat else {
             return Ok(Flow::Continue);
         };
         let was_paired = s.paired;
-        match self
+        let res = self
             .st
             .presence
             .status(&s.session, s.seat, &self.owner)
-            .await
-        {
+            .await;
+        self.note(&res);
+        match res {
             Ok(status) => {
                 if status.paired && !was_paired {
                     if let Some(s) = self.seat.as_mut() {
@@ -605,30 +740,20 @@ impl Conn {
                     }
                     self.send_paired().await?;
                 }
-                self.pump().await?;
+                self.pump(false).await?;
+            }
+            Err(PresenceError::Rejected(RegistryError::Detached)) => {
+                return self.reclaim(false).await;
             }
             Err(PresenceError::Rejected(RegistryError::NotOwner)) => {
                 self.seat = None;
-                self.release_ip_slot();
                 return Ok(Flow::Close(
                     close::SUPERSEDED,
                     "seat resumed by another connection",
                 ));
             }
-            Err(PresenceError::Rejected(_)) => {
-                // The session ended while we were not listening.
-                self.seat = None;
-                self.release_ip_slot();
-                if was_paired {
-                    self.send(&ServerMsg::PeerLeft {
-                        reason: "gone".to_owned(),
-                    })
-                    .await?;
-                } else {
-                    let msg = "the code expired or its session ended; create a new one";
-                    self.error(ErrorCode::NameplateExpired, msg).await?;
-                }
-            }
+            // The session ended while we were not listening.
+            Err(PresenceError::Rejected(_)) => return self.session_ended(was_paired).await,
             // Still unreachable: the next tick tries again.
             Err(PresenceError::Unavailable(_)) => {}
         }
@@ -636,7 +761,9 @@ impl Conn {
     }
 
     /// Deliver everything in the mailbox beyond what this client has.
-    async fn pump(&mut self) -> Result<(), Gone> {
+    /// `solicited`: a client request waits on this, so a store failure is
+    /// reported to it; otherwise the failure only marks the seat uncertain.
+    async fn pump(&mut self, solicited: bool) -> Result<(), Gone> {
         loop {
             let Some(s) = &self.seat else { return Ok(()) };
             let batch = self
@@ -644,13 +771,23 @@ impl Conn {
                 .presence
                 .fetch(&s.session, s.seat, &self.owner, s.delivered, FETCH_BATCH)
                 .await;
+            self.note(&batch);
             let batch = match batch {
                 Ok(b) => b,
                 // The session ended under us; its notice says how.
                 Err(PresenceError::Rejected(
                     RegistryError::UnknownSession | RegistryError::NotOwner,
                 )) => return Ok(()),
-                Err(e) => return self.presence_error(e).await,
+                // Let go by the store: the next check claims it back.
+                Err(PresenceError::Rejected(RegistryError::Detached)) => {
+                    self.uncertain = true;
+                    return Ok(());
+                }
+                Err(e) if solicited => return self.presence_error(e).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "mailbox fetch failed; retried on the next tick");
+                    return Ok(());
+                }
             };
             let n = batch.len();
             for env in batch {
@@ -698,9 +835,11 @@ impl Conn {
                     RegistryError::UnknownSession | RegistryError::NotOwner => {
                         // The session ended under us; forget it locally too.
                         self.seat = None;
-                        self.release_ip_slot();
                         ErrorCode::NoSession
                     }
+                    RegistryError::Detached => ErrorCode::PresenceUnavailable,
+                    RegistryError::TooManySessions(_) => ErrorCode::TooManySessions,
+                    RegistryError::ResumeBeyond { .. } => ErrorCode::BadSequence,
                     RegistryError::NotPaired => ErrorCode::NotPaired,
                     RegistryError::BadSequence { .. } => ErrorCode::BadSequence,
                     RegistryError::MailboxFull(_) => ErrorCode::MailboxFull,

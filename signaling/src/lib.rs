@@ -5,6 +5,7 @@
 //! `nameplate`, `ratelimit`, `ip_limits`); `presence` puts the session table
 //! behind a store trait; `conn` and `server` are the thin tokio shell.
 
+pub mod client_addr;
 pub mod config;
 mod conn;
 pub mod ice;

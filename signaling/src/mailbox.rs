@@ -18,6 +18,10 @@ pub struct MailboxFull(pub usize);
 #[derive(Debug)]
 pub struct Mailbox {
     cap: usize,
+    /// Bytes of message bodies held at most: a count alone would let a
+    /// seat pin `cap` times the frame limit.
+    max_bytes: usize,
+    bytes: usize,
     /// Seq of the last message appended.
     last_seq: u64,
     /// Unacknowledged messages, seqs ascending and contiguous.
@@ -25,18 +29,21 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    pub fn new(cap: usize) -> Self {
+    pub fn new(cap: usize, max_bytes: usize) -> Self {
         Mailbox {
             cap,
+            max_bytes,
+            bytes: 0,
             last_seq: 0,
             queue: VecDeque::new(),
         }
     }
 
     pub fn push(&mut self, body: Arc<str>) -> Result<u64, MailboxFull> {
-        if self.queue.len() >= self.cap {
+        if self.queue.len() >= self.cap || self.bytes + body.len() > self.max_bytes {
             return Err(MailboxFull(self.queue.len()));
         }
+        self.bytes += body.len();
         self.last_seq += 1;
         self.queue.push_back(Envelope {
             seq: self.last_seq,
@@ -57,7 +64,9 @@ impl Mailbox {
     pub fn ack(&mut self, seq: u64) {
         let seq = seq.min(self.last_seq);
         while self.queue.front().is_some_and(|e| e.seq <= seq) {
-            self.queue.pop_front();
+            if let Some(e) = self.queue.pop_front() {
+                self.bytes -= e.body.len();
+            }
         }
     }
 
@@ -68,6 +77,11 @@ impl Mailbox {
     /// Lowest seq still held (or the next one to be appended).
     pub fn first_held(&self) -> u64 {
         self.queue.front().map_or(self.last_seq + 1, |e| e.seq)
+    }
+
+    /// Bytes of the bodies held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -89,7 +103,7 @@ mod tests {
 
     #[test]
     fn replays_from_any_point_and_trims_on_ack() {
-        let mut m = Mailbox::new(4);
+        let mut m = Mailbox::new(4, 1 << 20);
         for i in 0..4 {
             assert_eq!(m.push(Arc::from(format!("m{i}"))), Ok(i + 1));
         }
@@ -106,5 +120,19 @@ mod tests {
         assert!(m.is_empty());
         assert_eq!(m.after(5, 10), vec![]);
         assert_eq!(m.push(Arc::from("z")), Ok(6));
+    }
+
+    #[test]
+    fn bytes_are_capped_and_freed_by_acks() {
+        let mut m = Mailbox::new(100, 10);
+        assert_eq!(m.push(Arc::from("abcd")), Ok(1));
+        assert_eq!(m.push(Arc::from("efgh")), Ok(2));
+        assert_eq!(m.push(Arc::from("ijk")), Err(MailboxFull(2)));
+        assert_eq!(m.push(Arc::from("ij")), Ok(3));
+        assert_eq!(m.bytes(), 10);
+        m.ack(1);
+        assert_eq!(m.bytes(), 6);
+        assert_eq!(m.push(Arc::from("klmn")), Ok(4));
+        assert_eq!(m.push(Arc::from("")), Ok(5));
     }
 }

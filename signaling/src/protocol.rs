@@ -15,6 +15,8 @@ pub mod close {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// Server going away for a restart: reconnect (elsewhere) and resume.
     pub const SERVICE_RESTART: u16 = 1012;
+    /// Server stopping with its sessions (in-memory presence): they end.
+    pub const GOING_AWAY: u16 = 1001;
     /// Server at its connection limit: try again later.
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Policy violation (a client that keeps ignoring limits).
@@ -121,6 +123,10 @@ pub enum ServerMsg {
         /// Highest `send` seq the server holds from this seat: resend after it.
         last_received: u64,
         resume_token: String,
+        /// When paired: what `paired` carries, for a client that was away
+        /// when its peer joined.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ice_servers: Option<Vec<IceServer>>,
     },
     PeerAway {},
     PeerBack {},
@@ -166,6 +172,7 @@ pub enum ErrorCode {
     RateLimited,
     TooManySessions,
     TooManyFailedJoins,
+    TooManyConnections,
     ServerFull,
     OriginNotAllowed,
     UnknownNameplate,
@@ -192,6 +199,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::TooManySessions,
         ErrorCode::TooManyFailedJoins,
+        ErrorCode::TooManyConnections,
         ErrorCode::ServerFull,
         ErrorCode::OriginNotAllowed,
         ErrorCode::UnknownNameplate,
@@ -218,6 +226,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManySessions => "too_many_sessions",
             ErrorCode::TooManyFailedJoins => "too_many_failed_joins",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ServerFull => "server_full",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::UnknownNameplate => "unknown_nameplate",
@@ -243,6 +252,7 @@ impl ErrorCode {
             ErrorCode::RateLimited
                 | ErrorCode::TooManySessions
                 | ErrorCode::TooManyFailedJoins
+                | ErrorCode::TooManyConnections
                 | ErrorCode::ServerFull
                 | ErrorCode::MailboxFull
                 | ErrorCode::PresenceUnavailable

@@ -5,10 +5,12 @@
 //! presence store wraps it in a mutex; the Redis store keeps the same records
 //! in Redis and must behave the same way.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::client_addr::IpKey;
 use crate::mailbox::{Envelope, Mailbox};
 use crate::nameplate;
 
@@ -84,6 +86,14 @@ pub enum RegistryError {
     UnknownSession,
     #[error("this connection no longer holds the seat")]
     NotOwner,
+    /// The seat has no connection (its node was taken for dead, or its
+    /// detach landed late); its holder may claim it back with its token.
+    #[error("the seat is detached from this connection")]
+    Detached,
+    #[error("this address already holds its maximum of {0} seats")]
+    TooManySessions(usize),
+    #[error("last_seq is beyond the last message sent to this seat, {last}")]
+    ResumeBeyond { last: u64 },
     #[error("the session has no peer yet")]
     NotPaired,
     #[error("expected send seq {expected}")]
@@ -97,11 +107,16 @@ pub struct RegistryConfig {
     pub nameplate_ttl: Duration,
     pub resume_grace: Duration,
     pub mailbox_cap: usize,
+    pub mailbox_bytes: usize,
+    /// Seats one address may hold, connected or waiting for a resume.
+    pub max_seats_per_ip: usize,
 }
 
 #[derive(Debug)]
 struct SeatRec {
     token: String,
+    /// The address the seat counts against, for as long as it exists.
+    ip: IpKey,
     owner: Option<Owner>,
     /// When a detached seat is given up.
     away_until: Option<Instant>,
@@ -141,6 +156,8 @@ pub struct Created {
 pub struct Joined {
     pub session: String,
     pub seat: Seat,
+    /// Whether the creator is connected right now.
+    pub peer_present: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +194,16 @@ pub struct Registry {
     tokens: HashMap<String, (String, Seat)>,
     /// Live nameplates by number of digits, so allocation needs no scan.
     by_digits: [usize; nameplate::MAX_DIGITS as usize + 1],
+    /// Seats per address.
+    seats_by_ip: HashMap<IpKey, usize>,
+    /// Every deadline set (nameplate expiry, end of a resume grace), earliest
+    /// first, so a sweep looks only at what is due. Entries made stale by a
+    /// join or a resume are checked against the session and dropped.
+    deadlines: BinaryHeap<Reverse<(Instant, String)>>,
+    /// `paired_nameplates` in expiry order (one TTL for all, so FIFO).
+    paired_order: VecDeque<(Instant, u32)>,
+    /// Records looked at by the last sweep, to keep its cost visible.
+    sweep_visits: usize,
 }
 
 impl Registry {
@@ -188,18 +215,54 @@ impl Registry {
         self.nameplates.len()
     }
 
+    /// Seats held by `ip`, connected or not.
+    pub fn seats_of(&self, ip: &IpKey) -> usize {
+        self.seats_by_ip.get(ip).copied().unwrap_or(0)
+    }
+
+    /// How many records the last sweep looked at.
+    pub fn sweep_visits(&self) -> usize {
+        self.sweep_visits
+    }
+
+    fn take_ip_slot(&mut self, cfg: &RegistryConfig, ip: IpKey) -> Result<(), RegistryError> {
+        let n = self.seats_by_ip.entry(ip).or_insert(0);
+        if *n >= cfg.max_seats_per_ip {
+            if *n == 0 {
+                self.seats_by_ip.remove(&ip);
+            }
+            return Err(RegistryError::TooManySessions(cfg.max_seats_per_ip));
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    fn free_ip_slot(&mut self, ip: IpKey) {
+        if let Some(n) = self.seats_by_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.seats_by_ip.remove(&ip);
+            }
+        }
+    }
+
     /// Open a session with seat 0 held by `owner`. `session` and `token` are
     /// fresh random identifiers chosen by the caller; `random(lo, hi)` draws
     /// nameplates.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         &mut self,
         cfg: &RegistryConfig,
         session: String,
         token: String,
         owner: Owner,
+        ip: IpKey,
         random: impl FnMut(u32, u32) -> u32,
         now: Instant,
     ) -> Result<Created, RegistryError> {
+        if self.seats_of(&ip) >= cfg.max_seats_per_ip {
+            return Err(RegistryError::TooManySessions(cfg.max_seats_per_ip));
+        }
         let (nameplates, by_digits) = (&self.nameplates, &self.by_digits);
         let n = nameplate::allocate(
             |lo, _| by_digits[nameplate::digits(lo) as usize],
@@ -207,7 +270,10 @@ impl Registry {
             random,
         )
         .ok_or(RegistryError::NameplatesExhausted)?;
+        self.take_ip_slot(cfg, ip)?;
         self.insert_nameplate(n, session.clone());
+        self.deadlines
+            .push(Reverse((now + cfg.nameplate_ttl, session.clone())));
         self.paired_nameplates.remove(&n);
         self.tokens.insert(token.clone(), (session.clone(), 0));
         self.sessions.insert(
@@ -215,7 +281,7 @@ impl Registry {
             SessionRec {
                 nameplate: Some(n),
                 nameplate_expires: now + cfg.nameplate_ttl,
-                seats: [Some(new_seat(cfg, token, owner)), None],
+                seats: [Some(new_seat(cfg, token, owner, ip)), None],
             },
         );
         Ok(Created {
@@ -232,6 +298,7 @@ impl Registry {
         nameplate: u32,
         token: String,
         owner: Owner,
+        ip: IpKey,
         now: Instant,
     ) -> Result<(Joined, Option<Notice>), RegistryError> {
         let Some(session_id) = self.nameplates.get(&nameplate).cloned() else {
@@ -252,21 +319,32 @@ impl Registry {
         if rec.paired() {
             return Err(RegistryError::SessionFull);
         }
-        rec.seats[1] = Some(new_seat(cfg, token.clone(), owner));
+        if self.seats_by_ip.get(&ip).copied().unwrap_or(0) >= cfg.max_seats_per_ip {
+            return Err(RegistryError::TooManySessions(cfg.max_seats_per_ip));
+        }
+        *self.seats_by_ip.entry(ip).or_insert(0) += 1;
+        let Some(rec) = self.sessions.get_mut(&session_id) else {
+            return Err(RegistryError::UnknownNameplate);
+        };
+        rec.seats[1] = Some(new_seat(cfg, token.clone(), owner, ip));
         rec.nameplate = None;
         let notice = rec.owner_of(0).cloned().map(|to| Notice {
             to,
             session: session_id.clone(),
             event: Event::Paired,
         });
+        let peer_present = notice.is_some();
         self.remove_nameplate(nameplate);
         self.paired_nameplates
             .insert(nameplate, now + cfg.nameplate_ttl);
+        self.paired_order
+            .push_back((now + cfg.nameplate_ttl, nameplate));
         self.tokens.insert(token, (session_id.clone(), 1));
         Ok((
             Joined {
                 session: session_id,
                 seat: 1,
+                peer_present,
             },
             notice,
         ))
@@ -274,10 +352,13 @@ impl Registry {
 
     /// Give the seat behind `token` to `owner`. The previous owner, if any, is
     /// told it was superseded; a waiting peer is told this seat is back.
+    /// `last_seq` is the highest message seq the client says it has; more
+    /// than was ever sent to the seat is refused, not silently skipped.
     pub fn resume(
         &mut self,
         token: &str,
         owner: Owner,
+        last_seq: u64,
         now: Instant,
     ) -> Result<(Resumed, Vec<Notice>), RegistryError> {
         let (session_id, seat) = self
@@ -298,8 +379,14 @@ impl Registry {
         if s.away_until.is_some_and(|t| t <= now) {
             return Err(RegistryError::InvalidResumeToken);
         }
+        if last_seq > s.inbox.last_seq() {
+            return Err(RegistryError::ResumeBeyond {
+                last: s.inbox.last_seq(),
+            });
+        }
         let was_away = s.owner.is_none();
-        if let Some(old) = s.owner.replace(owner) {
+        let same = s.owner.as_ref() == Some(&owner);
+        if let Some(old) = s.owner.replace(owner).filter(|_| !same) {
             notices.push(Notice {
                 to: old,
                 session: session_id.clone(),
@@ -460,6 +547,8 @@ impl Registry {
             s.owner = None;
             s.away_until = Some(now + cfg.resume_grace);
         }
+        self.deadlines
+            .push(Reverse((now + cfg.resume_grace, session.to_owned())));
         peer.map(|to| Notice {
             to,
             session: session.to_owned(),
@@ -501,6 +590,8 @@ impl Registry {
             let token = s.token.clone();
             self.tokens.remove(&token);
         }
+        self.deadlines
+            .push(Reverse((now + cfg.resume_grace, session.to_owned())));
         Ok(peer
             .map(|to| Notice {
                 to,
@@ -511,12 +602,31 @@ impl Registry {
             .collect())
     }
 
-    /// Expire nameplates nobody joined and seats not resumed in time.
+    /// Expire nameplates nobody joined and seats not resumed in time. Looks
+    /// only at deadlines that are due, not at every session.
     pub fn sweep(&mut self, now: Instant) -> Vec<Notice> {
-        self.paired_nameplates.retain(|_, until| *until > now);
+        while let Some(&(until, n)) = self.paired_order.front() {
+            if until > now {
+                break;
+            }
+            self.paired_order.pop_front();
+            if self.paired_nameplates.get(&n).is_some_and(|t| *t <= now) {
+                self.paired_nameplates.remove(&n);
+            }
+        }
         let mut notices = Vec::new();
-        let mut dead = Vec::new();
-        for (id, rec) in &self.sessions {
+        let mut visits = 0;
+        while let Some(Reverse((at, _))) = self.deadlines.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.deadlines.pop() else {
+                break;
+            };
+            visits += 1;
+            let Some(rec) = self.sessions.get(&id) else {
+                continue;
+            };
             if !rec.paired() && rec.nameplate_expires <= now {
                 if let Some(to) = rec.owner_of(0) {
                     notices.push(Notice {
@@ -525,7 +635,7 @@ impl Registry {
                         event: Event::NameplateExpired,
                     });
                 }
-                dead.push(id.clone());
+                self.remove(&id);
                 continue;
             }
             for seat in 0..SEATS as Seat {
@@ -549,14 +659,12 @@ impl Registry {
                             event: Event::PeerLeft(reason),
                         });
                     }
-                    dead.push(id.clone());
+                    self.remove(&id);
                     break;
                 }
             }
         }
-        for id in dead {
-            self.remove(&id);
-        }
+        self.sweep_visits = visits;
         notices
     }
 
@@ -579,26 +687,33 @@ impl Registry {
             }
             for s in rec.seats.into_iter().flatten() {
                 self.tokens.remove(&s.token);
+                self.free_ip_slot(s.ip);
             }
         }
     }
 }
 
-fn new_seat(cfg: &RegistryConfig, token: String, owner: Owner) -> SeatRec {
+fn new_seat(cfg: &RegistryConfig, token: String, owner: Owner, ip: IpKey) -> SeatRec {
     SeatRec {
         token,
+        ip,
         owner: Some(owner),
         away_until: None,
         last_in: 0,
-        inbox: Mailbox::new(cfg.mailbox_cap),
+        inbox: Mailbox::new(cfg.mailbox_cap, cfg.mailbox_bytes),
         left: false,
     }
 }
 
 fn check_owner(rec: &SessionRec, seat: Seat, owner: &Owner) -> Result<(), RegistryError> {
-    match rec.owner_of(seat) {
-        Some(o) if o == owner => Ok(()),
-        _ => Err(RegistryError::NotOwner),
+    match rec.seats[seat as usize].as_ref() {
+        Some(s) if s.left => Err(RegistryError::UnknownSession),
+        Some(s) => match &s.owner {
+            Some(o) if o == owner => Ok(()),
+            Some(_) => Err(RegistryError::NotOwner),
+            None => Err(RegistryError::Detached),
+        },
+        None => Err(RegistryError::UnknownSession),
     }
 }
 
@@ -610,7 +725,13 @@ mod tests {
         nameplate_ttl: Duration::from_secs(600),
         resume_grace: Duration::from_secs(60),
         mailbox_cap: 8,
+        mailbox_bytes: 1 << 20,
+        max_seats_per_ip: 1000,
     };
+
+    fn ip() -> IpKey {
+        IpKey::new("198.51.100.1".parse().unwrap(), 64)
+    }
 
     fn owner(conn: u64) -> Owner {
         Owner {
@@ -625,10 +746,10 @@ mod tests {
 
     fn paired(reg: &mut Registry, now: Instant) -> String {
         let c = reg
-            .create(&CFG, "s1".into(), "t0".into(), owner(1), first, now)
+            .create(&CFG, "s1".into(), "t0".into(), owner(1), ip(), first, now)
             .unwrap();
         let (j, notice) = reg
-            .join(&CFG, c.nameplate, "t1".into(), owner(2), now)
+            .join(&CFG, c.nameplate, "t1".into(), owner(2), ip(), now)
             .unwrap();
         assert_eq!(j.seat, 1);
         assert_eq!(notice.unwrap().event, Event::Paired);
@@ -642,16 +763,18 @@ mod tests {
         paired(&mut reg, now);
         assert_eq!(reg.nameplates(), 0);
         assert_eq!(
-            reg.join(&CFG, 1, "t2".into(), owner(3), now).unwrap_err(),
+            reg.join(&CFG, 1, "t2".into(), owner(3), ip(), now)
+                .unwrap_err(),
             RegistryError::SessionFull
         );
         assert_eq!(
-            reg.join(&CFG, 2, "t2".into(), owner(3), now).unwrap_err(),
+            reg.join(&CFG, 2, "t2".into(), owner(3), ip(), now)
+                .unwrap_err(),
             RegistryError::UnknownNameplate
         );
         // The released code goes to the next session.
         let c = reg
-            .create(&CFG, "s2".into(), "t3".into(), owner(4), first, now)
+            .create(&CFG, "s2".into(), "t3".into(), owner(4), ip(), first, now)
             .unwrap();
         assert_eq!(c.nameplate, 1);
     }
@@ -712,13 +835,13 @@ mod tests {
             Pushed::Stored { notice: None }
         );
         let t1 = t0 + Duration::from_secs(59);
-        let (r, notices) = reg.resume("t0", owner(9), t1).unwrap();
+        let (r, notices) = reg.resume("t0", owner(9), 0, t1).unwrap();
         assert_eq!((r.seat, r.paired, r.peer_present), (0, true, true));
         assert_eq!(notices[0].event, Event::PeerBack);
         let got = reg.fetch(&s, 0, &owner(9), 0, 10).unwrap();
         assert_eq!(&*got[1].body, "b");
         // A second resume of the same token supersedes the first.
-        let (_, notices) = reg.resume("t0", owner(10), t1).unwrap();
+        let (_, notices) = reg.resume("t0", owner(10), 0, t1).unwrap();
         assert_eq!(notices[0].to, owner(9));
         assert_eq!(notices[0].event, Event::Superseded);
     }
@@ -734,7 +857,7 @@ mod tests {
         assert_eq!(n[0].event, Event::PeerLeft(LeftReason::Timeout));
         assert_eq!(reg.sessions(), 0);
         assert_eq!(
-            reg.resume("t1", owner(3), t0).unwrap_err(),
+            reg.resume("t1", owner(3), 0, t0).unwrap_err(),
             RegistryError::InvalidResumeToken
         );
     }
@@ -744,14 +867,14 @@ mod tests {
         let t0 = Instant::now();
         let mut reg = Registry::default();
         let c = reg
-            .create(&CFG, "s".into(), "t".into(), owner(1), first, t0)
+            .create(&CFG, "s".into(), "t".into(), owner(1), ip(), first, t0)
             .unwrap();
         assert!(reg.sweep(t0 + Duration::from_secs(599)).is_empty());
         let n = reg.sweep(t0 + Duration::from_secs(600));
         assert_eq!(n[0].event, Event::NameplateExpired);
         assert_eq!((reg.sessions(), reg.nameplates()), (0, 0));
         assert_eq!(
-            reg.join(&CFG, c.nameplate, "u".into(), owner(2), t0)
+            reg.join(&CFG, c.nameplate, "u".into(), owner(2), ip(), t0)
                 .unwrap_err(),
             RegistryError::UnknownNameplate
         );
@@ -775,12 +898,128 @@ mod tests {
             RegistryError::UnknownSession
         );
         assert_eq!(
-            reg.resume("t1", owner(9), t0).unwrap_err(),
+            reg.resume("t1", owner(9), 0, t0).unwrap_err(),
             RegistryError::InvalidResumeToken
         );
         // When the peer leaves too, everything goes.
         assert!(reg.leave(&CFG, &s, 0, &owner(1), t0).unwrap().is_empty());
         assert_eq!(reg.sessions(), 0);
         assert!(reg.tokens.is_empty());
+    }
+
+    #[test]
+    fn a_detached_seat_still_counts_against_its_address_until_it_ends() {
+        let t0 = Instant::now();
+        let cfg = RegistryConfig {
+            max_seats_per_ip: 2,
+            ..CFG
+        };
+        let mut reg = Registry::default();
+        for (i, sid) in ["s1", "s2"].into_iter().enumerate() {
+            reg.create(
+                &cfg,
+                sid.into(),
+                format!("t{i}"),
+                owner(i as u64),
+                ip(),
+                first,
+                t0,
+            )
+            .unwrap();
+            reg.detach(&cfg, sid, 0, &owner(i as u64), t0);
+        }
+        assert_eq!(reg.seats_of(&ip()), 2);
+        assert_eq!(
+            reg.create(&cfg, "s3".into(), "t3".into(), owner(3), ip(), first, t0)
+                .unwrap_err(),
+            RegistryError::TooManySessions(2)
+        );
+        // The nameplates expire: the seats end and the address is free.
+        reg.sweep(t0 + CFG.nameplate_ttl);
+        assert_eq!(reg.seats_of(&ip()), 0);
+        assert!(reg
+            .create(&cfg, "s3".into(), "t3".into(), owner(3), ip(), first, t0)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_sweep_looks_only_at_what_is_due() {
+        let t0 = Instant::now();
+        let mut reg = Registry::default();
+        let cfg = RegistryConfig {
+            max_seats_per_ip: usize::MAX,
+            ..CFG
+        };
+        // A small deterministic generator (xorshift) stands in for rand.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rnd = |lo: u32, hi: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            lo + (x % u64::from(hi - lo + 1)) as u32
+        };
+        for i in 0..10_000u64 {
+            reg.create(
+                &cfg,
+                format!("s{i}"),
+                format!("t{i}"),
+                owner(i),
+                ip(),
+                &mut rnd,
+                t0,
+            )
+            .unwrap();
+        }
+        reg.detach(&CFG, "s7", 0, &owner(7), t0);
+        assert!(reg.sweep(t0 + Duration::from_secs(1)).is_empty());
+        assert_eq!(reg.sweep_visits(), 0);
+        // The one seat whose grace ran out, and nothing else, is visited.
+        reg.sweep(t0 + CFG.resume_grace);
+        assert_eq!(reg.sweep_visits(), 1);
+        assert_eq!(reg.sessions(), 9_999);
+    }
+
+    #[test]
+    fn resume_refuses_a_last_seq_beyond_what_was_sent() {
+        let t0 = Instant::now();
+        let mut reg = Registry::default();
+        let s = paired(&mut reg, t0);
+        reg.push(&s, 1, &owner(2), 1, Arc::from("a")).unwrap();
+        reg.detach(&CFG, &s, 0, &owner(1), t0);
+        assert_eq!(
+            reg.resume("t0", owner(9), 2, t0).unwrap_err(),
+            RegistryError::ResumeBeyond { last: 1 }
+        );
+        // Nothing changed: the seat is still away and resumable.
+        assert_eq!(
+            reg.status(&s, 0, &owner(9)).unwrap_err(),
+            RegistryError::Detached
+        );
+        assert!(reg.resume("t0", owner(9), 1, t0).is_ok());
+    }
+
+    #[test]
+    fn a_detached_seat_is_told_apart_from_a_taken_one_and_reclaimed_quietly() {
+        let t0 = Instant::now();
+        let mut reg = Registry::default();
+        let s = paired(&mut reg, t0);
+        reg.detach(&CFG, &s, 0, &owner(1), t0);
+        assert_eq!(
+            reg.fetch(&s, 0, &owner(1), 0, 10).unwrap_err(),
+            RegistryError::Detached
+        );
+        // The same connection claims it back: its peer hears it is back,
+        // and nobody is told of a takeover.
+        let (_, notices) = reg.resume("t0", owner(1), 0, t0).unwrap();
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices[0].event, Event::PeerBack);
+        let (_, notices) = reg.resume("t0", owner(1), 0, t0).unwrap();
+        assert!(notices.is_empty(), "{notices:?}");
+        let (_, notices) = reg.resume("t0", owner(5), 0, t0).unwrap();
+        assert_eq!(notices[0].event, Event::Superseded);
+        assert_eq!(
+            reg.fetch(&s, 0, &owner(1), 0, 10).unwrap_err(),
+            RegistryError::NotOwner
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! shutdown. `Server::start` is what the binary and the integration tests run.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,13 +21,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
 
+use crate::client_addr::{self, IpKey};
 use crate::config::Config;
 use crate::ice::IceConfig;
-use crate::ip_limits::IpLimits;
+use crate::ip_limits::{IpLimits, IpLimitsConfig, Refusal};
 use crate::metrics::Metrics;
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
-use crate::presence::{Event, Notice, Owner, Presence, PresenceConfig, Seat};
+use crate::presence::{Event, Notice, Owner, Presence, PresenceConfig, PresenceError, Seat};
 use crate::protocol::{AnnouncedLimits, ErrorCode, ServerMsg, PROTOCOL_VERSION};
 
 /// How long readiness waits for the presence store.
@@ -58,6 +59,8 @@ pub struct AppState {
     pub(crate) ip_limits: Mutex<IpLimits>,
     /// Seats whose detach failed (store down), retried by the timers.
     pub(crate) pending_detach: Mutex<Vec<(String, Seat, Owner)>>,
+    /// Seats whose leave (after the peer left) failed, retried likewise.
+    pub(crate) pending_leave: Mutex<Vec<(String, Seat, Owner)>>,
     pub(crate) next_conn: AtomicU64,
     pub(crate) open: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
@@ -78,6 +81,10 @@ impl AppState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
+
+    pub(crate) fn lock_pending_leave(&self) -> MutexGuard<'_, Vec<(String, Seat, Owner)>> {
+        self.pending_leave.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A running node.
@@ -94,16 +101,24 @@ impl Server {
     /// Validate `cfg`, bind, and start serving.
     pub async fn start(cfg: Config) -> Result<Server, ServerError> {
         cfg.validate()?;
-        let node: Arc<str> = Arc::from(
-            cfg.server_id
-                .clone()
-                .unwrap_or_else(|| format!("node-{}", hex::encode(rand::random::<[u8; 4]>()))),
-        );
+        let server_id = cfg
+            .server_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", hex::encode(rand::random::<[u8; 4]>())));
+        // In the presence store each process incarnation is a node of its
+        // own: a restart under the same server id must not reuse the owner
+        // strings ("node|conn") of seats its predecessor left behind.
+        let node: Arc<str> = Arc::from(format!(
+            "{server_id}~{}",
+            hex::encode(rand::random::<[u8; 4]>())
+        ));
         let l = &cfg.limits;
         let pcfg = PresenceConfig {
             nameplate_ttl: l.nameplate_ttl(),
             resume_grace: l.resume_grace(),
             mailbox_cap: l.max_queued_messages,
+            mailbox_bytes: l.max_queued_bytes,
+            max_seats_per_ip: l.max_sessions_per_ip,
         };
         let presence: Arc<dyn Presence> = match &cfg.redis_url {
             Some(url) => {
@@ -122,7 +137,7 @@ impl Server {
         };
         let welcome = ServerMsg::Welcome {
             version: PROTOCOL_VERSION,
-            server_id: node.to_string(),
+            server_id: server_id.clone(),
             limits: AnnouncedLimits {
                 max_frame_bytes: l.max_frame_bytes,
                 max_messages_per_sec: l.max_messages_per_sec,
@@ -167,11 +182,12 @@ impl Server {
             source,
         })?;
         let state = Arc::new(AppState {
-            ip_limits: Mutex::new(IpLimits::new(
-                l.max_sessions_per_ip,
-                l.max_failed_joins_per_ip,
-                Duration::from_secs(l.failed_join_window_secs),
-            )),
+            ip_limits: Mutex::new(IpLimits::new(IpLimitsConfig {
+                max_connections: l.max_connections_per_ip,
+                upgrades_per_min: l.max_upgrades_per_ip_per_min,
+                max_failed_joins: l.max_failed_joins_per_ip,
+                window: Duration::from_secs(l.failed_join_window_secs),
+            })),
             node: node.clone(),
             presence,
             metrics: Metrics::new(cfg.turn_enabled.then_some(&relay_metrics)),
@@ -179,6 +195,7 @@ impl Server {
             welcome,
             conns: Mutex::new(HashMap::new()),
             pending_detach: Mutex::new(Vec::new()),
+            pending_leave: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
@@ -226,7 +243,7 @@ impl Server {
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
         });
-        tracing::info!(%addr, node = %node, presence = state.presence.kind(), "tallow-server listening");
+        tracing::info!(%addr, server_id = %server_id, node = %node, presence = state.presence.kind(), "tallow-server listening");
         Ok(Server {
             addr,
             relay,
@@ -328,17 +345,28 @@ async fn run_timers(st: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = st.presence.sweep().await {
-            tracing::warn!(error = %e, "presence sweep failed");
-        }
+        // Beat first: a sweep must never find this node's own beat stale.
         if let Err(e) = st.presence.heartbeat(&st.node).await {
             tracing::warn!(error = %e, "presence heartbeat failed");
+        }
+        if let Err(e) = st.presence.sweep(&st.node).await {
+            tracing::warn!(error = %e, "presence sweep failed");
         }
         st.lock_ip_limits().sweep(std::time::Instant::now());
         let pending = std::mem::take(&mut *st.lock_pending_detach());
         for (session, seat, owner) in pending {
-            if st.presence.detach(&session, seat, &owner).await.is_err() {
+            if let Err(PresenceError::Unavailable(_)) =
+                st.presence.detach(&session, seat, &owner).await
+            {
                 st.lock_pending_detach().push((session, seat, owner));
+            }
+        }
+        let pending = std::mem::take(&mut *st.lock_pending_leave());
+        for (session, seat, owner) in pending {
+            if let Err(PresenceError::Unavailable(_)) =
+                st.presence.leave(&session, seat, &owner).await
+            {
+                st.lock_pending_leave().push((session, seat, owner));
             }
         }
     }
@@ -353,7 +381,32 @@ fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
     if with_metrics {
         r = r.route("/metrics", get(metrics));
     }
-    r.fallback_service(ServeDir::new(web)).with_state(state)
+    security_headers(r.fallback_service(ServeDir::new(web)).with_state(state))
+}
+
+/// What the page may load: only its own scripts, styles and connections
+/// (the signaling WebSocket), no framing, no plugins. NGINX sends the same
+/// in production; tallow-server sends it where nothing is in front of it.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws: wss:; \
+     worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// Headers on every response, unless a handler set its own.
+fn security_headers(r: Router) -> Router {
+    use axum::http::HeaderValue;
+    use tower_http::set_header::SetResponseHeaderLayer;
+    let set = |name: &'static str, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(
+            axum::http::HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
+    };
+    r.layer(set("content-security-policy", CONTENT_SECURITY_POLICY))
+        .layer(set("x-content-type-options", "nosniff"))
+        .layer(set("x-frame-options", "DENY"))
+        .layer(set("referrer-policy", "no-referrer"))
+        .layer(set("cross-origin-opener-policy", "same-origin"))
 }
 
 fn web_root(cfg: &Config) -> PathBuf {
@@ -391,7 +444,42 @@ async fn signal(
     if st.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let ip = client_ip(&st.cfg, remote.ip(), &headers);
+    let ip = client_addr::client_ip(st.cfg.trust_forwarded_for, remote.ip(), &headers);
+    let ip = IpKey::new(ip, st.cfg.limits.ipv6_prefix);
+    // Refused before the upgrade, where a refusal costs the least. The slot
+    // is released when the connection ends (conn::run).
+    let admitted = st
+        .lock_ip_limits()
+        .try_open_connection(ip, std::time::Instant::now());
+    if let Err(why) = admitted {
+        let (code, message, retry) = match why {
+            Refusal::TooManyConnections => (
+                ErrorCode::TooManyConnections,
+                format!(
+                    "this address already holds {} connections",
+                    st.cfg.limits.max_connections_per_ip
+                ),
+                Duration::from_secs(5),
+            ),
+            Refusal::TooFast { retry_after } => (
+                ErrorCode::RateLimited,
+                format!(
+                    "over {} new connections a minute from this address",
+                    st.cfg.limits.max_upgrades_per_ip_per_min
+                ),
+                retry_after,
+            ),
+        };
+        st.metrics.error(code);
+        let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
+        let body = json!({ "code": code.as_str(), "message": message, "retry_after_secs": secs });
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Json(body),
+        )
+            .into_response();
+    }
     let host = request_hostname(&headers);
     // Frames somewhat over the limit are read and refused with an error
     // message; far larger ones are cut off by the transport (close 1009).
@@ -408,6 +496,10 @@ async fn signal(
         .max_frame_size(hard)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
+        .on_failed_upgrade({
+            let st = st.clone();
+            move |_| st.lock_ip_limits().close_connection(ip)
+        })
         .on_upgrade(move |socket| tracker.track_future(crate::conn::run(st, socket, ip, host)))
 }
 
@@ -426,22 +518,6 @@ fn request_hostname(headers: &HeaderMap) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
     ok.then(|| name.to_owned())
-}
-
-/// The client's address: the socket peer, or the last X-Forwarded-For hop
-/// when a trusted proxy sets it.
-fn client_ip(cfg: &Config, remote: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if !cfg.trust_forwarded_for {
-        return remote;
-    }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .next_back()
-        .unwrap_or(remote)
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -246,9 +246,17 @@ async fn a_crashed_node_leaves_nothing_behind() {
     eventually(
         Duration::from_secs(10),
         "only node 2's keys remain",
-        || async { redis.keys().await == ["tallow:node:node-2", "tallow:nodes"] },
+        || async { redis.keys().await == ["tallow:beats", "tallow:streaks"] },
     )
     .await;
+    let mut conn = redis.conn().await;
+    let nodes: Vec<String> = redis::cmd("HKEYS")
+        .arg("tallow:beats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert!(nodes[0].starts_with("node-2~"), "{nodes:?}");
 
     // With every node gone, the TTLs clear the rest.
     n2.kill9();
@@ -285,4 +293,70 @@ async fn redis_with_a_password_and_tls_with_a_private_ca() {
     .await;
     let (_c, created) = create_on(n3.addr).await;
     join_on(n3.addr, &created["nameplate"]).await;
+}
+
+/// Issue 8, point 1: Redis stalls (SIGSTOP) for longer than the node TTL
+/// under a live cross-node session. No node may sweep itself or, on the
+/// strength of its own stale view, the other: after SIGCONT the session goes
+/// on with nothing lost and no false notice on either side.
+#[tokio::test]
+async fn a_redis_stall_longer_than_the_node_ttl_breaks_no_cross_node_session() {
+    let redis = RedisServer::start();
+    let short = [("TALLOW_RESUME_GRACE_SECS", "3")];
+    let n1 = node(&redis, "node-1", &short);
+    let n2 = node(&redis, "node-2", &short);
+    let (mut a, created) = create_on(n1.addr).await;
+    let b = join_and_open(&mut a, n2.addr, &created).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    redis.cont();
+    common::settle_and_check(a, b).await;
+}
+
+/// Issue 8, point 5: a node restarted under the same TALLOW_SERVER_ID within
+/// the node TTL starts a new id space: its new connections never collide
+/// with the seats its previous incarnation held, and those seats are handed
+/// to the resume grace like any crashed node's.
+#[tokio::test]
+async fn a_node_restarted_under_the_same_id_does_not_inherit_its_predecessors_seats() {
+    let redis = RedisServer::start();
+    let mut n1 = node(&redis, "node-x", &[]);
+    let n2 = node(&redis, "node-2", &[]);
+    // Two sessions across the nodes, creators on node-x.
+    let (mut a, created) = create_on(n1.addr).await;
+    let mut b = join_and_open(&mut a, n2.addr, &created).await;
+    let (mut c, created_c) = create_on(n1.addr).await;
+    let mut d = join_and_open(&mut c, n2.addr, &created_c).await;
+
+    n1.kill9();
+    drop((a, c));
+    let n1 = node(&redis, "node-x", &[]);
+
+    // a comes back on the new incarnation, very likely under the same
+    // connection number it had before: it must keep its seat.
+    let mut a = Client::connect(n1.addr).await;
+    a.send(json!({"type": "resume", "token": created["resume_token"], "last_seq": 0}))
+        .await;
+    let r = a.expect("resumed").await;
+    assert_eq!(r["session"], created["session"]);
+    a.assert_alive().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.assert_alive().await;
+    a.send(json!({"type": "send", "seq": 2, "body": "after restart"}))
+        .await;
+    assert_eq!(a.expect("ack").await["seq"], 2);
+    loop {
+        let v = b.recv().await;
+        match v["type"].as_str().unwrap() {
+            "peer_away" | "peer_back" => {}
+            "message" => {
+                assert_eq!(v["body"], "after restart");
+                break;
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+
+    // c never comes back: d learns that its peer is away, then gone.
+    assert_eq!(d.expect("peer_away").await["type"], "peer_away");
 }

@@ -14,6 +14,7 @@ use super::{
     Counts, Created, Joined, Notice, Owner, Presence, PresenceConfig, PresenceError, PushOutcome,
     Resumed, Seat, SeatStatus,
 };
+use crate::client_addr::IpKey;
 use crate::mailbox::Envelope;
 use crate::registry::{Pushed, Registry, RegistryConfig};
 
@@ -30,6 +31,8 @@ impl MemoryPresence {
                 nameplate_ttl: cfg.nameplate_ttl,
                 resume_grace: cfg.resume_grace,
                 mailbox_cap: cfg.mailbox_cap,
+                mailbox_bytes: cfg.mailbox_bytes,
+                max_seats_per_ip: cfg.max_seats_per_ip,
             },
             registry: Mutex::new(Registry::default()),
             nodes: Mutex::new(HashMap::new()),
@@ -63,13 +66,23 @@ impl Presence for MemoryPresence {
         "memory"
     }
 
-    async fn create(&self, owner: &Owner, token: &str) -> Result<Created, PresenceError> {
+    fn durable(&self) -> bool {
+        false
+    }
+
+    async fn create(
+        &self,
+        owner: &Owner,
+        token: &str,
+        ip: IpKey,
+    ) -> Result<Created, PresenceError> {
         let mut rng = rand::rng();
         let created = self.registry().create(
             &self.cfg,
             random_id(),
             token.to_owned(),
             owner.clone(),
+            ip,
             |lo, hi| rng.random_range(lo..=hi),
             Instant::now(),
         )?;
@@ -81,22 +94,29 @@ impl Presence for MemoryPresence {
         nameplate: u32,
         owner: &Owner,
         token: &str,
+        ip: IpKey,
     ) -> Result<Joined, PresenceError> {
         let (joined, notice) = self.registry().join(
             &self.cfg,
             nameplate,
             token.to_owned(),
             owner.clone(),
+            ip,
             Instant::now(),
         )?;
         self.deliver(notice);
         Ok(joined)
     }
 
-    async fn resume(&self, token: &str, owner: &Owner) -> Result<Resumed, PresenceError> {
-        let (resumed, notices) = self
-            .registry()
-            .resume(token, owner.clone(), Instant::now())?;
+    async fn resume(
+        &self,
+        token: &str,
+        owner: &Owner,
+        last_seq: u64,
+    ) -> Result<Resumed, PresenceError> {
+        let (resumed, notices) =
+            self.registry()
+                .resume(token, owner.clone(), last_seq, Instant::now())?;
         self.deliver(notices);
         Ok(resumed)
     }
@@ -179,7 +199,7 @@ impl Presence for MemoryPresence {
         Ok(())
     }
 
-    async fn sweep(&self) -> Result<(), PresenceError> {
+    async fn sweep(&self, _node: &str) -> Result<(), PresenceError> {
         let notices = self.registry().sweep(Instant::now());
         self.deliver(notices);
         Ok(())

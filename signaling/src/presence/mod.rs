@@ -21,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use crate::client_addr::IpKey;
 use crate::mailbox::Envelope;
 pub use crate::registry::{
     Created, Event, Joined, LeftReason, Notice, Owner, RegistryError, Resumed, Seat, SeatStatus,
@@ -42,6 +43,10 @@ pub struct PresenceConfig {
     pub nameplate_ttl: Duration,
     pub resume_grace: Duration,
     pub mailbox_cap: usize,
+    /// Bytes of message bodies a seat's mailbox holds at most.
+    pub mailbox_bytes: usize,
+    /// Seats one address may hold, connected or waiting for a resume.
+    pub max_seats_per_ip: usize,
 }
 
 /// Store-wide counts for metrics.
@@ -63,8 +68,14 @@ pub trait Presence: Send + Sync + 'static {
     /// Short name for logs and readiness reports ("memory", "redis").
     fn kind(&self) -> &'static str;
 
+    /// Whether sessions outlive this process (so a client told to reconnect
+    /// elsewhere can resume there).
+    fn durable(&self) -> bool;
+
     /// Open a session with seat 0 held by `owner`, under resume `token`.
-    async fn create(&self, owner: &Owner, token: &str) -> Result<Created, PresenceError>;
+    /// The seat counts against `ip` until it ends.
+    async fn create(&self, owner: &Owner, token: &str, ip: IpKey)
+        -> Result<Created, PresenceError>;
 
     /// Take seat 1 of the session behind `nameplate`; seat 0 gets `Paired`.
     async fn join(
@@ -72,10 +83,19 @@ pub trait Presence: Send + Sync + 'static {
         nameplate: u32,
         owner: &Owner,
         token: &str,
+        ip: IpKey,
     ) -> Result<Joined, PresenceError>;
 
-    /// Reclaim the seat of `token` for `owner`.
-    async fn resume(&self, token: &str, owner: &Owner) -> Result<Resumed, PresenceError>;
+    /// Reclaim the seat of `token` for `owner`, whose client has every
+    /// message up to `last_seq` (more than was sent is refused). Also how a
+    /// connection re-asserts a seat the store detached while it could not
+    /// reach it.
+    async fn resume(
+        &self,
+        token: &str,
+        owner: &Owner,
+        last_seq: u64,
+    ) -> Result<Resumed, PresenceError>;
 
     /// Store send `seq` of `seat` for its peer; the peer's owner gets `Mail`.
     async fn push(
@@ -127,8 +147,11 @@ pub trait Presence: Send + Sync + 'static {
     /// Refresh `node`'s liveness so its seats are not reclaimed.
     async fn heartbeat(&self, node: &str) -> Result<(), PresenceError>;
 
-    /// Apply expiries that need a notice (nameplates, resume grace).
-    async fn sweep(&self) -> Result<(), PresenceError>;
+    /// Apply expiries that need a notice (nameplates, resume grace), and
+    /// hand the seats of nodes that stopped beating to the grace period.
+    /// `node` is the sweeping node: it never takes itself for dead. Each
+    /// call does a bounded amount of work in the store.
+    async fn sweep(&self, node: &str) -> Result<(), PresenceError>;
 
     /// Cheap round trip for readiness.
     async fn ping(&self) -> Result<(), PresenceError>;

@@ -85,6 +85,30 @@ local function release_nameplate(n)
   redis.call('ZREM', P .. 'npz:' .. string.len(n), n)
 end
 
+-- Seats per client address: a set of 'sid|seat' per address key, each
+-- seat stored with its address in the session hash ('ip0', 'ip1').
+local function ipkey(ip) return P .. 'ip:' .. ip end
+
+-- Whether `ip` may take one more seat. Members whose session is gone (its
+-- keys expired with every node dead) are dropped here; the set never holds
+-- more than `max` live members, so this is O(max).
+local function ip_has_room(ip, max)
+  local k = ipkey(ip)
+  for _, m in ipairs(redis.call('SMEMBERS', k)) do
+    local sid, seat = string.match(m, '^(.*)|(%d)$')
+    if not sid or redis.call('HGET', skey(sid), 'ip' .. seat) ~= ip then
+      redis.call('SREM', k, m)
+    end
+  end
+  return redis.call('SCARD', k) < max
+end
+
+local function ip_take(ip, sid, seat, key_ttl)
+  local k = ipkey(ip)
+  redis.call('SADD', k, sid .. '|' .. seat)
+  redis.call('PEXPIRE', k, key_ttl)
+end
+
 local function remove_session(sid)
   local s = skey(sid)
   local n = redis.call('HGET', s, 'np')
@@ -93,6 +117,8 @@ local function remove_session(sid)
     local t = redis.call('HGET', s, 't' .. seat)
     if t then redis.call('DEL', P .. 'tok:' .. t) end
     disown(sid, seat, redis.call('HGET', s, 'o' .. seat))
+    local ip = redis.call('HGET', s, 'ip' .. seat)
+    if ip then redis.call('SREM', ipkey(ip), sid .. '|' .. seat) end
   end
   redis.call('DEL', s, mbkey(sid, 0), mbkey(sid, 1))
   redis.call('ZREM', P .. 'dl', sid)
@@ -109,10 +135,16 @@ local function detach(sid, seat, owner, grace, key_ttl, now)
   notify(redis.call('HGET', s, 'o' .. (1 - seat)), sid, 'away')
 end
 
--- Check that `owner` holds `seat` of live session `sid`.
+-- Check that `owner` holds `seat` of live session `sid`: a seat with no
+-- connection is 'detached' (its holder may claim it back with its token),
+-- one with another connection 'not_owner'.
 local function check_owner(sid, seat, owner)
   local s = skey(sid)
   if redis.call('EXISTS', s) == 0 then return {'err', 'unknown_session'} end
-  if redis.call('HGET', s, 'o' .. seat) ~= owner then return {'err', 'not_owner'} end
+  if redis.call('HGET', s, 'l' .. seat) == '1' then return {'err', 'unknown_session'} end
+  local o = redis.call('HGET', s, 'o' .. seat)
+  if not o then return {'err', 'unknown_session'} end
+  if o == '' then return {'err', 'detached'} end
+  if o ~= owner then return {'err', 'not_owner'} end
   return nil
 end

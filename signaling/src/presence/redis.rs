@@ -26,6 +26,7 @@ use super::{
     Counts, Created, Event, Joined, LeftReason, Notice, Owner, Presence, PresenceConfig,
     PresenceError, PushOutcome, RegistryError, Resumed, Seat, SeatStatus,
 };
+use crate::client_addr::IpKey;
 use crate::mailbox::Envelope;
 use crate::nameplate;
 
@@ -36,6 +37,14 @@ const CANDIDATES: usize = 16;
 /// How often a node proves it is alive, and how long that proof lasts.
 pub const NODE_HEARTBEAT: Duration = Duration::from_secs(1);
 pub const NODE_TTL: Duration = Duration::from_secs(5);
+/// Seats and deadlines one sweep script handles, and scripts per sweep:
+/// Redis is never blocked for long, and a flood of expiries is still worked
+/// off within a tick or a few.
+const SWEEP_BATCH: usize = 256;
+const SWEEP_CALLS: usize = 64;
+/// Sessions a heartbeat refreshes at least (more when a node holds so many
+/// that a slice this size would not cover them within a quarter key TTL).
+const REFRESH_MIN_BATCH: usize = 64;
 /// Round-trip bound for every Redis command, so an outage turns into a
 /// prompt `presence_unavailable` rather than a hung connection.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,14 +52,17 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CREATE: &str = r#"
 local sid, token, owner = ARGV[1], ARGV[2], ARGV[3]
 local np_ttl, key_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ip, max_seats = ARGV[6], tonumber(ARGV[7])
 local now = now_ms()
+if not ip_has_room(ip, max_seats) then return {'err', 'too_many_sessions', tostring(max_seats)} end
+local per = tonumber(ARGV[8])
 for d = 1, 9 do
   local z = P .. 'npz:' .. d
   redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
   local size = 9 * 10 ^ (d - 1)
   if redis.call('ZCARD', z) * 2 < size then
-    for k = 1, tonumber(ARGV[6]) do
-      local n = ARGV[6 + (d - 1) * tonumber(ARGV[6]) + k]
+    for k = 1, per do
+      local n = ARGV[8 + (d - 1) * per + k]
       if redis.call('EXISTS', P .. 'np:' .. n) == 0 then
         local expires = now + np_ttl
         redis.call('SET', P .. 'np:' .. n, sid, 'PX', np_ttl)
@@ -58,7 +70,8 @@ for d = 1, 9 do
         redis.call('PEXPIRE', z, key_ttl)
         redis.call('DEL', P .. 'npp:' .. n)
         redis.call('HSET', skey(sid), 'np', n, 'npx', int(expires), 't0', token, 'o0', owner,
-          'in0', 0, 'last0', 0, 'ack0', 0)
+          'in0', 0, 'last0', 0, 'ack0', 0, 'b0', 0, 'ip0', ip)
+        ip_take(ip, sid, 0, key_ttl)
         redis.call('SET', P .. 'tok:' .. token, sid .. '|0', 'PX', key_ttl)
         own(sid, 0, owner, key_ttl)
         set_deadline(sid, key_ttl)
@@ -74,6 +87,7 @@ return {'err', 'exhausted'}
 const JOIN: &str = r#"
 local n, token, owner = ARGV[1], ARGV[2], ARGV[3]
 local np_ttl, key_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ip, max_seats = ARGV[6], tonumber(ARGV[7])
 local now = now_ms()
 local sid = redis.call('GET', P .. 'np:' .. n)
 if not sid then
@@ -84,7 +98,10 @@ local s = skey(sid)
 if redis.call('EXISTS', s) == 0 then return {'err', 'unknown_nameplate'} end
 if redis.call('HGET', s, 'paired') == '1' then return {'err', 'session_full'} end
 if tonumber(redis.call('HGET', s, 'npx')) <= now then return {'err', 'unknown_nameplate'} end
-redis.call('HSET', s, 'paired', '1', 't1', token, 'o1', owner, 'in1', 0, 'last1', 0, 'ack1', 0)
+if not ip_has_room(ip, max_seats) then return {'err', 'too_many_sessions', tostring(max_seats)} end
+redis.call('HSET', s, 'paired', '1', 't1', token, 'o1', owner, 'in1', 0, 'last1', 0, 'ack1', 0,
+  'b1', 0, 'ip1', ip)
+ip_take(ip, sid, 1, key_ttl)
 redis.call('HDEL', s, 'np', 'npx')
 release_nameplate(n)
 redis.call('SET', P .. 'npp:' .. n, '1', 'PX', np_ttl)
@@ -92,12 +109,13 @@ redis.call('SET', P .. 'tok:' .. token, sid .. '|1', 'PX', key_ttl)
 own(sid, 1, owner, key_ttl)
 set_deadline(sid, key_ttl)
 touch(sid, key_ttl, now)
-notify(redis.call('HGET', s, 'o0'), sid, 'paired')
-return {'ok', sid}
+local creator = redis.call('HGET', s, 'o0') or ''
+notify(creator, sid, 'paired')
+return {'ok', sid, creator ~= '' and '1' or '0'}
 "#;
 
 const RESUME: &str = r#"
-local token, owner, key_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local token, owner, key_ttl, last_seq = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local v = redis.call('GET', P .. 'tok:' .. token)
 if not v then return {'err', 'invalid_resume_token'} end
@@ -107,9 +125,11 @@ local s = skey(sid)
 if redis.call('EXISTS', s) == 0 then return {'err', 'invalid_resume_token'} end
 local away = tonumber(redis.call('HGET', s, 'a' .. seat) or '')
 if away and away <= now then return {'err', 'invalid_resume_token'} end
+local last = tonumber(redis.call('HGET', s, 'last' .. seat) or '0')
+if last_seq > last then return {'err', 'resume_beyond', tostring(last)} end
 local old = redis.call('HGET', s, 'o' .. seat) or ''
 local peer = redis.call('HGET', s, 'o' .. (1 - seat)) or ''
-if old ~= '' then
+if old ~= '' and old ~= owner then
   notify(old, sid, 'superseded')
   disown(sid, seat, old)
 end
@@ -127,7 +147,7 @@ return {'ok', sid, tostring(seat), paired, redis.call('HGET', s, 'in' .. seat), 
 const PUSH: &str = r#"
 local sid, seat, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local seq, body = tonumber(ARGV[4]), ARGV[5]
-local key_ttl, cap = tonumber(ARGV[6]), tonumber(ARGV[7])
+local key_ttl, cap, cap_bytes = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local bad = check_owner(sid, seat, owner)
 if bad then return bad end
 local s = skey(sid)
@@ -140,7 +160,10 @@ local peer = 1 - seat
 local mb = mbkey(sid, peer)
 local held = redis.call('LLEN', mb)
 if held >= cap then return {'err', 'mailbox_full', tostring(held)} end
+local bytes = tonumber(redis.call('HGET', s, 'b' .. peer) or '0')
+if bytes + string.len(body) > cap_bytes then return {'err', 'mailbox_full', tostring(held)} end
 redis.call('RPUSH', mb, body)
+redis.call('HINCRBY', s, 'b' .. peer, string.len(body))
 redis.call('HINCRBY', s, 'last' .. peer, 1)
 redis.call('HSET', s, 'in' .. seat, seq)
 touch(sid, key_ttl, now_ms())
@@ -180,6 +203,11 @@ local acked = tonumber(redis.call('HGET', s, 'ack' .. seat))
 local last = tonumber(redis.call('HGET', s, 'last' .. seat))
 if seq > last then seq = last end
 if seq > acked then
+  local freed = 0
+  for _, body in ipairs(redis.call('LRANGE', mbkey(sid, seat), 0, seq - acked - 1)) do
+    freed = freed + string.len(body)
+  end
+  redis.call('HINCRBY', s, 'b' .. seat, -freed)
   redis.call('LTRIM', mbkey(sid, seat), seq - acked, -1)
   redis.call('HSET', s, 'ack' .. seat, seq)
 end
@@ -217,26 +245,45 @@ return {'ok'}
 "#;
 
 /// Expire nameplates and resume grace periods, and hand the seats of nodes
-/// whose heartbeat stopped to the grace period as if they had detached.
+/// that stopped beating to the grace period as if they had detached. Two
+/// rules keep a stall of Redis itself from looking like dead nodes: the
+/// sweeping node never judges itself, and it judges others only once it
+/// has itself beaten without a gap for a whole node TTL, so that every live
+/// node has had the chance to beat since the store came back. Each call
+/// handles at most `batch` seats and deadlines and says whether more wait.
 const SWEEP: &str = r#"
-local grace, key_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local me, grace, key_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local node_ttl, batch = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
-for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-  if redis.call('EXISTS', P .. 'node:' .. node) == 0 then
-    local ns = P .. 'ns:' .. node
-    for _, m in ipairs(redis.call('SMEMBERS', ns)) do
-      local sid, seat = string.match(m, '^(.*)|(%d)$')
-      local s = skey(sid)
-      local owner = redis.call('HGET', s, 'o' .. seat)
-      if owner and owner_node(owner) == node then
-        detach(sid, tonumber(seat), owner, grace, key_ttl, now)
+local budget = batch
+local more = '0'
+local streak = tonumber(redis.call('HGET', P .. 'streaks', me) or '')
+if streak and now - streak >= node_ttl then
+  local beats = redis.call('HGETALL', P .. 'beats')
+  for i = 1, #beats, 2 do
+    local node, beat = beats[i], tonumber(beats[i + 1])
+    if node ~= me and now - beat > node_ttl and budget > 0 then
+      local ns = P .. 'ns:' .. node
+      for _, m in ipairs(redis.call('SPOP', ns, budget)) do
+        budget = budget - 1
+        local sid, seat = string.match(m, '^(.*)|(%d)$')
+        local owner = redis.call('HGET', skey(sid), 'o' .. seat)
+        if owner and owner_node(owner) == node then
+          detach(sid, tonumber(seat), owner, grace, key_ttl, now)
+        end
+      end
+      if redis.call('SCARD', ns) == 0 then
+        redis.call('HDEL', P .. 'beats', node)
+        redis.call('HDEL', P .. 'streaks', node)
+      else
+        more = '1'
       end
     end
-    redis.call('DEL', ns)
-    redis.call('SREM', P .. 'nodes', node)
   end
 end
-local due = redis.call('ZRANGEBYSCORE', P .. 'dl', '-inf', now, 'LIMIT', 0, 256)
+if budget <= 0 then return {'ok', '1'} end
+local due = redis.call('ZRANGEBYSCORE', P .. 'dl', '-inf', now, 'LIMIT', 0, budget)
+if #due == budget then more = '1' end
 for _, sid in ipairs(due) do
   local s = skey(sid)
   if redis.call('EXISTS', s) == 0 then
@@ -261,26 +308,38 @@ for _, sid in ipairs(due) do
   end
 end
 redis.call('ZREMRANGEBYSCORE', P .. 'sl', '-inf', now - key_ttl)
-return {'ok'}
+return {'ok', more}
 "#;
 
-/// Prove this node alive; every few beats also refresh the TTLs of the
-/// sessions its connections hold.
+/// Prove this node alive, and refresh the TTLs of one slice of the sessions
+/// its connections hold: a slice sized so that the whole set is covered a
+/// few times per key TTL, whatever its size, instead of all of it at once.
+/// Replies whether this node had been taken for dead (its beat was gone),
+/// so that its connections re-assert their seats.
 const HEARTBEAT: &str = r#"
-local node, node_ttl, key_ttl, refresh = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-redis.call('SET', P .. 'node:' .. node, '1', 'PX', node_ttl)
-redis.call('SADD', P .. 'nodes', node)
-redis.call('PEXPIRE', P .. 'nodes', key_ttl)
+local node, interval, key_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local min_batch, cursor = tonumber(ARGV[4]), ARGV[5]
+local now = now_ms()
+local beats, streaks = P .. 'beats', P .. 'streaks'
+local prev = tonumber(redis.call('HGET', beats, node) or '')
+if not prev or now - prev > 2 * interval then redis.call('HSET', streaks, node, now) end
+redis.call('HSET', beats, node, now)
+redis.call('PEXPIRE', beats, key_ttl)
+redis.call('PEXPIRE', streaks, key_ttl)
 local ns = P .. 'ns:' .. node
-if redis.call('EXISTS', ns) == 1 then redis.call('PEXPIRE', ns, key_ttl) end
-if refresh == '1' then
-  local now = now_ms()
-  for _, m in ipairs(redis.call('SMEMBERS', ns)) do
+local next_cursor = '0'
+if redis.call('EXISTS', ns) == 1 then
+  redis.call('PEXPIRE', ns, key_ttl)
+  local card = redis.call('SCARD', ns)
+  local batch = math.max(min_batch, math.ceil(card * interval * 4 / key_ttl))
+  local r = redis.call('SSCAN', ns, cursor, 'COUNT', batch)
+  next_cursor = r[1]
+  for _, m in ipairs(r[2]) do
     local sid = string.match(m, '^(.*)|%d$')
     if redis.call('EXISTS', skey(sid)) == 1 then touch(sid, key_ttl, now) end
   end
 end
-return {'ok'}
+return {'ok', next_cursor, prev and '0' or '1'}
 "#;
 
 const COUNTS: &str = r#"
@@ -337,7 +396,14 @@ pub struct RedisPresence {
     /// TTL of every session key: long enough to outlive the nameplate and
     /// the resume grace even when no node refreshes it.
     key_ttl: Duration,
+    /// SSCAN cursor over this node's seats for the TTL refresh.
+    refresh_cursor: std::sync::Mutex<String>,
     beats: std::sync::atomic::AtomicU64,
+    /// The last heartbeat failed: when one succeeds again, connections must
+    /// check their seats.
+    beat_failed: std::sync::atomic::AtomicBool,
+    /// This node's notice channel, to tell its connections to resync.
+    notices: std::sync::Mutex<Option<(Arc<str>, mpsc::UnboundedSender<Notice>)>>,
     /// Whether this node's notice subscription is up; without it the node
     /// cannot hear its peers and must not count as ready.
     subscribed: Arc<std::sync::atomic::AtomicBool>,
@@ -380,7 +446,10 @@ impl RedisPresence {
             scripts: Scripts::new(),
             cfg,
             key_ttl,
+            refresh_cursor: std::sync::Mutex::new("0".to_owned()),
             beats: std::sync::atomic::AtomicU64::new(0),
+            beat_failed: std::sync::atomic::AtomicBool::new(false),
+            notices: std::sync::Mutex::new(None),
             subscribed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
@@ -406,6 +475,22 @@ impl RedisPresence {
     fn ms(d: Duration) -> u64 {
         d.as_millis() as u64
     }
+
+    /// Tell every connection of this node to check its seat against the
+    /// store (after an outage, or after being taken for dead).
+    fn resync(&self) {
+        let guard = self.notices.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((node, tx)) = guard.as_ref() {
+            let _ = tx.send(Notice {
+                to: Owner {
+                    node: node.clone(),
+                    conn: 0,
+                },
+                session: String::new(),
+                event: Event::Resync,
+            });
+        }
+    }
 }
 
 fn rejection(reply: &[String]) -> RegistryError {
@@ -416,6 +501,9 @@ fn rejection(reply: &[String]) -> RegistryError {
         Some("exhausted") => RegistryError::NameplatesExhausted,
         Some("invalid_resume_token") => RegistryError::InvalidResumeToken,
         Some("not_owner") => RegistryError::NotOwner,
+        Some("detached") => RegistryError::Detached,
+        Some("too_many_sessions") => RegistryError::TooManySessions(detail as usize),
+        Some("resume_beyond") => RegistryError::ResumeBeyond { last: detail },
         Some("not_paired") => RegistryError::NotPaired,
         Some("bad_sequence") => RegistryError::BadSequence { expected: detail },
         Some("mailbox_full") => RegistryError::MailboxFull(detail as usize),
@@ -530,7 +618,16 @@ impl Presence for RedisPresence {
         "redis"
     }
 
-    async fn create(&self, owner: &Owner, token: &str) -> Result<Created, PresenceError> {
+    fn durable(&self) -> bool {
+        true
+    }
+
+    async fn create(
+        &self,
+        owner: &Owner,
+        token: &str,
+        ip: IpKey,
+    ) -> Result<Created, PresenceError> {
         let session = random_id();
         let candidates: Vec<u32> = {
             let mut rng = rand::rng();
@@ -548,6 +645,8 @@ impl Presence for RedisPresence {
             .arg(owner_str(owner))
             .arg(Self::ms(self.cfg.nameplate_ttl))
             .arg(Self::ms(self.key_ttl))
+            .arg(ip.to_string())
+            .arg(self.cfg.max_seats_per_ip)
             .arg(CANDIDATES);
         for n in candidates {
             inv.arg(n);
@@ -568,25 +667,35 @@ impl Presence for RedisPresence {
         nameplate: u32,
         owner: &Owner,
         token: &str,
+        ip: IpKey,
     ) -> Result<Joined, PresenceError> {
         let mut inv = self.scripts.join.prepare_invoke();
         inv.arg(nameplate)
             .arg(token)
             .arg(owner_str(owner))
             .arg(Self::ms(self.cfg.nameplate_ttl))
-            .arg(Self::ms(self.key_ttl));
+            .arg(Self::ms(self.key_ttl))
+            .arg(ip.to_string())
+            .arg(self.cfg.max_seats_per_ip);
         let reply = self.run(&mut inv).await?;
         Ok(Joined {
             session: reply.get(1).cloned().unwrap_or_default(),
             seat: 1,
+            peer_present: reply.get(2).is_some_and(|v| v == "1"),
         })
     }
 
-    async fn resume(&self, token: &str, owner: &Owner) -> Result<Resumed, PresenceError> {
+    async fn resume(
+        &self,
+        token: &str,
+        owner: &Owner,
+        last_seq: u64,
+    ) -> Result<Resumed, PresenceError> {
         let mut inv = self.scripts.resume.prepare_invoke();
         inv.arg(token)
             .arg(owner_str(owner))
-            .arg(Self::ms(self.key_ttl));
+            .arg(Self::ms(self.key_ttl))
+            .arg(last_seq);
         let r = self.run(&mut inv).await?;
         let field = |i: usize| r.get(i).map(String::as_str).unwrap_or("");
         Ok(Resumed {
@@ -613,7 +722,8 @@ impl Presence for RedisPresence {
             .arg(seq)
             .arg(&*body)
             .arg(Self::ms(self.key_ttl))
-            .arg(self.cfg.mailbox_cap);
+            .arg(self.cfg.mailbox_cap)
+            .arg(self.cfg.mailbox_bytes);
         let reply = self.run(&mut inv).await?;
         Ok(if reply[0] == "dup" {
             PushOutcome::Duplicate
@@ -699,6 +809,8 @@ impl Presence for RedisPresence {
 
     fn subscribe(&self, node: &str) -> mpsc::UnboundedReceiver<Notice> {
         let (tx, rx) = mpsc::unbounded_channel();
+        *self.notices.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Arc::from(node), tx.clone()));
         tokio::spawn(subscription(
             self.client.clone(),
             Arc::from(node),
@@ -710,25 +822,59 @@ impl Presence for RedisPresence {
 
     async fn heartbeat(&self, node: &str) -> Result<(), PresenceError> {
         use std::sync::atomic::Ordering;
-        // Refresh session TTLs a few times per TTL, not on every beat.
-        let every = (self.key_ttl.as_secs() / 4).max(1);
-        let refresh = self
-            .beats
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(every);
+        let cursor = self
+            .refresh_cursor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut inv = self.scripts.heartbeat.prepare_invoke();
         inv.arg(node)
-            .arg(Self::ms(NODE_TTL))
+            .arg(Self::ms(NODE_HEARTBEAT))
             .arg(Self::ms(self.key_ttl))
-            .arg(if refresh { "1" } else { "0" });
-        self.run(&mut inv).await.map(drop)
+            .arg(REFRESH_MIN_BATCH)
+            .arg(&cursor);
+        let reply = match self.run(&mut inv).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.beat_failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        if let Some(next) = reply.get(1) {
+            *self
+                .refresh_cursor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = next.clone();
+        }
+        let first = self.beats.fetch_add(1, Ordering::Relaxed) == 0;
+        let was_dead = reply.get(2).is_some_and(|v| v == "1") && !first;
+        let was_failing = self.beat_failed.swap(false, Ordering::Relaxed);
+        if was_dead || was_failing {
+            tracing::info!(
+                taken_for_dead = was_dead,
+                "presence store reachable again; connections re-check their seats"
+            );
+            self.resync();
+        }
+        Ok(())
     }
 
-    async fn sweep(&self) -> Result<(), PresenceError> {
-        let mut inv = self.scripts.sweep.prepare_invoke();
-        inv.arg(Self::ms(self.cfg.resume_grace))
-            .arg(Self::ms(self.key_ttl));
-        self.run(&mut inv).await.map(drop)
+    async fn sweep(&self, node: &str) -> Result<(), PresenceError> {
+        for _ in 0..SWEEP_CALLS {
+            let mut inv = self.scripts.sweep.prepare_invoke();
+            inv.arg(node)
+                .arg(Self::ms(self.cfg.resume_grace))
+                .arg(Self::ms(self.key_ttl))
+                .arg(Self::ms(NODE_TTL))
+                .arg(SWEEP_BATCH);
+            let reply = self.run(&mut inv).await?;
+            if reply.get(1).is_none_or(|m| m != "1") {
+                break;
+            }
+            // Let other commands through between batches.
+            tokio::task::yield_now().await;
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), PresenceError> {

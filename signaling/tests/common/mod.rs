@@ -2,6 +2,7 @@
 //! clients (tokio-tungstenite).
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -275,6 +276,33 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: the server stalls with every connection open, as a paused
+    /// VM or a long fork would make it.
+    pub fn stop(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after `stop`.
+    pub fn cont(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// A command connection for inspecting the store.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+
     /// Keys under the tallow: prefix.
     pub async fn keys(&self) -> Vec<String> {
         let client = redis::Client::open(self.url()).unwrap();
@@ -460,6 +488,45 @@ pub async fn open_handshake(a: &mut Client, b: &mut Client, sid: &str) {
     assert!(m["body"].as_str().unwrap().contains("\"t\":\"hello\""));
     b.send(json!({"type": "ack", "seq": 1})).await;
     // The ack is processed before anything b sends next.
+    b.assert_alive().await;
+}
+
+/// After an outage: for longer than the node TTL and the grace, neither
+/// side hears a false notice, and messages flow both ways exactly once.
+pub async fn settle_and_check(mut a: Client, mut b: Client) {
+    let mut seen = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => break,
+            e = a.next_event() => seen.push(("a", e)),
+            e = b.next_event() => seen.push(("b", e)),
+        }
+    }
+    let seen: Vec<String> = seen
+        .into_iter()
+        .map(|(who, e)| match e {
+            Event::Json(v) => format!("{who}: {v}"),
+            Event::Closed(c, r) => format!("{who}: closed {c} {r}"),
+        })
+        .collect();
+    assert!(seen.is_empty(), "after the outage: {seen:?}");
+    // a's seq 1 was the hello.
+    let mut got = HashSet::new();
+    for seq in 2..=6u64 {
+        a.send(json!({"type": "send", "seq": seq, "body": format!("a{seq}")}))
+            .await;
+        let v = a.expect("ack").await;
+        assert_eq!(v["seq"], seq);
+        let m = b.expect("message").await;
+        assert!(got.insert(m["seq"].as_u64().unwrap()));
+        assert_eq!(m["body"], format!("a{seq}"));
+    }
+    b.send(json!({"type": "send", "seq": 1, "body": "b1"}))
+        .await;
+    b.expect("ack").await;
+    assert_eq!(a.expect("message").await["body"], "b1");
+    a.assert_alive().await;
     b.assert_alive().await;
 }
 

@@ -1,0 +1,122 @@
+//! Who a client is, for per-address limits: its IP as the server sees it
+//! (or as a trusted proxy reports it), and the key that limits count by.
+//! IPv6 hosts get whole prefixes from their provider (a /64 per home or
+//! phone), so counting single IPv6 addresses would let one host take as many
+//! slots as it likes. Pure functions.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+
+use axum::http::HeaderMap;
+
+/// The address that limits count against: an IPv4 address, or an IPv6
+/// address cut to the configured prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpKey {
+    V4(std::net::Ipv4Addr),
+    V6 { net: Ipv6Addr, prefix: u8 },
+}
+
+impl IpKey {
+    /// The key of `ip` when IPv6 addresses are counted by `/v6_prefix`.
+    /// IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
+    pub fn new(ip: IpAddr, v6_prefix: u8) -> IpKey {
+        match ip {
+            IpAddr::V4(v4) => IpKey::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpKey::V4(v4),
+                None => {
+                    let prefix = v6_prefix.clamp(1, 128);
+                    let mask = u128::MAX << (128 - u32::from(prefix));
+                    IpKey::V6 {
+                        net: Ipv6Addr::from(u128::from(v6) & mask),
+                        prefix,
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl fmt::Display for IpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpKey::V4(v4) => write!(f, "{v4}"),
+            IpKey::V6 { net, prefix } => write!(f, "{net}/{prefix}"),
+        }
+    }
+}
+
+/// The client's address: the socket peer, or, behind a trusted proxy, the
+/// last `X-Forwarded-For` entry, which is the one that proxy appended.
+/// Entries before it are whatever the client sent, so they are never used:
+/// if the last one does not parse, the proxy's own address is the answer.
+pub fn client_ip(trust_forwarded_for: bool, remote: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if !trust_forwarded_for {
+        return remote;
+    }
+    let Some(last) = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+    else {
+        return remote;
+    };
+    last.trim().parse().unwrap_or(remote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_prefix_and_mapped_ipv4_by_its_address() {
+        let k = |s: &str, p| IpKey::new(s.parse().unwrap(), p).to_string();
+        assert_eq!(k("2001:db8:1:2::1", 64), "2001:db8:1:2::/64");
+        assert_eq!(k("2001:db8:1:2:ffff::9", 64), "2001:db8:1:2::/64");
+        assert_ne!(k("2001:db8:1:3::1", 64), k("2001:db8:1:2::1", 64));
+        assert_eq!(k("2001:db8:1:2::1", 128), "2001:db8:1:2::1/128");
+        assert_eq!(k("2001:db8:ff::1", 48), "2001:db8:ff::/48");
+        assert_eq!(k("::ffff:198.51.100.7", 64), "198.51.100.7");
+        assert_eq!(k("198.51.100.7", 64), "198.51.100.7");
+        // Out-of-range prefixes are clamped rather than panicking.
+        assert_eq!(k("2001:db8::1", 0), "::/1");
+        assert_eq!(k("2001:db8::1", 200), "2001:db8::1/128");
+    }
+
+    #[test]
+    fn only_the_last_forwarded_entry_counts() {
+        let remote: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = |h: &HeaderMap| client_ip(true, remote, h);
+        assert_eq!(
+            ip(&headers(&["198.51.100.1"])),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            ip(&headers(&["203.0.113.9, 198.51.100.1"])),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            ip(&headers(&["203.0.113.9", "198.51.100.1"])),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        // A garbled last entry: the proxy's address, never the client's pick.
+        assert_eq!(ip(&headers(&["203.0.113.9, not-an-ip"])), remote);
+        assert_eq!(ip(&headers(&["203.0.113.9", ""])), remote);
+        assert_eq!(ip(&HeaderMap::new()), remote);
+        assert_eq!(
+            client_ip(false, remote, &headers(&["198.51.100.1"])),
+            remote
+        );
+    }
+}
