@@ -360,3 +360,41 @@ async fn a_node_restarted_under_the_same_id_does_not_inherit_its_predecessors_se
     // c never comes back: d learns that its peer is away, then gone.
     assert_eq!(d.expect("peer_away").await["type"], "peer_away");
 }
+
+/// Issue 8, point 1, the other side of a stall: a node process (not Redis)
+/// stops for longer than the node TTL. The other node rightly takes it for
+/// dead and tells the peer; when the stopped node runs again, its connection
+/// claims its seat back, the peer hears `peer_back`, and nothing is lost in
+/// either direction.
+#[tokio::test]
+async fn a_stalled_node_reasserts_its_seats_when_it_runs_again() {
+    let redis = RedisServer::start();
+    let n1 = node(
+        &redis,
+        "node-1",
+        &[
+            ("TALLOW_PING_INTERVAL_SECS", "1"),
+            ("TALLOW_IDLE_TIMEOUT_SECS", "30"),
+        ],
+    );
+    let n2 = node(&redis, "node-2", &[]);
+    let (mut a, created) = create_on(n1.addr).await;
+    let mut b = join_and_open(&mut a, n2.addr, &created).await;
+
+    n1.signal("-STOP");
+    assert_eq!(b.expect("peer_away").await["type"], "peer_away");
+    // b goes on sending while a's node is stopped.
+    b.send(json!({"type": "send", "seq": 1, "body": "while stopped"}))
+        .await;
+    b.expect("ack").await;
+    n1.signal("-CONT");
+
+    assert_eq!(b.expect("peer_back").await["type"], "peer_back");
+    assert_eq!(a.expect("message").await["body"], "while stopped");
+    a.send(json!({"type": "send", "seq": 2, "body": "back again"}))
+        .await;
+    assert_eq!(a.expect("ack").await["seq"], 2);
+    assert_eq!(b.expect("message").await["body"], "back again");
+    a.assert_alive().await;
+    b.assert_alive().await;
+}
