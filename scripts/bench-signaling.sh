@@ -44,7 +44,8 @@ start_server() { # name port -> pid
         tallow)
             TALLOW_LISTEN=127.0.0.1:$2 TURN_ENABLED=false LOG_FORMAT=json \
                 TALLOW_MAX_MESSAGES_PER_SEC=100000 TALLOW_MAX_SESSIONS_PER_IP=1000000 \
-                TALLOW_MAX_CONNECTIONS=1000000 target/release/tallow-server >/dev/null 2>&1 &
+                TALLOW_MAX_CONNECTIONS=1000000 TALLOW_MAX_CONNECTIONS_PER_IP=1000000 \
+                TALLOW_MAX_UPGRADES_PER_IP_PER_MIN=4000000000 target/release/tallow-server >/dev/null 2>&1 &
             ;;
         peerjs)
             bench/peerjs/node_modules/.bin/peerjs --port "$2" --host 127.0.0.1 \

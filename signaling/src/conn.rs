@@ -330,8 +330,11 @@ impl Conn {
                 )
                 .await;
         };
-        let token = new_token();
-        let res = self.st.presence.join(n, &self.owner, &token, self.ip).await;
+        let res = self
+            .st
+            .presence
+            .join(n, &self.owner, &new_token(), self.ip)
+            .await;
         let failed = matches!(
             res,
             Err(PresenceError::Rejected(
@@ -349,12 +352,12 @@ impl Conn {
                     seat: j.seat,
                     paired: true,
                     delivered: 0,
-                    token: token.clone(),
+                    token: j.token.clone(),
                 });
                 self.send(&ServerMsg::Joined {
                     session: j.session.clone(),
                     seat: j.seat,
-                    resume_token: token,
+                    resume_token: j.token,
                 })
                 .await?;
                 self.send_paired().await?;

@@ -158,6 +158,9 @@ pub struct Joined {
     pub seat: Seat,
     /// Whether the creator is connected right now.
     pub peer_present: bool,
+    /// The seat's resume token: the one offered, or, when this connection's
+    /// earlier join landed after it gave up on it, that join's.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,12 +342,13 @@ impl Registry {
             .insert(nameplate, now + cfg.nameplate_ttl);
         self.paired_order
             .push_back((now + cfg.nameplate_ttl, nameplate));
-        self.tokens.insert(token, (session_id.clone(), 1));
+        self.tokens.insert(token.clone(), (session_id.clone(), 1));
         Ok((
             Joined {
                 session: session_id,
                 seat: 1,
                 peer_present,
+                token,
             },
             notice,
         ))

@@ -91,8 +91,16 @@ local ip, max_seats = ARGV[6], tonumber(ARGV[7])
 local now = now_ms()
 local sid = redis.call('GET', P .. 'np:' .. n)
 if not sid then
-  if redis.call('EXISTS', P .. 'npp:' .. n) == 1 then return {'err', 'session_full'} end
-  return {'err', 'unknown_nameplate'}
+  local done = redis.call('GET', P .. 'npp:' .. n)
+  if not done then return {'err', 'unknown_nameplate'} end
+  -- A retry of a join that landed after the client gave up on it (a Redis
+  -- stall): the seat is this connection's, with the token it was given.
+  local s = skey(done)
+  if redis.call('HGET', s, 'o1') == owner then
+    return {'ok', done, (redis.call('HGET', s, 'o0') or '') ~= '' and '1' or '0',
+      redis.call('HGET', s, 't1')}
+  end
+  return {'err', 'session_full'}
 end
 local s = skey(sid)
 if redis.call('EXISTS', s) == 0 then return {'err', 'unknown_nameplate'} end
@@ -104,14 +112,14 @@ redis.call('HSET', s, 'paired', '1', 't1', token, 'o1', owner, 'in1', 0, 'last1'
 ip_take(ip, sid, 1, key_ttl)
 redis.call('HDEL', s, 'np', 'npx')
 release_nameplate(n)
-redis.call('SET', P .. 'npp:' .. n, '1', 'PX', np_ttl)
+redis.call('SET', P .. 'npp:' .. n, sid, 'PX', np_ttl)
 redis.call('SET', P .. 'tok:' .. token, sid .. '|1', 'PX', key_ttl)
 own(sid, 1, owner, key_ttl)
 set_deadline(sid, key_ttl)
 touch(sid, key_ttl, now)
 local creator = redis.call('HGET', s, 'o0') or ''
 notify(creator, sid, 'paired')
-return {'ok', sid, creator ~= '' and '1' or '0'}
+return {'ok', sid, creator ~= '' and '1' or '0', token}
 "#;
 
 const RESUME: &str = r#"
@@ -682,6 +690,7 @@ impl Presence for RedisPresence {
             session: reply.get(1).cloned().unwrap_or_default(),
             seat: 1,
             peer_present: reply.get(2).is_some_and(|v| v == "1"),
+            token: reply.get(3).cloned().unwrap_or_else(|| token.to_owned()),
         })
     }
 
