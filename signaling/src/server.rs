@@ -353,21 +353,38 @@ async fn run_timers(st: Arc<AppState>) {
             tracing::warn!(error = %e, "presence sweep failed");
         }
         st.lock_ip_limits().sweep(std::time::Instant::now());
-        let pending = std::mem::take(&mut *st.lock_pending_detach());
-        for (session, seat, owner) in pending {
-            if let Err(PresenceError::Unavailable(_)) =
-                st.presence.detach(&session, seat, &owner).await
-            {
-                st.lock_pending_detach().push((session, seat, owner));
-            }
-        }
-        let pending = std::mem::take(&mut *st.lock_pending_leave());
-        for (session, seat, owner) in pending {
-            if let Err(PresenceError::Unavailable(_)) =
-                st.presence.leave(&session, seat, &owner).await
-            {
-                st.lock_pending_leave().push((session, seat, owner));
-            }
+        retry_pending(&st, Retry::Detach).await;
+        retry_pending(&st, Retry::Leave).await;
+    }
+}
+
+/// Store calls that failed while the store was unreachable.
+#[derive(Clone, Copy)]
+enum Retry {
+    Detach,
+    Leave,
+}
+
+/// Retry them. At the first one that still fails the rest wait for the next
+/// tick, so a long outage costs one timed-out call per tick, not one per
+/// waiting seat (which would hold up the heartbeat).
+async fn retry_pending(st: &AppState, kind: Retry) {
+    let queue = || match kind {
+        Retry::Detach => st.lock_pending_detach(),
+        Retry::Leave => st.lock_pending_leave(),
+    };
+    let pending = std::mem::take(&mut *queue());
+    let mut rest = pending.into_iter();
+    while let Some((session, seat, owner)) = rest.next() {
+        let res = match kind {
+            Retry::Detach => st.presence.detach(&session, seat, &owner).await,
+            Retry::Leave => st.presence.leave(&session, seat, &owner).await,
+        };
+        if let Err(PresenceError::Unavailable(_)) = res {
+            let mut q = queue();
+            q.push((session, seat, owner));
+            q.extend(rest);
+            return;
         }
     }
 }

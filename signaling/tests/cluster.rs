@@ -398,3 +398,37 @@ async fn a_stalled_node_reasserts_its_seats_when_it_runs_again() {
     a.assert_alive().await;
     b.assert_alive().await;
 }
+
+/// Issue 8, point 1 under load: connections that drop while Redis stalls
+/// leave detaches to retry. Retrying them must not hold up the node's
+/// heartbeat after the store returns (one timed-out call each would take
+/// longer than the node TTL), or the other node takes this one for dead and
+/// its live sessions get a false `peer_away`.
+#[tokio::test]
+async fn detaches_queued_during_a_stall_do_not_hold_up_the_heartbeat() {
+    let redis = RedisServer::start();
+    let many = [("TALLOW_MAX_SESSIONS_PER_IP", "100")];
+    let n1 = node(&redis, "node-1", &many);
+    let n2 = node(&redis, "node-2", &many);
+    let (mut a, created) = create_on(n1.addr).await;
+    let b = join_and_open(&mut a, n2.addr, &created).await;
+    let mut doomed = Vec::new();
+    for _ in 0..12 {
+        let (mut c, created) = create_on(n1.addr).await;
+        let d = join_and_open(&mut c, n2.addr, &created).await;
+        doomed.push((c, d));
+    }
+    redis.stop();
+    // n1's side of every other session drops while the store cannot hear.
+    let peers: Vec<Client> = doomed
+        .into_iter()
+        .map(|(c, d)| {
+            drop(c);
+            d
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    redis.cont();
+    common::settle_and_check(a, b).await;
+    drop(peers);
+}
