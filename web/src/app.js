@@ -4,6 +4,8 @@
 
 import { SignalClient } from './signal.js';
 import * as hs from './handshake.js';
+import { PeerSession } from './session.js';
+import { neutral } from './names.js';
 import { Receiver, sendFile } from './transfer.js';
 
 const $ = (id) => document.getElementById(id);
@@ -38,8 +40,7 @@ const state = {
   code: null,
   sid: null,
   iceServers: [],
-  pending: null, // handshake state before the session exists
-  session: null,
+  peer: null, // PeerSession: the handshake state machine, then the session
   pc: null,
   channel: null,
   incoming: null, // { meta, receiver, done, sha256 }
@@ -54,12 +55,26 @@ function fail(text) {
   state.pc?.close();
 }
 
+/** Stops after an error of ours: tells the peer (sealed once the session
+ * exists: an unsealed abort is only trusted before it), then leaves. */
+function abort(e) {
+  const reason = e?.kind ?? 'error';
+  if (state.peer?.session) {
+    state.peer.seal({ kind: 'abort', reason }, (m) => state.signal.send(m)).catch(() => {}).finally(() => state.signal.leave());
+  } else {
+    state.signal.send({ t: 'abort', reason });
+    state.signal.leave();
+  }
+}
+
 function randomWords(n) {
   return Array.from(crypto.getRandomValues(new Uint8Array(n)), hs.word);
 }
 
-async function sealed(obj) {
-  state.signal.send(await state.session.seal(JSON.stringify(obj)));
+/** Seals `obj` and sends it; sealing is serialised (PeerSession.seal), so
+ * messages leave in counter order. */
+function sealed(obj) {
+  return state.peer.seal(obj, (m) => state.signal.send(m));
 }
 
 // --- signaling ---------------------------------------------------------------
@@ -80,11 +95,11 @@ async function connect() {
     .on('paired', (m) => {
       state.iceServers = m.ice_servers;
       if (state.role === 'A') {
-        const { state: s, hello } = hs.start(state.code, state.sid, hs.freshRandomness());
-        state.pending = s;
-        signal.hello(hello);
+        state.peer = new PeerSession('A', state.code, state.sid);
+        signal.hello(state.peer.start());
         ui.status('Peer connected. Securing the session…');
       } else {
+        state.peer = new PeerSession('B', state.code, state.sid);
         ui.status('Connected. Securing the session…');
       }
     })
@@ -124,50 +139,40 @@ function explain(e) {
   if (e instanceof hs.HandshakeError && (e.kind === 'confirmation' || e.kind === 'downgrade')) {
     return 'The codes did not match, or someone tampered with the connection. Start again with a new code.';
   }
+  if (e instanceof hs.HandshakeError && e.kind === 'out_of_turn') {
+    return `Stopped: a handshake message was replayed or arrived out of turn, so someone may be tampering with the connection. Nothing more was sent. Start again with a new code. (${e.message})`;
+  }
   return e.message || String(e);
-}
-
-function abort(e) {
-  state.signal.send({ t: 'abort', reason: e?.kind ?? 'error' });
-  state.signal.leave();
 }
 
 async function onPeerMessage(msg) {
   if (state.failed) return;
-  switch (msg.t) {
-    case 'hello': { // B
-      const { state: s, reply } = hs.respond(state.code, state.sid, msg, hs.freshRandomness());
-      state.pending = s;
-      state.signal.send(reply);
-      return;
-    }
-    case 'reply': { // A
-      const { session, confirm } = hs.finish(state.pending, msg);
-      state.session = session;
-      state.signal.send(confirm);
-      onSession();
-      await startWebRtc(true);
-      return;
-    }
-    case 'confirm': { // B
-      state.session = hs.accept(state.pending, msg);
-      onSession();
-      await startWebRtc(false);
-      return;
-    }
-    case 'abort':
-      fail('The codes did not match, or someone tampered with the connection. Start again with a new code.');
-      state.signal.leave();
-      return;
-    case 'sealed':
-      return onSealed(JSON.parse(new TextDecoder().decode(await state.session.open(msg))));
-    default:
-      throw new hs.HandshakeError('malformed', `unexpected message ${msg.t}`);
+  if (msg?.t === 'sealed') {
+    return onSealed(JSON.parse(new TextDecoder().decode(await state.peer.open(msg))));
+  }
+  if (!state.peer) throw new hs.HandshakeError('out_of_turn', `${String(msg?.t)} arrived before the handshake started`);
+  const r = state.peer.receive(msg);
+  if (r.abort) {
+    fail('The codes did not match, or someone tampered with the connection. Start again with a new code.');
+    state.signal.leave();
+    return;
+  }
+  if (r.ignored) {
+    // Anyone on the path can forge an unsealed abort: after the session a
+    // peer stops with a sealed one. Not trusted, noted for the curious.
+    document.body.dataset.untrusted = String(Number(document.body.dataset.untrusted ?? 0) + 1);
+    console.warn(`ignored: ${r.ignored}`);
+    return;
+  }
+  if (r.send) state.signal.send(r.send);
+  if (r.session) {
+    onSession();
+    await startWebRtc(state.role === 'A');
   }
 }
 
 function onSession() {
-  ui.words(state.session.words);
+  ui.words(state.peer.session.words);
   ui.status('Secure session ready. Compare the words with your peer. Connecting…');
 }
 
@@ -213,6 +218,10 @@ async function onSealed(m) {
     case 'done':
       state.incoming.sha256 = m.sha256;
       maybeFinishReceive();
+      break;
+    case 'abort':
+      fail(`Your peer stopped the session (${neutral(m.reason)}).`);
+      state.signal.leave();
       break;
     case 'received':
       document.body.dataset.state = m.ok ? 'done-sent' : 'failed';
