@@ -99,7 +99,7 @@ export function launch() {
 
 // Runs in the page before its own scripts.
 function instrument() {
-  const t = { pcs: 0, channels: [], liveUrls: new Set(), createdUrls: 0, violations: [] };
+  const t = { pcs: 0, channels: [], liveUrls: new Set(), blobTypes: [], violations: [] };
   window.__tallowTest = t;
   const PC = window.RTCPeerConnection;
   window.RTCPeerConnection = class extends PC {
@@ -117,7 +117,7 @@ function instrument() {
   };
   const create = URL.createObjectURL.bind(URL);
   const revoke = URL.revokeObjectURL.bind(URL);
-  URL.createObjectURL = (o) => { const u = create(o); t.liveUrls.add(u); t.createdUrls += 1; return u; };
+  URL.createObjectURL = (o) => { const u = create(o); t.liveUrls.add(u); t.blobTypes.push(o.type); return u; };
   URL.revokeObjectURL = (u) => { t.liveUrls.delete(u); revoke(u); };
   document.addEventListener('securitypolicyviolation', (e) => t.violations.push(`${e.violatedDirective} ${e.blockedURI}`));
 }
