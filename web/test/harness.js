@@ -4,7 +4,7 @@
 // object URLs left alive) and to hand tests the data channels.
 import { spawn } from 'node:child_process';
 import { createServer, request } from 'node:http';
-import { connect } from 'node:net';
+import { connect, createServer as createNetServer } from 'node:net';
 import { mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
@@ -34,7 +34,8 @@ export async function startServer(env = {}) {
       TURN_MAX_BYTES_PER_SEC: '0',
       TALLOW_MAX_MESSAGES_PER_SEC: '1000',
       TALLOW_MAX_SESSIONS_PER_IP: '200',
-      TALLOW_WEB_ROOT: `${root}web`,
+      // TEST_WEB_ROOT: run the browser tests against another build of the page.
+      TALLOW_WEB_ROOT: process.env.TEST_WEB_ROOT ?? `${root}web`,
       LOG_FORMAT: 'json',
       ...env,
     },
@@ -171,3 +172,31 @@ export async function waitUntil(fn, ms, step = 100) {
 }
 
 export const errorText = async (p) => ((await p.isVisible('#error')) ? p.textContent('#error') : null);
+
+/** A TCP proxy to `target` (a URL) that the test can cut; while `down`, it
+ * drops every new connection at once (a network that stays broken). */
+export async function cuttableProxy(target) {
+  const live = new Set();
+  let down = false;
+  const server = createNetServer((client) => {
+    if (down) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(target.port, target.hostname);
+    for (const s of [client, upstream]) {
+      live.add(s);
+      s.on('error', () => {});
+      s.on('close', () => { live.delete(s); client.destroy(); upstream.destroy(); });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    cut: ({ stayDown = false } = {}) => { down = stayDown; for (const s of live) s.destroy(); },
+    restore: () => { down = false; },
+    close: () => { server.close(); for (const s of live) s.destroy(); },
+  };
+}
