@@ -27,6 +27,8 @@ const USER_RETRY_TEXT = {
   rate_limited: 'Too many requests. Try again in a moment.',
 };
 
+const bytes = (n) => (n < 1e3 ? `${Math.round(n)} B` : n < 1e6 ? `${(n / 1e3).toFixed(1)} kB` : `${(n / 1e6).toFixed(1)} MB`);
+
 const ui = {
   notice(text) {
     $('notice').textContent = text;
@@ -37,6 +39,7 @@ const ui = {
     $('error').textContent = text;
     $('error').hidden = false;
     $('status').textContent = 'Stopped.';
+    $('verify').hidden = true; // words of a session that failed compare nothing
     document.body.dataset.state = 'failed';
   },
   words(words) {
@@ -47,9 +50,8 @@ const ui = {
     $('progress').hidden = false;
     $('progress').max = p.total;
     $('progress').value = p.done;
-    const mb = (n) => (n / 1e6).toFixed(1);
-    const left = Number.isFinite(p.secondsLeft) ? `${Math.ceil(p.secondsLeft)} s left` : '';
-    $('progress-text').textContent = `${prefix} ${mb(p.done)} / ${mb(p.total)} MB · ${mb(p.rate)} MB/s · ${left}`;
+    const left = p.done < p.total && Number.isFinite(p.secondsLeft) ? ` · ${Math.ceil(p.secondsLeft)} s left` : '';
+    $('progress-text').textContent = `${prefix} ${bytes(p.done)} of ${bytes(p.total)} · ${bytes(p.rate)}/s${left}`;
   },
 };
 
@@ -145,11 +147,12 @@ async function connect() {
       if (channelOpen()) ui.status('Your peer is no longer connected to the server; the direct connection to it stays open.');
       else fail('Your peer left.');
     })
-    .on('peer_away', () => ui.status('Your peer lost its connection; waiting for it to come back…'))
-    .on('peer_back', () => ui.status('Your peer is back.'))
+    // After a verified transfer the status keeps saying so.
+    .on('peer_away', () => { if (!finished() && !state.failed) ui.status('Your peer lost its connection to the server; waiting for it to come back…'); })
+    .on('peer_back', () => { if (!finished() && !state.failed) ui.status('Your peer is back.'); })
     .on('reconnecting', () => {
       document.body.dataset.reconnects = String(Number(document.body.dataset.reconnects ?? 0) + 1);
-      ui.status('Connection to the server lost; reconnecting…');
+      if (!finished() && !state.failed) ui.status('Connection to the server lost; reconnecting…');
     })
     .on('resumed', () => { if (!state.failed) ui.status(finished() ? 'Reconnected.' : 'Reconnected. Carrying on…'); })
     .on('retrying', (m) => {
@@ -193,7 +196,7 @@ function explain(e) {
     return 'The codes did not match, or someone tampered with the connection. Start again with a new code.';
   }
   if (e instanceof hs.HandshakeError && e.kind === 'out_of_turn') {
-    return `Stopped: a handshake message was replayed or arrived out of turn, so someone may be tampering with the connection. Nothing more was sent. Start again with a new code. (${e.message})`;
+    return `A handshake message was replayed or arrived out of turn (${e.message}): someone may be tampering with the connection. Start again with a new code.`;
   }
   return e.message || String(e);
 }
@@ -317,6 +320,7 @@ function onChannelEvent(ev) {
         return;
       }
       offerSave(ev);
+      $('progress-label').textContent = `Received ${ev.name}`;
       document.body.dataset.state = 'done-received';
       ui.status('File received and verified.');
       break;
@@ -348,7 +352,7 @@ function channelError(e) {
 function offerSave({ blob, name, size }) {
   const link = $('save');
   link.download = name;
-  link.textContent = `Save ${name} (${(size / 1e6).toFixed(1)} MB)`;
+  link.textContent = `Save ${name} (${bytes(size)})`;
   link.href = '#';
   link.onclick = () => {
     const url = URL.createObjectURL(blob);
@@ -394,6 +398,7 @@ async function send(file) {
       timer = setTimeout(() => reject(new FramingError('stalled', `your peer did not confirm the file within ${STALL_MS / 1000} s`)), STALL_MS);
     })]).finally(() => clearTimeout(timer));
     if (r.ok && r.sha256 === sha256) {
+      $('progress-label').textContent = `Sent ${sanitizeName(file.name)}`;
       document.body.dataset.state = 'done-sent';
       ui.status(`Delivered. Your peer verified the file (SHA-256 ${r.sha256.slice(0, 16)}…).`);
     } else {

@@ -21,8 +21,7 @@ import * as hs from './handshake.js';
 
 const HANDSHAKE = new Set(['hello', 'reply', 'confirm']);
 
-const outOfTurn = (what) => new hs.HandshakeError('out_of_turn',
-  `${what}: the server replayed or injected a handshake message, or someone is tampering with the connection`);
+const outOfTurn = (what) => new hs.HandshakeError('out_of_turn', what);
 
 export class PeerSession {
   /** role: 'A' (created the session) or 'B' (joined it). */
