@@ -137,3 +137,20 @@ test('leave after the peer left is not an error (no_session or left)', async () 
   c.leave();
   assert.equal(types(ws).filter((t) => t === 'leave').length, 1, 'leave is sent once');
 });
+
+test('rate_limited and mailbox_full: unacknowledged sends go out again after a pause', async () => {
+  const events = [];
+  const c = await seated(events);
+  const ws = FakeWS.all[0];
+  ws.server({ type: 'paired', session: 's', seat: 0, ice_servers: [] });
+  c.send({ n: 1 });
+  c.send({ n: 2 });
+  ws.server({ type: 'ack', seq: 1 });
+  ws.server({ type: 'error', code: 'rate_limited', message: 'slow down', retryable: true });
+  await sleep(100);
+  assert.deepEqual(ws.sent.filter((f) => f.type === 'send').map((f) => f.seq), [1, 2, 2], 'seq 2 (dropped) sent again');
+  ws.server({ type: 'error', code: 'mailbox_full', message: 'peer behind', retryable: true });
+  await sleep(100);
+  assert.deepEqual(ws.sent.filter((f) => f.type === 'send').map((f) => f.seq), [1, 2, 2, 2]);
+  assert.deepEqual(events.filter(([t]) => t === 'error'), [], 'handled without stopping the page');
+});
