@@ -185,7 +185,19 @@ async function connect() {
       }
       fail(`The connection to the server was lost (${e.code}).`);
     });
-  await signal.connect();
+  // The page is no use without the server: keep trying, and say why.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await signal.connect();
+      break;
+    } catch (e) {
+      const delay = Math.min(15_000, 1000 * 2 ** attempt);
+      const why = e.code === 'server_full' ? 'The server is full right now.' : `Cannot reach the server${e.code ? ` (${e.code})` : ''}.`;
+      ui.notice(`${why} Trying again in ${delay / 1000} s…`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+  $('notice').hidden = true;
   ui.status('Create a code, or type the one you were given.');
   $('create').disabled = false;
   $('join').disabled = false;

@@ -53,15 +53,17 @@ export class SignalClient {
     if (fn) fn(msg);
   }
 
-  /** Resolves with the server's `welcome`. */
+  /** Resolves with the server's `welcome`; rejects with an Error whose
+   * `code` is the server's refusal (e.g. server_full) or null. May be called
+   * again after a rejection. */
   connect() {
     return new Promise((resolve, reject) => {
       this.open((m) => {
         this.ready = true;
         resolve(m);
-      }, (e, refusal) => reject(new Error(refusal
+      }, (e, refusal) => reject(Object.assign(new Error(refusal
         ? `the signaling server refused the connection: ${refusal.message} (${refusal.code})`
-        : 'cannot reach the signaling server')));
+        : 'cannot reach the signaling server'), { code: refusal?.code ?? null })));
     });
   }
 
@@ -82,7 +84,12 @@ export class SignalClient {
         this.flush();
         return;
       }
-      if (!welcomed && m.type === 'error') refusal = m;
+      if (!welcomed && m.type === 'error') {
+        // A refused connection (server_full, then close 1013): reported by
+        // connect() or retried by the reconnect loop.
+        refusal = m;
+        return;
+      }
       this.onServerMessage(m);
     };
     ws.onclose = (e) => {

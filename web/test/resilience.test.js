@@ -121,3 +121,24 @@ test('too many failed joins: said clearly, and the user can try again', { timeou
     strict.stop();
   }
 });
+
+test('a full server: said clearly, and the page connects once there is room', { timeout: 60_000 }, async () => {
+  const tiny = await startServer({ TURN_PORT_RANGE: '48600-48699', TALLOW_MAX_CONNECTIONS: '1' });
+  try {
+    const first = await newPage(browser, 'first');
+    await ready(first, `${tiny.base}/`);
+    const b = await newPage(browser, 'B');
+    await b.goto(`${tiny.base}/`);
+    const notice = await waitUntil(async () => (await b.isVisible('#notice')) && b.textContent('#notice'), 10_000);
+    assert.match(notice || '', /server is full/i);
+    assert.equal(await errorText(b), null, 'not a dead end');
+    await b.screenshot({ path: `${artifacts}/server-full.png`, fullPage: true });
+    await first.context().close();
+    await b.waitForSelector('#create:not([disabled])', { timeout: 30_000 });
+    assert.ok(!(await b.isVisible('#notice')), 'the notice goes once connected');
+    assert.deepEqual(b.problems, []);
+    await b.context().close();
+  } finally {
+    tiny.stop();
+  }
+});
