@@ -123,7 +123,9 @@ export class FileReceiver {
 
   push(frame) {
     if (typeof frame === 'string') return this.control(parseControl(frame));
-    return this.data(frame instanceof Uint8Array ? frame : new Uint8Array(frame));
+    // A data channel hands over a fresh ArrayBuffer per frame: kept as is.
+    // A view may be reused by its owner: copied.
+    return this.data(ArrayBuffer.isView(frame) ? new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength).slice() : new Uint8Array(frame));
   }
 
   control(m) {
@@ -165,7 +167,7 @@ export class FileReceiver {
       this.close();
       error('size_exceeded', `the peer sent more bytes than the ${f.size} it announced`);
     }
-    f.parts.push(u8.slice());
+    f.parts.push(u8);
     f.hash.update(u8);
     f.received += u8.length;
     this.arm();
