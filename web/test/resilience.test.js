@@ -142,3 +142,37 @@ test('a full server: said clearly, and the page connects once there is room', { 
     tiny.stop();
   }
 });
+
+test('paired while the page was away: resumed {paired: true} starts the session', { timeout: 60_000 }, async () => {
+  // The creator's connection drops (1012, as a restarting node closes it)
+  // just as `paired` is on its way, so the page never sees it. It resumes
+  // and the server answers resumed {paired: true, ice_servers} (the route
+  // adds ice_servers from the lost `paired`, as the server now does).
+  let lostPaired = null;
+  const setup = (p) => p.routeWebSocket(/\/signal$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((text) => server.send(text));
+    server.onMessage((text) => {
+      const f = JSON.parse(text);
+      if (f.type === 'paired' && !lostPaired) {
+        lostPaired = f;
+        server.close();
+        ws.close({ code: 1012, reason: 'server restarting: reconnect and resume' });
+        return;
+      }
+      if (f.type === 'resumed' && f.paired && !f.ice_servers && lostPaired) f.ice_servers = lostPaired.ice_servers;
+      ws.send(JSON.stringify(f));
+    });
+  });
+  const a = await newPage(browser, 'A', { setup });
+  const b = await newPage(browser, 'B');
+  await ready(a, `${server.base}/?relay=1`);
+  await ready(b, `${server.base}/?relay=1`);
+  await connected(a, b);
+  assert.ok(lostPaired, 'the creator missed paired');
+  assert.ok(Number(await a.evaluate(() => document.body.dataset.reconnects)) >= 1);
+  await sendAndVerify(a, b, 64 * 1024);
+  for (const p of [a, b]) assert.deepEqual(p.problems, []);
+  await a.context().close();
+  await b.context().close();
+});
