@@ -4,18 +4,42 @@
 
 import { SignalClient } from './signal.js';
 import * as hs from './handshake.js';
-import { Receiver, sendFile } from './transfer.js';
+import { PeerSession } from './session.js';
+import { neutral, sanitizeName } from './names.js';
+import { drained, Progress, sendFile } from './transfer.js';
+import { encodeControl, FileReceiver, FramingError, STALL_MS } from './framing.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const forceRelay = params.get('relay') === '1';
 
+const RETRY_TEXT = {
+  presence_unavailable: 'The server cannot reach its session store right now.',
+  rate_limited: 'Sending too fast for the server.',
+  mailbox_full: 'Your peer has not caught up yet.',
+  internal: 'The server had a problem.',
+};
+const USER_RETRY_TEXT = {
+  too_many_failed_joins: 'Too many wrong codes were tried from your network. Wait a few minutes, then try again.',
+  server_full: 'The server is full right now. Try again in a minute.',
+  too_many_sessions: 'Your network already holds too many open sessions. Close some, then try again.',
+  presence_unavailable: 'The server cannot reach its session store. Try again in a minute.',
+  rate_limited: 'Too many requests. Try again in a moment.',
+};
+
+const bytes = (n) => (n < 1e3 ? `${Math.round(n)} B` : n < 1e6 ? `${(n / 1e3).toFixed(1)} kB` : `${(n / 1e6).toFixed(1)} MB`);
+
 const ui = {
+  notice(text) {
+    $('notice').textContent = text;
+    $('notice').hidden = false;
+  },
   status(text) { $('status').textContent = text; },
   error(text) {
     $('error').textContent = text;
     $('error').hidden = false;
     $('status').textContent = 'Stopped.';
+    $('verify').hidden = true; // words of a session that failed compare nothing
     document.body.dataset.state = 'failed';
   },
   words(words) {
@@ -26,9 +50,8 @@ const ui = {
     $('progress').hidden = false;
     $('progress').max = p.total;
     $('progress').value = p.done;
-    const mb = (n) => (n / 1e6).toFixed(1);
-    const left = Number.isFinite(p.secondsLeft) ? `${Math.ceil(p.secondsLeft)} s left` : '';
-    $('progress-text').textContent = `${prefix} ${mb(p.done)} / ${mb(p.total)} MB · ${mb(p.rate)} MB/s · ${left}`;
+    const left = p.done < p.total && Number.isFinite(p.secondsLeft) ? ` · ${Math.ceil(p.secondsLeft)} s left` : '';
+    $('progress-text').textContent = `${prefix} ${bytes(p.done)} of ${bytes(p.total)} · ${bytes(p.rate)}/s${left}`;
   },
 };
 
@@ -38,11 +61,12 @@ const state = {
   code: null,
   sid: null,
   iceServers: [],
-  pending: null, // handshake state before the session exists
-  session: null,
+  peer: null, // PeerSession: the handshake state machine, then the session
   pc: null,
   channel: null,
-  incoming: null, // { meta, receiver, done, sha256 }
+  rx: null, // FileReceiver: every frame the peer sends on the channel
+  rxProgress: null,
+  awaiting: null, // { resolve, reject } while our file waits for `received`
   queue: Promise.resolve(), // sealed messages are opened strictly in order
   failed: false,
 };
@@ -51,15 +75,36 @@ function fail(text) {
   if (state.failed) return;
   state.failed = true;
   ui.error(text);
-  state.pc?.close();
+  state.rx?.close();
+  state.awaiting?.reject(new Error(text));
+  // A moment for a last frame (a cancel) to leave before the connection goes.
+  const pc = state.pc;
+  setTimeout(() => pc?.close(), 1000);
+}
+
+const finished = () => document.body.dataset.state?.startsWith('done') ?? false;
+const channelOpen = () => state.channel?.readyState === 'open';
+
+/** Stops after an error of ours: tells the peer (sealed once the session
+ * exists: an unsealed abort is only trusted before it), then leaves. */
+function abort(e) {
+  const reason = e?.kind ?? 'error';
+  if (state.peer?.session) {
+    state.peer.seal({ kind: 'abort', reason }, (m) => state.signal.send(m)).catch(() => {}).finally(() => state.signal.leave());
+  } else {
+    state.signal.send({ t: 'abort', reason });
+    state.signal.leave();
+  }
 }
 
 function randomWords(n) {
   return Array.from(crypto.getRandomValues(new Uint8Array(n)), hs.word);
 }
 
-async function sealed(obj) {
-  state.signal.send(await state.session.seal(JSON.stringify(obj)));
+/** Seals `obj` and sends it; sealing is serialised (PeerSession.seal), so
+ * messages leave in counter order. */
+function sealed(obj) {
+  return state.peer.seal(obj, (m) => state.signal.send(m));
 }
 
 // --- signaling ---------------------------------------------------------------
@@ -78,13 +123,14 @@ async function connect() {
     })
     .on('joined', (m) => { state.sid = m.session; })
     .on('paired', (m) => {
-      state.iceServers = m.ice_servers;
+      if (state.peer) return; // paired once
+      state.iceServers = m.ice_servers ?? [];
       if (state.role === 'A') {
-        const { state: s, hello } = hs.start(state.code, state.sid, hs.freshRandomness());
-        state.pending = s;
-        signal.hello(hello);
+        state.peer = new PeerSession('A', state.code, state.sid);
+        signal.hello(state.peer.start());
         ui.status('Peer connected. Securing the session…');
       } else {
+        state.peer = new PeerSession('B', state.code, state.sid);
         ui.status('Connected. Securing the session…');
       }
     })
@@ -94,27 +140,64 @@ async function connect() {
         abort(e);
       });
     })
-    .on('peer_left', () => fail('Your peer left.'))
-    .on('peer_away', () => ui.status('Your peer lost its connection; waiting for it to come back…'))
-    .on('peer_back', () => ui.status('Your peer is back.'))
+    .on('peer_left', () => {
+      // Over on the server; a finished transfer stays a success, and a
+      // working data channel is not torn down for it.
+      if (finished()) return;
+      if (channelOpen()) ui.status('Your peer is no longer connected to the server; the direct connection to it stays open.');
+      else fail('Your peer left.');
+    })
+    // After a verified transfer the status keeps saying so.
+    .on('peer_away', () => { if (!finished() && !state.failed) ui.status('Your peer lost its connection to the server; waiting for it to come back…'); })
+    .on('peer_back', () => { if (!finished() && !state.failed) ui.status('Your peer is back.'); })
     .on('reconnecting', () => {
       document.body.dataset.reconnects = String(Number(document.body.dataset.reconnects ?? 0) + 1);
-      ui.status('Connection to the server lost; reconnecting…');
+      if (!finished() && !state.failed) ui.status('Connection to the server lost; reconnecting…');
     })
-    .on('resumed', () => ui.status('Reconnected.'))
+    .on('resumed', () => { if (!state.failed) ui.status(finished() ? 'Reconnected.' : 'Reconnected. Carrying on…'); })
+    .on('retrying', (m) => {
+      if (!state.failed) ui.status(`${RETRY_TEXT[m.code] ?? 'The server refused a request for now.'} Trying again in ${Math.max(1, Math.round(m.delayMs / 1000))} s…`);
+    })
     .on('error', (m) => {
       if (m.code === 'unknown_nameplate' || m.code === 'session_full') {
         fail('No one is waiting with that code. Check it, or ask for a new one.');
       } else if (m.code === 'nameplate_expired') {
         fail('The code expired before anyone joined. Create a new one.');
-      } else if (!m.retryable) {
+      } else if (m.retryable && !state.peer) {
+        // Refused create/join that needs the user: say so, let them retry.
+        ui.notice(USER_RETRY_TEXT[m.code] ?? `${m.message} (${m.code}). Try again in a moment.`);
+        ui.status('Create a code, or type the one you were given.');
+        $('start').hidden = false;
+        $('code').textContent = '';
+        state.role = null;
+      } else if (m.retryable) {
+        ui.status(`${m.message} (${m.code}); still trying…`);
+      } else {
         fail(`${m.message} (${m.code})`);
       }
     })
     .on('closed', (e) => {
-      if (!document.body.dataset.state?.startsWith('done')) fail(`The connection to the server was lost (${e.code}).`);
+      // Signaling is gone for good; a working data channel goes on without it.
+      if (finished() || state.failed) return;
+      if (channelOpen()) {
+        ui.status('The connection to the server was lost; the direct connection to your peer stays open.');
+        return;
+      }
+      fail(`The connection to the server was lost (${e.code}).`);
     });
-  await signal.connect();
+  // The page is no use without the server: keep trying, and say why.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await signal.connect();
+      break;
+    } catch (e) {
+      const delay = Math.min(15_000, 1000 * 2 ** attempt);
+      const why = e.code === 'server_full' ? 'The server is full right now.' : `Cannot reach the server${e.code ? ` (${e.code})` : ''}.`;
+      ui.notice(`${why} Trying again in ${delay / 1000} s…`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+  $('notice').hidden = true;
   ui.status('Create a code, or type the one you were given.');
   $('create').disabled = false;
   $('join').disabled = false;
@@ -124,50 +207,40 @@ function explain(e) {
   if (e instanceof hs.HandshakeError && (e.kind === 'confirmation' || e.kind === 'downgrade')) {
     return 'The codes did not match, or someone tampered with the connection. Start again with a new code.';
   }
+  if (e instanceof hs.HandshakeError && e.kind === 'out_of_turn') {
+    return `A handshake message was replayed or arrived out of turn (${e.message}): someone may be tampering with the connection. Start again with a new code.`;
+  }
   return e.message || String(e);
-}
-
-function abort(e) {
-  state.signal.send({ t: 'abort', reason: e?.kind ?? 'error' });
-  state.signal.leave();
 }
 
 async function onPeerMessage(msg) {
   if (state.failed) return;
-  switch (msg.t) {
-    case 'hello': { // B
-      const { state: s, reply } = hs.respond(state.code, state.sid, msg, hs.freshRandomness());
-      state.pending = s;
-      state.signal.send(reply);
-      return;
-    }
-    case 'reply': { // A
-      const { session, confirm } = hs.finish(state.pending, msg);
-      state.session = session;
-      state.signal.send(confirm);
-      onSession();
-      await startWebRtc(true);
-      return;
-    }
-    case 'confirm': { // B
-      state.session = hs.accept(state.pending, msg);
-      onSession();
-      await startWebRtc(false);
-      return;
-    }
-    case 'abort':
-      fail('The codes did not match, or someone tampered with the connection. Start again with a new code.');
-      state.signal.leave();
-      return;
-    case 'sealed':
-      return onSealed(JSON.parse(new TextDecoder().decode(await state.session.open(msg))));
-    default:
-      throw new hs.HandshakeError('malformed', `unexpected message ${msg.t}`);
+  if (msg?.t === 'sealed') {
+    return onSealed(JSON.parse(new TextDecoder().decode(await state.peer.open(msg))));
+  }
+  if (!state.peer) throw new hs.HandshakeError('out_of_turn', `${String(msg?.t)} arrived before the handshake started`);
+  const r = state.peer.receive(msg);
+  if (r.abort) {
+    fail('The codes did not match, or someone tampered with the connection. Start again with a new code.');
+    state.signal.leave();
+    return;
+  }
+  if (r.ignored) {
+    // Anyone on the path can forge an unsealed abort: after the session a
+    // peer stops with a sealed one. Not trusted, noted for the curious.
+    document.body.dataset.untrusted = String(Number(document.body.dataset.untrusted ?? 0) + 1);
+    console.warn(`ignored: ${r.ignored}`);
+    return;
+  }
+  if (r.send) state.signal.send(r.send);
+  if (r.session) {
+    onSession();
+    await startWebRtc(state.role === 'A');
   }
 }
 
 function onSession() {
-  ui.words(state.session.words);
+  ui.words(state.peer.session.words);
   ui.status('Secure session ready. Compare the words with your peer. Connecting…');
 }
 
@@ -179,7 +252,7 @@ async function startWebRtc(offerer) {
     iceTransportPolicy: forceRelay ? 'relay' : 'all',
   });
   state.pc = pc;
-  pc.onicecandidate = (e) => { if (e.candidate) sealed({ kind: 'ice', candidate: e.candidate.toJSON() }); };
+  pc.onicecandidate = (e) => { if (e.candidate) sealed({ kind: 'ice', candidate: e.candidate.toJSON() }).catch(() => {}); };
   pc.oniceconnectionstatechange = () => {
     if (pc.iceConnectionState === 'failed') fail('Could not reach your peer, not even through the relay.');
   };
@@ -206,18 +279,9 @@ async function onSealed(m) {
     case 'ice':
       await pc.addIceCandidate(m.candidate);
       break;
-    case 'meta':
-      state.incoming = { meta: m, receiver: new Receiver(m, (p) => ui.progress('Receiving', p)), complete: false, sha256: null };
-      $('progress-label').textContent = `Receiving ${m.name}`;
-      break;
-    case 'done':
-      state.incoming.sha256 = m.sha256;
-      maybeFinishReceive();
-      break;
-    case 'received':
-      document.body.dataset.state = m.ok ? 'done-sent' : 'failed';
-      if (m.ok) ui.status(`Delivered. Your peer verified the file (SHA-256 ${m.sha256.slice(0, 16)}…).`);
-      else fail('Your peer received a file that does not match what you sent.');
+    case 'abort':
+      fail(`Your peer stopped the session (${neutral(m.reason)}).`);
+      state.signal.leave();
       break;
     default:
       break;
@@ -227,6 +291,10 @@ async function onSealed(m) {
 function setupChannel(channel) {
   channel.binaryType = 'arraybuffer';
   state.channel = channel;
+  state.rx = new FileReceiver({
+    onStall: (e) => channelError(e),
+    onProgress: (done, total) => state.rxProgress?.update(done, done === total),
+  });
   channel.onopen = async () => {
     ui.status('Connected. Pick or drop a file to send it.');
     $('send').hidden = false;
@@ -234,16 +302,79 @@ function setupChannel(channel) {
     $('path').textContent = await pathType();
   };
   channel.onclose = () => {
-    if (!document.body.dataset.state?.startsWith('done')) fail('The connection to your peer was lost.');
+    if (!finished()) fail('The connection to your peer was lost.');
   };
   channel.onmessage = (e) => {
-    const inc = state.incoming;
-    if (!inc) return;
-    if (inc.receiver.push(e.data)) {
-      inc.complete = true;
-      maybeFinishReceive();
+    if (state.failed) return;
+    try {
+      onChannelEvent(state.rx.push(e.data));
+    } catch (err) {
+      channelError(err);
     }
   };
+}
+
+/** What the peer's frames meant (FileReceiver.push). */
+function onChannelEvent(ev) {
+  switch (ev.t) {
+    case 'file':
+      $('send').hidden = true;
+      $('progress-label').textContent = `Receiving ${ev.name}`;
+      state.rxProgress = new Progress(ev.size, (p) => ui.progress('Receiving', p));
+      state.rxProgress.update(0, true);
+      break;
+    case 'end': {
+      state.channel.send(encodeControl({ t: 'received', ok: ev.ok, sha256: ev.sha256 }));
+      state.rxProgress?.update(ev.size, true);
+      $('received-sha256').textContent = ev.sha256;
+      if (!ev.ok) {
+        fail('The file arrived damaged (its SHA-256 does not match). Ask your peer to send it again.');
+        return;
+      }
+      offerSave(ev);
+      $('progress-label').textContent = `Received ${ev.name}`;
+      document.body.dataset.state = 'done-received';
+      ui.status('File received and verified.');
+      break;
+    }
+    case 'received':
+      if (!state.awaiting) throw new FramingError('unexpected_control', 'a receipt arrived for a file we did not send');
+      state.awaiting.resolve(ev);
+      break;
+    case 'cancel':
+      fail(`Your peer cancelled the transfer: ${ev.reason}`);
+      break;
+    default: // data: progress is reported by the receiver
+      break;
+  }
+}
+
+/** A framing error (or a stall): tell the peer why, then stop. */
+function channelError(e) {
+  const why = e instanceof FramingError ? `${e.kind}: ${e.message}` : String(e?.message ?? e);
+  try {
+    if (channelOpen()) state.channel.send(encodeControl({ t: 'cancel', reason: Array.from(why).slice(0, 256).join('') }));
+  } catch { /* the channel is going anyway */ }
+  fail(`The transfer stopped: ${e.message} (${e.kind ?? 'error'}).`);
+}
+
+/** The Save link: an object URL made on each click and revoked soon after
+ * (the download holds the file by then). Always application/octet-stream,
+ * under the sanitised name. */
+function offerSave({ blob, name, size }) {
+  const link = $('save');
+  link.download = name;
+  link.textContent = `Save ${name} (${bytes(size)})`;
+  link.href = '#';
+  link.onclick = () => {
+    const url = URL.createObjectURL(blob);
+    link.href = url;
+    setTimeout(() => {
+      URL.revokeObjectURL(url);
+      if (link.href === url) link.href = '#';
+    }, 10_000);
+  };
+  link.hidden = false;
 }
 
 /** How the data flows: 'host', 'srflx' or 'relay' (the local candidate of
@@ -263,44 +394,38 @@ async function pathType() {
   return local ? local.candidateType : 'unknown';
 }
 
-function maybeFinishReceive() {
-  const inc = state.incoming;
-  if (!inc?.complete || !inc.sha256) return;
-  const { blob, sha256 } = inc.receiver.finish();
-  const ok = sha256 === inc.sha256;
-  sealed({ kind: 'received', ok, sha256 });
-  $('received-sha256').textContent = sha256;
-  if (!ok) {
-    fail('The file arrived damaged (its SHA-256 does not match). Ask your peer to send it again.');
-    return;
-  }
-  const link = $('save');
-  link.href = URL.createObjectURL(blob);
-  link.download = inc.meta.name;
-  link.textContent = `Save ${inc.meta.name} (${(inc.meta.size / 1e6).toFixed(1)} MB)`;
-  link.hidden = false;
-  document.body.dataset.state = 'done-received';
-  ui.status('File received and verified.');
-}
-
 async function send(file) {
-  if (!state.channel || state.channel.readyState !== 'open') return;
+  if (!channelOpen() || state.awaiting) return;
   $('send').hidden = true;
-  $('progress-label').textContent = `Sending ${file.name}`;
-  await sealed({ kind: 'meta', name: file.name, size: file.size, type: file.type });
+  $('progress-label').textContent = `Sending ${sanitizeName(file.name)}`;
+  const receipt = new Promise((resolve, reject) => { state.awaiting = { resolve, reject }; });
+  receipt.catch(() => {});
   try {
     const sha256 = await sendFile(state.channel, file, (p) => ui.progress('Sent', p));
     $('sent-sha256').textContent = sha256;
-    await sealed({ kind: 'done', sha256 });
     ui.status('Sent. Waiting for your peer to verify…');
+    await drained(state.channel, 0);
+    let timer;
+    const r = await Promise.race([receipt, new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new FramingError('stalled', `your peer did not confirm the file within ${STALL_MS / 1000} s`)), STALL_MS);
+    })]).finally(() => clearTimeout(timer));
+    if (r.ok && r.sha256 === sha256) {
+      $('progress-label').textContent = `Sent ${sanitizeName(file.name)}`;
+      document.body.dataset.state = 'done-sent';
+      ui.status(`Delivered. Your peer verified the file (SHA-256 ${r.sha256.slice(0, 16)}…).`);
+    } else {
+      fail('Your peer received a file that does not match what you sent.');
+    }
   } catch (e) {
-    fail(e.message);
+    if (e instanceof FramingError) channelError(e);
+    else fail(e.message);
   }
 }
 
 // --- page wiring -----------------------------------------------------------------
 
 $('create').onclick = () => {
+  $('notice').hidden = true;
   state.role = 'A';
   $('start').hidden = true;
   state.signal.create();
@@ -311,6 +436,7 @@ $('join').onclick = () => {
     ui.status('A code looks like 7-bal-kir-mos.');
     return;
   }
+  $('notice').hidden = true;
   state.role = 'B';
   state.code = code;
   $('start').hidden = true;

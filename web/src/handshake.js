@@ -26,8 +26,16 @@ export class HandshakeError extends Error {
 const fail = (kind, message) => { throw new HandshakeError(kind, message); };
 const malformed = (what) => fail('malformed', `malformed handshake message: ${what}`);
 
+// Base64 in slices: spreading a whole buffer into fromCharCode overflows the
+// stack above ~100 KB.
+function b64enc(u8) {
+  let s = '';
+  for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode.apply(null, u8.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
 const b64 = {
-  enc: (u8) => btoa(String.fromCharCode(...u8)),
+  enc: b64enc,
   dec: (s, what, len) => {
     let u8;
     try {

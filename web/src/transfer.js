@@ -1,14 +1,16 @@
-// File transfer over an RTCDataChannel: fixed-size chunks, backpressure on
-// bufferedAmount, SHA-256 computed while streaming on both sides, progress
-// with speed and time left.
+// Sending a file over an RTCDataChannel in the framing of ./framing.js:
+// {"t":"file"}, binary chunks with backpressure on bufferedAmount, {"t":"end"}
+// with the SHA-256 computed while streaming. Progress with speed and time
+// left. The receiving side is FileReceiver (./framing.js).
 
 import { sha256 } from '@noble/hashes/sha2.js';
+import { encodeControl, FramingError, hex, STALL_MS } from './framing.js';
+import { sanitizeName } from './names.js';
 
+export { hex };
 export const CHUNK = 16 * 1024;
 const HIGH_WATER = 4 * 1024 * 1024;
 const LOW_WATER = 1024 * 1024;
-
-export const hex = (u8) => Array.from(u8, (b) => b.toString(16).padStart(2, '0')).join('');
 
 /** Progress reporting: bytes done, rate over the last seconds, time left. */
 export class Progress {
@@ -33,58 +35,68 @@ export class Progress {
   }
 }
 
-function waitLow(channel) {
-  if (channel.bufferedAmount <= LOW_WATER) return Promise.resolve();
-  return new Promise((resolve) => {
-    channel.bufferedAmountLowThreshold = LOW_WATER;
-    channel.addEventListener('bufferedamountlow', () => resolve(), { once: true });
+const lost = () => new Error('the connection to your peer was lost');
+
+/**
+ * Resolves once the channel has drained below `level` (with level 0: sent
+ * everything); rejects if it closes, or with `stalled` if nothing drains for
+ * `stallMs`.
+ */
+export function drained(channel, level = LOW_WATER, stallMs = STALL_MS) {
+  return new Promise((resolve, reject) => {
+    let last = channel.bufferedAmount;
+    let since = performance.now();
+    const check = () => {
+      if (channel.readyState !== 'open') return done(lost());
+      if (channel.bufferedAmount <= level) return done();
+      if (channel.bufferedAmount !== last) {
+        last = channel.bufferedAmount;
+        since = performance.now();
+      } else if (performance.now() - since > stallMs) {
+        return done(new FramingError('stalled', `nothing could be sent for ${Math.round(stallMs / 1000)} s`));
+      }
+      return undefined;
+    };
+    const timer = setInterval(check, 250);
+    const onLow = () => check();
+    const onClose = () => check();
+    channel.bufferedAmountLowThreshold = Math.min(level, LOW_WATER);
+    channel.addEventListener('bufferedamountlow', onLow);
+    channel.addEventListener('close', onClose);
+    function done(err) {
+      clearInterval(timer);
+      channel.removeEventListener('bufferedamountlow', onLow);
+      channel.removeEventListener('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    }
+    check();
   });
 }
 
-/** Send `file` (a Blob) over `channel`; resolves with its SHA-256 hex. */
-export async function sendFile(channel, file, onProgress) {
+/** Sends `file` (a Blob with a name) over `channel`; resolves with its
+ * SHA-256 hex once the `end` frame is queued. */
+export async function sendFile(channel, file, onProgress, { stallMs = STALL_MS } = {}) {
+  if (channel.readyState !== 'open') throw lost();
   const hash = sha256.create();
   const progress = new Progress(file.size, onProgress);
+  channel.send(encodeControl({ t: 'file', name: sanitizeName(file.name), size: file.size }));
   let offset = 0;
   while (offset < file.size) {
     const slice = new Uint8Array(await file.slice(offset, offset + CHUNK * 64).arrayBuffer());
+    if (slice.length === 0) throw new Error('the file could not be read to the end');
     for (let i = 0; i < slice.length; i += CHUNK) {
       const chunk = slice.subarray(i, i + CHUNK);
-      if (channel.bufferedAmount > HIGH_WATER) await waitLow(channel);
-      if (channel.readyState !== 'open') throw new Error('the connection to your peer was lost');
+      if (channel.bufferedAmount > HIGH_WATER) await drained(channel, LOW_WATER, stallMs);
+      if (channel.readyState !== 'open') throw lost();
       channel.send(chunk);
       hash.update(chunk);
       offset += chunk.length;
       progress.update(offset);
     }
   }
+  const sum = hex(hash.digest());
+  channel.send(encodeControl({ t: 'end', sha256: sum }));
   progress.update(offset, true);
-  return hex(hash.digest());
-}
-
-/** Receives chunks until `size` bytes have arrived. */
-export class Receiver {
-  constructor(meta, onProgress) {
-    this.meta = meta;
-    this.parts = [];
-    this.received = 0;
-    this.hash = sha256.create();
-    this.progress = new Progress(meta.size, onProgress);
-  }
-
-  push(data) {
-    const u8 = new Uint8Array(data);
-    this.parts.push(u8);
-    this.hash.update(u8);
-    this.received += u8.length;
-    this.progress.update(this.received, this.received >= this.meta.size);
-    return this.received >= this.meta.size;
-  }
-
-  finish() {
-    return {
-      blob: new Blob(this.parts, { type: this.meta.type || 'application/octet-stream' }),
-      sha256: hex(this.hash.digest()),
-    };
-  }
+  return sum;
 }

@@ -65,3 +65,13 @@ test('two fresh JavaScript peers agree', async () => {
   assert.deepEqual(sa.words, sb.words);
   assert.equal(dec.decode(await sb.open(await sa.seal('x'))), 'x');
 });
+
+test('a 1 MB plaintext seals and opens (base64 must not spread a million arguments)', async () => {
+  const a = hs.start('12-kiwi-lemon-mango', 'sid-1', hs.freshRandomness());
+  const b = hs.respond('12-kiwi-lemon-mango', 'sid-1', a.hello, hs.freshRandomness());
+  const { session: sa, confirm } = hs.finish(a.state, b.reply);
+  const sb = hs.accept(b.state, confirm);
+  const big = new Uint8Array(1 << 20).map((_, i) => i * 7);
+  const m = await sa.seal(big);
+  assert.deepEqual(await sb.open(m), big);
+});

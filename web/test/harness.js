@@ -1,0 +1,202 @@
+// Shared by the browser tests (not a test file itself): a real tallow-server
+// on loopback, Debian's headless Chromium, and pages instrumented to report
+// what the page must never do (CSP violations, a second RTCPeerConnection,
+// object URLs left alive) and to hand tests the data channels.
+import { spawn } from 'node:child_process';
+import { createServer, request } from 'node:http';
+import { connect, createServer as createNetServer } from 'node:net';
+import { mkdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+export const root = new URL('../../', import.meta.url).pathname;
+export const artifacts = `${root}artifacts/e2e`;
+const serverBin = process.env.TALLOW_SERVER_BIN ?? `${root}target/debug/tallow-server`;
+
+// The policy the server sends on every response (another change adds it to
+// tallow-server; the tests' proxy adds it too, so that the page is held to
+// it either way).
+export const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+  + "connect-src 'self' ws: wss:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+  + "form-action 'none'; frame-ancestors 'none'";
+
+/** Starts tallow-server with `env` on top of the test defaults, behind a
+ * proxy that adds the CSP to every HTTP response; resolves to
+ * { base, direct, stop } (`direct`: the server itself). */
+export async function startServer(env = {}) {
+  mkdirSync(artifacts, { recursive: true });
+  const server = spawn(serverBin, [], {
+    env: {
+      TALLOW_LISTEN: '127.0.0.1:0',
+      TURN_LISTEN: '127.0.0.1:0',
+      TURN_ALLOW_LOOPBACK: 'true',
+      TURN_PORT_RANGE: '47000-47999',
+      TURN_MAX_BYTES_PER_SEC: '0',
+      TALLOW_MAX_MESSAGES_PER_SEC: '1000',
+      TALLOW_MAX_SESSIONS_PER_IP: '200',
+      // TEST_WEB_ROOT: run the browser tests against another build of the page.
+      TALLOW_WEB_ROOT: process.env.TEST_WEB_ROOT ?? `${root}web`,
+      LOG_FORMAT: 'json',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const direct = await new Promise((resolve, reject) => {
+    const lines = createInterface({ input: server.stdout });
+    lines.on('line', (line) => {
+      const v = JSON.parse(line);
+      if (v.message === 'tallow-server listening') resolve(`http://${v.addr}`);
+    });
+    server.on('exit', (code) => reject(new Error(`tallow-server exited with ${code}`)));
+  });
+  const proxy = await cspProxy(new URL(direct));
+  return { base: proxy.url, direct, stop: () => { proxy.close(); server.kill('SIGTERM'); } };
+}
+
+/** An HTTP proxy that adds the CSP and nosniff to every response and passes
+ * WebSocket upgrades through untouched (as the server will once it sends
+ * them itself; playwright's route.fulfill would lose the page's local
+ * address space and Chromium would then block its WebSocket). */
+async function cspProxy(target) {
+  const sockets = new Set();
+  const server = createServer((req, res) => {
+    const up = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, { ...r.headers, 'content-security-policy': CSP, 'x-content-type-options': 'nosniff' });
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  server.on('upgrade', (req, client, head) => {
+    const up = connect(target.port, target.hostname, () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      up.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (head.length) up.write(head);
+      client.pipe(up);
+      up.pipe(client);
+    });
+    for (const s of [client, up]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => { sockets.delete(s); client.destroy(); up.destroy(); });
+    }
+  });
+  server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () => { server.close(); for (const s of sockets) s.destroy(); },
+  };
+}
+
+export function launch() {
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+// Runs in the page before its own scripts.
+function instrument() {
+  const t = { pcs: 0, channels: [], liveUrls: new Set(), blobTypes: [], violations: [] };
+  window.__tallowTest = t;
+  const PC = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends PC {
+    constructor(...args) {
+      super(...args);
+      t.pcs += 1;
+      this.addEventListener('datachannel', (e) => t.channels.push(e.channel));
+    }
+
+    createDataChannel(...args) {
+      const c = super.createDataChannel(...args);
+      t.channels.push(c);
+      return c;
+    }
+  };
+  const create = URL.createObjectURL.bind(URL);
+  const revoke = URL.revokeObjectURL.bind(URL);
+  URL.createObjectURL = (o) => { const u = create(o); t.liveUrls.add(u); t.blobTypes.push(o.type); return u; };
+  URL.revokeObjectURL = (u) => { t.liveUrls.delete(u); revoke(u); };
+  document.addEventListener('securitypolicyviolation', (e) => t.violations.push(`${e.violatedDirective} ${e.blockedURI}`));
+}
+
+/**
+ * A new page in its own context (two people's browsers share nothing),
+ * instrumented (pages of startServer's `base` get the CSP above). `page.problems` collects page
+ * errors and CSP refusals ("Refused to ...") from the console.
+ */
+export async function newPage(browser, name, { setup } = {}) {
+  const context = await browser.newContext({ acceptDownloads: true });
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('pageerror', (e) => { page.problems.push(`page error: ${e.message}`); console.error(`page ${name}: ${e.message}`); });
+  page.on('console', (m) => {
+    if (/Refused to|Content Security Policy/i.test(m.text())) page.problems.push(`console: ${m.text()}`);
+  });
+  await page.addInitScript(instrument);
+  if (setup) await setup(page);
+  return page;
+}
+
+/** Opens `url` and waits until the page can create or join. */
+export async function ready(page, url) {
+  await page.goto(url);
+  await page.waitForSelector('#create:not([disabled])');
+}
+
+/** Creator `a` makes a code, joiner `b` types it; resolves once both see
+ * the verification words. */
+export async function pairUp(a, b) {
+  await a.click('#create');
+  await a.waitForFunction(() => /^\d+-[a-z]+-[a-z]+-[a-z]+$/.test(document.getElementById('code').textContent));
+  await b.fill('#code-input', await a.textContent('#code'));
+  await b.click('#join');
+}
+
+export async function connected(a, b) {
+  await pairUp(a, b);
+  for (const p of [a, b]) await p.waitForSelector('body[data-state="connected"]', { timeout: 30_000 });
+}
+
+/** Polls `fn` (async allowed) until truthy or `ms` pass; returns its last value. */
+export async function waitUntil(fn, ms, step = 100) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v || Date.now() > end) return v;
+    await new Promise((r) => setTimeout(r, step));
+  }
+}
+
+export const errorText = async (p) => ((await p.isVisible('#error')) ? p.textContent('#error') : null);
+
+/** A TCP proxy to `target` (a URL) that the test can cut; while `down`, it
+ * drops every new connection at once (a network that stays broken). */
+export async function cuttableProxy(target) {
+  const live = new Set();
+  let down = false;
+  const server = createNetServer((client) => {
+    if (down) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(target.port, target.hostname);
+    for (const s of [client, upstream]) {
+      live.add(s);
+      s.on('error', () => {});
+      s.on('close', () => { live.delete(s); client.destroy(); upstream.destroy(); });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    cut: ({ stayDown = false } = {}) => { down = stayDown; for (const s of live) s.destroy(); },
+    restore: () => { down = false; },
+    close: () => { server.close(); for (const s of live) s.destroy(); },
+  };
+}

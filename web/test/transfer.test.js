@@ -1,0 +1,130 @@
+// The file's framing on the data channel, in Chromium against a real
+// tallow-server (through the embedded TURN relay): a zero-byte file, a
+// peer whose size lies, a hostile name and MIME type; what the page saves
+// and shows; object URLs released. Pages run under the server's CSP.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { artifacts, connected, errorText, launch, newPage, ready, startServer, waitUntil } from './harness.js';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer({ TURN_PORT_RANGE: '47500-47999' });
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.stop();
+});
+
+async function twoPages() {
+  const a = await newPage(browser, 'A');
+  const b = await newPage(browser, 'B');
+  await ready(a, `${server.base}/?relay=1`);
+  await ready(b, `${server.base}/?relay=1`);
+  await connected(a, b);
+  return { a, b };
+}
+
+async function close(...pages) {
+  for (const p of pages) await p.context().close();
+}
+
+test('a zero-byte file completes and verifies', { timeout: 60_000 }, async () => {
+  const { a, b } = await twoPages();
+  await a.setInputFiles('#file', { name: 'empty.txt', mimeType: 'text/plain', buffer: Buffer.alloc(0) });
+  await b.waitForSelector('body[data-state="done-received"]', { timeout: 20_000 });
+  await a.waitForSelector('body[data-state="done-sent"]', { timeout: 20_000 });
+  const empty = createHash('sha256').digest('hex');
+  assert.equal(await b.textContent('#received-sha256'), empty);
+  assert.equal(await a.textContent('#sent-sha256'), empty);
+  const [download] = await Promise.all([b.waitForEvent('download'), b.click('#save')]);
+  assert.equal(readFileSync(await download.path()).length, 0);
+  await b.screenshot({ path: `${artifacts}/zero-byte-receiver.png`, fullPage: true });
+  for (const p of [a, b]) assert.deepEqual(p.problems, []);
+  await close(a, b);
+});
+
+test('a hostile name and MIME type: saved as octet-stream under a neutralised name; object URLs revoked', { timeout: 60_000 }, async () => {
+  const { a, b } = await twoPages();
+  const name = 'invoice\u202Elmth.exe<script>';
+  const file = Buffer.from('<html><script>alert(document.domain)</script></html>');
+  await a.setInputFiles('#file', { name, mimeType: 'text/html', buffer: file });
+  await b.waitForSelector('body[data-state="done-received"]', { timeout: 20_000 });
+  const shown = await b.evaluate(() => document.body.innerText);
+  assert.ok(!/[\u202a-\u202e\u2066-\u2069]/.test(shown), 'no bidirectional override on the page');
+  assert.match(shown, /invoice_lmth\.exe_script_/);
+  const [download] = await Promise.all([b.waitForEvent('download'), b.click('#save')]);
+  const types = await b.evaluate(() => window.__tallowTest.blobTypes);
+  assert.ok(types.length >= 1);
+  assert.deepEqual([...new Set(types)], ['application/octet-stream'], `the saved blob never takes the peer's type (got ${types})`);
+  assert.equal(download.suggestedFilename(), 'invoice_lmth.exe_script_');
+  assert.deepEqual(readFileSync(await download.path()), file);
+  await b.screenshot({ path: `${artifacts}/hostile-name-receiver.png`, fullPage: true });
+  // The object URL behind the save is released once the download started.
+  const live = await waitUntil(() => b.evaluate(() => window.__tallowTest.liveUrls.size === 0), 15_000, 250);
+  assert.ok(live, 'every object URL was revoked');
+  // Saving again still works (a fresh URL).
+  const [again] = await Promise.all([b.waitForEvent('download'), b.click('#save')]);
+  assert.deepEqual(readFileSync(await again.path()), file);
+  for (const p of [a, b]) assert.deepEqual(p.problems, []);
+  await close(a, b);
+});
+
+/** Plays the lying sender on page `a`'s data channel. */
+async function lie(a, frames) {
+  await a.evaluate((fs) => {
+    const ch = window.__tallowTest.channels.find((c) => c.readyState === 'open');
+    for (const f of fs) ch.send(typeof f === 'string' ? f : new Uint8Array(f.bytes));
+  }, frames);
+}
+
+test('a peer that sends more bytes than it announced is reported clearly', { timeout: 60_000 }, async () => {
+  const { a, b } = await twoPages();
+  await lie(a, [JSON.stringify({ t: 'file', name: 'lie.bin', size: 1000 }), { bytes: 1500 }, { bytes: 1500 }]);
+  assert.ok(await waitUntil(() => errorText(b), 15_000), 'the receiver stops with an error');
+  assert.match(await errorText(b), /more bytes than/i);
+  // The liar is told why.
+  assert.ok(await waitUntil(() => errorText(a), 15_000), 'the sender hears of it');
+  assert.match(await errorText(a), /size_exceeded/);
+  await b.screenshot({ path: `${artifacts}/lying-size-receiver.png`, fullPage: true });
+  for (const p of [a, b]) assert.deepEqual(p.problems, []);
+  await close(a, b);
+});
+
+test('a peer that ends before the announced size is reported clearly', { timeout: 60_000 }, async () => {
+  const { a, b } = await twoPages();
+  const empty = createHash('sha256').digest('hex');
+  await lie(a, [JSON.stringify({ t: 'file', name: 'short.bin', size: 5000 }), { bytes: 100 }, JSON.stringify({ t: 'end', sha256: empty })]);
+  assert.ok(await waitUntil(() => errorText(b), 15_000), 'the receiver stops with an error');
+  assert.match(await errorText(b), /ended after 100 of the 5000 bytes/);
+  await close(a, b);
+});
+
+test('bytes without a file and a malformed control frame are errors, not silence', { timeout: 60_000 }, async () => {
+  const { a, b } = await twoPages();
+  await lie(a, [{ bytes: 10 }]);
+  assert.ok(await waitUntil(() => errorText(b), 15_000), 'the receiver stops with an error');
+  assert.match(await errorText(b), /no file open/);
+  const p = await twoPages();
+  await lie(p.a, ['{"t":"file","name":"x","size":-1}']);
+  assert.ok(await waitUntil(() => errorText(p.b), 15_000));
+  assert.match(await errorText(p.b), /bad_size/);
+  await close(a, b, p.a, p.b);
+});
+
+test('a normal 3 MB file still crosses and is verified on both sides', { timeout: 90_000 }, async () => {
+  const { a, b } = await twoPages();
+  const file = randomBytes(3 * 1024 * 1024 + 17);
+  const sha256 = createHash('sha256').update(file).digest('hex');
+  await a.setInputFiles('#file', { name: 'three.bin', mimeType: 'application/octet-stream', buffer: file });
+  await b.waitForSelector('body[data-state="done-received"]', { timeout: 60_000 });
+  await a.waitForSelector('body[data-state="done-sent"]', { timeout: 30_000 });
+  assert.equal(await b.textContent('#received-sha256'), sha256);
+  await a.screenshot({ path: `${artifacts}/three-mb-sender.png`, fullPage: true });
+  await close(a, b);
+});
