@@ -3,7 +3,6 @@
 // what the page must never do (CSP violations, a second RTCPeerConnection,
 // object URLs left alive) and to hand tests the data channels.
 import { spawn } from 'node:child_process';
-import { createServer, request } from 'node:http';
 import { connect, createServer as createNetServer } from 'node:net';
 import { mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -13,16 +12,16 @@ export const root = new URL('../../', import.meta.url).pathname;
 export const artifacts = `${root}artifacts/e2e`;
 const serverBin = process.env.TALLOW_SERVER_BIN ?? `${root}target/debug/tallow-server`;
 
-// The policy the server sends on every response (another change adds it to
-// tallow-server; the tests' proxy adds it too, so that the page is held to
-// it either way).
+// The policy tallow-server sends on every response (signaling/src/server.rs);
+// startServer checks that the server really sends it, so the pages below are
+// held to the server's own headers.
 export const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
   + "connect-src 'self' ws: wss:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
   + "form-action 'none'; frame-ancestors 'none'";
 
-/** Starts tallow-server with `env` on top of the test defaults, behind a
- * proxy that adds the CSP to every HTTP response; resolves to
- * { base, direct, stop } (`direct`: the server itself). */
+/** Starts tallow-server with `env` on top of the test defaults and checks
+ * that it sends the CSP and nosniff; resolves to { base, direct, stop }
+ * (both the server's own address). */
 export async function startServer(env = {}) {
   mkdirSync(artifacts, { recursive: true });
   const server = spawn(serverBin, [], {
@@ -49,45 +48,12 @@ export async function startServer(env = {}) {
     });
     server.on('exit', (code) => reject(new Error(`tallow-server exited with ${code}`)));
   });
-  const proxy = await cspProxy(new URL(direct));
-  return { base: proxy.url, direct, stop: () => { proxy.close(); server.kill('SIGTERM'); } };
-}
-
-/** An HTTP proxy that adds the CSP and nosniff to every response and passes
- * WebSocket upgrades through untouched (as the server will once it sends
- * them itself; playwright's route.fulfill would lose the page's local
- * address space and Chromium would then block its WebSocket). */
-async function cspProxy(target) {
-  const sockets = new Set();
-  const server = createServer((req, res) => {
-    const up = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode, { ...r.headers, 'content-security-policy': CSP, 'x-content-type-options': 'nosniff' });
-      r.pipe(res);
-    });
-    up.on('error', () => res.destroy());
-    req.pipe(up);
-  });
-  server.on('upgrade', (req, client, head) => {
-    const up = connect(target.port, target.hostname, () => {
-      const lines = [`${req.method} ${req.url} HTTP/1.1`];
-      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
-      up.write(`${lines.join('\r\n')}\r\n\r\n`);
-      if (head.length) up.write(head);
-      client.pipe(up);
-      up.pipe(client);
-    });
-    for (const s of [client, up]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => { sockets.delete(s); client.destroy(); up.destroy(); });
-    }
-  });
-  server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    close: () => { server.close(); for (const s of sockets) s.destroy(); },
-  };
+  const page = await fetch(`${direct}/`);
+  if (page.headers.get('content-security-policy') !== CSP || page.headers.get('x-content-type-options') !== 'nosniff') {
+    server.kill('SIGTERM');
+    throw new Error(`tallow-server does not send the expected CSP: ${page.headers.get('content-security-policy')}`);
+  }
+  return { base: direct, direct, stop: () => server.kill('SIGTERM') };
 }
 
 export function launch() {
