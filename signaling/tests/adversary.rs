@@ -729,3 +729,52 @@ async fn an_ipv4_mapped_forwarded_for_shares_the_ipv4_address_limits() {
         assert_eq!(v["code"], "too_many_sessions", "{form:?}: {v}");
     }
 }
+
+
+fn node(redis: &common::RedisServer, id: &str) -> common::Binary {
+    let url = redis.url();
+    common::Binary::spawn(&[
+        ("REDIS_URL", url.as_str()),
+        ("TALLOW_SERVER_ID", id),
+        ("TALLOW_RESUME_GRACE_SECS", "30"),
+    ])
+}
+
+/// A node stops (SIGSTOP) just as its client sends `leave`; the other node
+/// rightly takes it for dead. When it runs again it must carry out the
+/// leave: its client gets `left`, the peer ends with `peer_left` "left"
+/// (not a timeout much later), and nothing remains in Redis.
+#[tokio::test]
+async fn a_leave_sent_to_a_stopped_node_is_carried_out_when_it_runs_again() {
+    let redis = common::RedisServer::start();
+    let n1 = node(&redis, "adv-1");
+    let n2 = node(&redis, "adv-2");
+    let mut a = Client::connect(n1.addr).await;
+    a.send(json!({"type": "create"})).await;
+    let created = a.expect("created").await;
+    let mut b = Client::connect(n2.addr).await;
+    b.send(json!({"type": "join", "nameplate": created["nameplate"]}))
+        .await;
+    b.expect("joined").await;
+    b.expect("paired").await;
+    a.expect("paired").await;
+    common::open_handshake(&mut a, &mut b, created["session"].as_str().unwrap()).await;
+
+    n1.signal("-STOP");
+    a.send(json!({"type": "leave"})).await;
+    assert_eq!(b.expect("peer_away").await["type"], "peer_away");
+    n1.signal("-CONT");
+    skip_to(&mut a, "left").await;
+    let mut seen = Vec::new();
+    loop {
+        let v = b.recv().await;
+        seen.push(v["type"].as_str().unwrap().to_owned());
+        if v["type"] == "peer_left" {
+            assert_eq!(v["reason"], "left", "{seen:?}");
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sessions: Vec<String> = redis_cmd(&redis, &["KEYS", "tallow:s:*"]).await;
+    assert!(sessions.is_empty(), "{sessions:?} after {seen:?}");
+}
