@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{pair, Client, Event, Store};
+use common::{pair, Client, Store};
 use serde_json::json;
 
 on_both_stores!(
@@ -19,21 +19,36 @@ on_both_stores!(
 
 /// Every event (JSON or close) a client receives within `d`.
 async fn events_for(c: &mut Client, d: Duration) -> Vec<String> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
     let until = tokio::time::Instant::now() + d;
     let mut seen = Vec::new();
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(until) => return seen,
-            e = c.next_event() => match e {
-                Event::Json(v) if v["type"] == "error" => {
-                    seen.push(format!("error:{}", v["code"].as_str().unwrap_or("?")))
+        let Ok(frame) = tokio::time::timeout_at(until, c.ws.next()).await else {
+            return seen;
+        };
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "error" {
+                    seen.push(format!("error:{}", v["code"].as_str().unwrap_or("?")));
+                } else {
+                    seen.push(v["type"].as_str().unwrap_or("?").to_owned());
                 }
-                Event::Json(v) => seen.push(v["type"].as_str().unwrap_or("?").to_owned()),
-                Event::Closed(code, r) => {
-                    seen.push(format!("closed {code} {r}"));
-                    return seen;
-                }
-            },
+            }
+            Some(Ok(Message::Close(f))) => {
+                seen.push(format!("closed {:?}", f.map(|f| u16::from(f.code))));
+                return seen;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                seen.push(format!("closed {e}"));
+                return seen;
+            }
+            None => {
+                seen.push("closed".to_owned());
+                return seen;
+            }
         }
     }
 }
