@@ -793,3 +793,31 @@ async fn a_leave_sent_to_a_stopped_node_is_carried_out_when_it_runs_again() {
     let sessions: Vec<String> = redis_cmd(&redis, &["KEYS", "tallow:s:*"]).await;
     assert!(sessions.is_empty(), "{sessions:?} after {seen:?}");
 }
+
+
+/// Issue 8 point 1 with longer stalls than the shipped test (7 s): across
+/// several reconnect cycles of the nodes' Redis connections, a live
+/// cross-node session must still go on with nothing lost and no false
+/// notice once Redis runs again.
+#[tokio::test]
+async fn longer_redis_stalls_break_no_cross_node_session() {
+    for stall in [12u64, 20] {
+        let redis = common::RedisServer::start();
+        let n1 = node(&redis, "long-1");
+        let n2 = node(&redis, "long-2");
+        let mut a = Client::connect(n1.addr).await;
+        a.send(json!({"type": "create"})).await;
+        let created = a.expect("created").await;
+        let mut b = Client::connect(n2.addr).await;
+        b.send(json!({"type": "join", "nameplate": created["nameplate"]}))
+            .await;
+        b.expect("joined").await;
+        b.expect("paired").await;
+        a.expect("paired").await;
+        common::open_handshake(&mut a, &mut b, created["session"].as_str().unwrap()).await;
+        redis.stop();
+        tokio::time::sleep(Duration::from_secs(stall)).await;
+        redis.cont();
+        common::settle_and_check(a, b).await;
+    }
+}
