@@ -55,16 +55,20 @@ pub fn client_ip(trust_forwarded_for: bool, remote: IpAddr, headers: &HeaderMap)
     if !trust_forwarded_for {
         return remote;
     }
+    // Bytes, not `to_str`: a non-ASCII byte the client put in its own part
+    // of the header must not spoil the entry the proxy appended.
     let Some(last) = headers
         .get_all("x-forwarded-for")
         .iter()
         .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
     else {
         return remote;
     };
-    last.trim().parse().unwrap_or(remote)
+    std::str::from_utf8(last)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(remote)
 }
 
 #[cfg(test)]
@@ -114,6 +118,13 @@ mod tests {
         assert_eq!(ip(&headers(&["203.0.113.9, not-an-ip"])), remote);
         assert_eq!(ip(&headers(&["203.0.113.9", ""])), remote);
         assert_eq!(ip(&HeaderMap::new()), remote);
+        // Non-ASCII bytes in the client's part change nothing.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"\xc3\xa9, 198.51.100.1").unwrap(),
+        );
+        assert_eq!(ip(&h), "198.51.100.1".parse::<IpAddr>().unwrap());
         assert_eq!(
             client_ip(false, remote, &headers(&["198.51.100.1"])),
             remote

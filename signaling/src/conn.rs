@@ -9,7 +9,9 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use tokio::sync::mpsc;
 
 use crate::client_addr::IpKey;
-use crate::presence::{Event, Notice, Owner, PresenceError, PushOutcome, RegistryError, Seat};
+use crate::presence::{
+    Event, LeftReason, Notice, Owner, PresenceError, PushOutcome, RegistryError, Seat,
+};
 use crate::protocol::{self, close, ClientMsg, ErrorCode, ServerMsg};
 use crate::ratelimit::TokenBucket;
 use crate::server::AppState;
@@ -28,6 +30,31 @@ enum Flow {
 
 /// The socket is gone: nothing more can be sent.
 struct Gone;
+
+/// A request that failed for this connection because the store did not
+/// answer in time, but that the store may still carry out (Redis runs a
+/// command it received before it stalled): a seat this connection may hold
+/// without knowing it. Settled by the next request, or at the end.
+#[derive(Debug, Clone)]
+enum Limbo {
+    Create(String),
+    Join(String),
+    Resume(String),
+}
+
+impl Limbo {
+    fn token(&self) -> &str {
+        match self {
+            Limbo::Create(t) | Limbo::Join(t) | Limbo::Resume(t) => t,
+        }
+    }
+
+    /// A seat the client never learnt the token of is left; a resumed one
+    /// is only detached, so that its client can resume it again.
+    fn leave(&self) -> bool {
+        !matches!(self, Limbo::Resume(_))
+    }
+}
 
 struct SeatState {
     session: String,
@@ -53,6 +80,10 @@ struct Conn {
     /// A store call failed: whether the store still holds the seat for this
     /// connection is unknown until the next successful check.
     uncertain: bool,
+    /// A seat request whose outcome the store never told.
+    limbo: Option<Limbo>,
+    /// Close after the current step (set where a reply is not a `Flow`).
+    closing: Option<(u16, &'static str)>,
     last_heard: Instant,
     dropped_in_a_row: u32,
     last_rate_error: Option<Instant>,
@@ -114,6 +145,8 @@ pub(crate) async fn run(st: Arc<AppState>, mut ws: WebSocket, ip: IpKey, host: O
         bucket: TokenBucket::new(rate, rate, now),
         seat: None,
         uncertain: false,
+        limbo: None,
+        closing: None,
         last_heard: now,
         dropped_in_a_row: 0,
         last_rate_error: None,
@@ -152,6 +185,10 @@ impl Conn {
                 Some(n) = notices.recv() => self.on_notice(n).await,
                 _ = ticks.tick() => self.on_tick().await,
             };
+            let step = match (step, self.closing.take()) {
+                (Ok(Flow::Continue), Some((code, reason))) => Ok(Flow::Close(code, reason)),
+                (step, _) => step,
+            };
             match step {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close(code, reason)) => {
@@ -179,8 +216,23 @@ impl Conn {
         }
     }
 
-    /// After the socket is done: keep the seat for resume.
+    /// After the socket is done: keep the seat for resume, and let go of a
+    /// seat the store may have given this connection without saying so.
     async fn finish(&mut self) {
+        if let Some(l) = self.limbo.take() {
+            let res = self
+                .st
+                .presence
+                .abandon(l.token(), &self.owner, l.leave())
+                .await;
+            if let Err(PresenceError::Unavailable(_)) = res {
+                self.st.lock_pending_abandon().push((
+                    l.token().to_owned(),
+                    l.leave(),
+                    self.owner.clone(),
+                ));
+            }
+        }
         if let Some(s) = self.seat.take() {
             if let Err(e) = self
                 .st
@@ -201,11 +253,8 @@ impl Conn {
     async fn on_frame(&mut self, msg: Message) -> Result<Flow, Gone> {
         let now = Instant::now();
         self.last_heard = now;
-        // Pongs only prove liveness; tungstenite answers pings itself. Every
-        // data frame, text or binary, goes through the rate limit.
-        if !matches!(msg, Message::Text(_) | Message::Binary(_)) {
-            return Ok(Flow::Continue);
-        }
+        // Every frame goes through the rate limit: tungstenite answers each
+        // ping by itself, so a ping flood costs writes like any other.
         if !self.bucket.try_take(now) {
             self.dropped_in_a_row += 1;
             if self.dropped_in_a_row > MAX_DROPPED_IN_A_ROW {
@@ -231,6 +280,9 @@ impl Conn {
             return Ok(Flow::Continue);
         }
         self.dropped_in_a_row = 0;
+        if matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+            return Ok(Flow::Continue);
+        }
         let Message::Text(text) = msg else {
             self.error(
                 ErrorCode::BadMessage,
@@ -269,11 +321,15 @@ impl Conn {
     }
 
     async fn on_create(&mut self) -> Result<(), Gone> {
-        if !self.may_take_seat().await? {
+        if !self.may_take_seat().await? || !self.settle_limbo().await? {
             return Ok(());
         }
         let token = new_token();
-        match self.st.presence.create(&self.owner, &token, self.ip).await {
+        let res = self.st.presence.create(&self.owner, &token, self.ip).await;
+        if let Err(PresenceError::Unavailable(_)) = res {
+            self.limbo = Some(Limbo::Create(token.clone()));
+        }
+        match res {
             Ok(c) => {
                 self.st.metrics.sessions_created.inc();
                 self.seat = Some(SeatState {
@@ -330,11 +386,41 @@ impl Conn {
                 )
                 .await;
         };
-        let res = self
-            .st
-            .presence
-            .join(n, &self.owner, &new_token(), self.ip)
-            .await;
+        // A join that may have landed is kept for a retry of the same join
+        // (the store hands the seat back); anything else is let go first.
+        if !matches!(self.limbo, Some(Limbo::Join(_))) && !self.settle_limbo().await? {
+            return Ok(());
+        }
+        let token = new_token();
+        let res = self.st.presence.join(n, &self.owner, &token, self.ip).await;
+        match &res {
+            Err(PresenceError::Unavailable(_)) => {
+                let earlier = self.limbo.take();
+                if let Some(l) = earlier {
+                    // Two joins in limbo: keep one, let the other go later.
+                    self.st.lock_pending_abandon().push((
+                        l.token().to_owned(),
+                        l.leave(),
+                        self.owner.clone(),
+                    ));
+                }
+                self.limbo = Some(Limbo::Join(token.clone()));
+            }
+            Ok(j) if self.limbo.as_ref().is_some_and(|l| l.token() == j.token) => {
+                self.limbo = None;
+            }
+            _ => {
+                // Whatever this join did, the earlier one is not it: the
+                // node lets that seat go (now, or once the store answers).
+                if let Some(l) = self.limbo.take() {
+                    self.st.lock_pending_abandon().push((
+                        l.token().to_owned(),
+                        l.leave(),
+                        self.owner.clone(),
+                    ));
+                }
+            }
+        }
         let failed = matches!(
             res,
             Err(PresenceError::Rejected(
@@ -524,8 +610,20 @@ impl Conn {
         if !self.may_take_seat().await? {
             return Ok(());
         }
+        // A retry of the same resume claims the same seat for the same
+        // connection; anything else in limbo is let go first.
+        let same = self.limbo.as_ref().is_some_and(|l| l.token() == token);
+        if !same && !self.settle_limbo().await? {
+            return Ok(());
+        }
         let res = self.st.presence.resume(token, &self.owner, last_seq).await;
         self.note(&res);
+        match &res {
+            Err(PresenceError::Unavailable(_)) => {
+                self.limbo = Some(Limbo::Resume(token.to_owned()))
+            }
+            _ => self.limbo = None,
+        }
         match res {
             Ok(r) => {
                 self.seat = Some(SeatState {
@@ -535,15 +633,18 @@ impl Conn {
                     delivered: last_seq,
                     token: token.to_owned(),
                 });
-                // What the client confirms having is no longer needed.
+                // What the client confirms having is no longer needed. The
+                // seat is resumed whatever this says: a failure only delays
+                // trimming the mailbox to the next ack, except a takeover.
                 let acked = self
                     .st
                     .presence
                     .ack(&r.session, r.seat, &self.owner, last_seq)
                     .await;
                 self.note(&acked);
-                if let Err(e) = acked {
-                    return self.presence_error(e).await;
+                if let Err(PresenceError::Rejected(RegistryError::NotOwner)) = acked {
+                    self.superseded();
+                    return Ok(());
                 }
                 let ice_servers = r
                     .paired
@@ -557,6 +658,9 @@ impl Conn {
                     ice_servers,
                 })
                 .await?;
+                if r.peer_left {
+                    return self.peer_left(LeftReason::Left).await;
+                }
                 if r.paired && !r.peer_present {
                     self.send(&ServerMsg::PeerAway {}).await?;
                 }
@@ -564,6 +668,60 @@ impl Conn {
             }
             Err(e) => self.presence_error(e).await,
         }
+    }
+
+    /// Let go of a seat the store may hold for this connection without
+    /// having said so. `false` when the store still cannot answer: the
+    /// client has been told to retry.
+    async fn settle_limbo(&mut self) -> Result<bool, Gone> {
+        let Some(l) = self.limbo.clone() else {
+            return Ok(true);
+        };
+        let res = self
+            .st
+            .presence
+            .abandon(l.token(), &self.owner, l.leave())
+            .await;
+        self.note(&res);
+        match res {
+            Err(e @ PresenceError::Unavailable(_)) => {
+                self.presence_error(e).await?;
+                Ok(false)
+            }
+            _ => {
+                self.limbo = None;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Another connection took this seat: forget it, and close.
+    fn superseded(&mut self) {
+        self.seat = None;
+        self.closing = Some((close::SUPERSEDED, "seat resumed by another connection"));
+    }
+
+    /// The peer left: deliver what it sent before, then close our side of
+    /// the session too. A leave the store cannot take now is retried by the
+    /// node, so no seat is left behind.
+    async fn peer_left(&mut self, reason: LeftReason) -> Result<(), Gone> {
+        self.pump(false).await?;
+        if let Some(s) = self.seat.take() {
+            let res = self
+                .st
+                .presence
+                .leave(&s.session, s.seat, &self.owner)
+                .await;
+            if let Err(PresenceError::Unavailable(_)) = res {
+                self.st
+                    .lock_pending_leave()
+                    .push((s.session, s.seat, self.owner.clone()));
+            }
+        }
+        self.send(&ServerMsg::PeerLeft {
+            reason: reason.as_str().to_owned(),
+        })
+        .await
     }
 
     /// Claim this connection's seat back after the store detached it (its
@@ -659,28 +817,7 @@ impl Conn {
             Event::Mail => self.pump(false).await?,
             Event::PeerAway => self.send(&ServerMsg::PeerAway {}).await?,
             Event::PeerBack => self.send(&ServerMsg::PeerBack {}).await?,
-            Event::PeerLeft(reason) => {
-                // Deliver what the peer sent before it left, then close our
-                // side of the session too; a leave the store cannot take now
-                // is retried by the node, so no seat is left behind.
-                self.pump(false).await?;
-                if let Some(s) = self.seat.take() {
-                    let res = self
-                        .st
-                        .presence
-                        .leave(&s.session, s.seat, &self.owner)
-                        .await;
-                    if let Err(PresenceError::Unavailable(_)) = res {
-                        self.st
-                            .lock_pending_leave()
-                            .push((s.session, s.seat, self.owner.clone()));
-                    }
-                }
-                self.send(&ServerMsg::PeerLeft {
-                    reason: reason.as_str().to_owned(),
-                })
-                .await?;
-            }
+            Event::PeerLeft(reason) => self.peer_left(reason).await?,
             Event::NameplateExpired => {
                 self.seat = None;
                 let msg = format!(
@@ -835,10 +972,16 @@ impl Conn {
                     RegistryError::SessionFull => ErrorCode::SessionFull,
                     RegistryError::NameplatesExhausted => ErrorCode::ServerFull,
                     RegistryError::InvalidResumeToken => ErrorCode::InvalidResumeToken,
-                    RegistryError::UnknownSession | RegistryError::NotOwner => {
+                    RegistryError::UnknownSession => {
                         // The session ended under us; forget it locally too.
                         self.seat = None;
                         ErrorCode::NoSession
+                    }
+                    RegistryError::NotOwner => {
+                        // Resumed by another connection, whose notice is on
+                        // its way: say so as that notice would.
+                        self.superseded();
+                        return Ok(());
                     }
                     RegistryError::Detached => ErrorCode::PresenceUnavailable,
                     RegistryError::TooManySessions(_) => ErrorCode::TooManySessions,

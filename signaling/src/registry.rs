@@ -171,6 +171,8 @@ pub struct Resumed {
     pub last_received: u64,
     /// Whether the peer is connected right now.
     pub peer_present: bool,
+    /// Whether the peer has left: the seat only collects what it sent.
+    pub peer_left: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,6 +379,9 @@ impl Registry {
         let paired = rec.paired();
         let mut notices = Vec::new();
         let peer_owner = rec.owner_of(peer_of(seat)).cloned();
+        let peer_left = rec.seats[peer_of(seat) as usize]
+            .as_ref()
+            .is_some_and(|p| p.left);
         let s = rec.seats[seat as usize]
             .as_mut()
             .ok_or(RegistryError::InvalidResumeToken)?;
@@ -415,6 +420,7 @@ impl Registry {
                 paired,
                 last_received,
                 peer_present: peer_owner.is_some(),
+                peer_left,
             },
             notices,
         ))
@@ -604,6 +610,27 @@ impl Registry {
             })
             .into_iter()
             .collect())
+    }
+
+    /// Let go of the seat `token` names if `owner` holds it: see
+    /// `Presence::abandon`.
+    pub fn abandon(
+        &mut self,
+        cfg: &RegistryConfig,
+        token: &str,
+        owner: &Owner,
+        leave: bool,
+        now: Instant,
+    ) -> Vec<Notice> {
+        let Some((session, seat)) = self.tokens.get(token).cloned() else {
+            return Vec::new();
+        };
+        if leave {
+            self.leave(cfg, &session, seat, owner, now)
+                .unwrap_or_default()
+        } else {
+            self.detach(cfg, &session, seat, owner, now)
+        }
     }
 
     /// Expire nameplates nobody joined and seats not resumed in time. Looks

@@ -61,6 +61,9 @@ pub struct AppState {
     pub(crate) pending_detach: Mutex<Vec<(String, Seat, Owner)>>,
     /// Seats whose leave (after the peer left) failed, retried likewise.
     pub(crate) pending_leave: Mutex<Vec<(String, Seat, Owner)>>,
+    /// Seats a request in limbo may have given a connection that is gone
+    /// (token, leave rather than detach, owner): `Presence::abandon`.
+    pub(crate) pending_abandon: Mutex<Vec<(String, bool, Owner)>>,
     pub(crate) next_conn: AtomicU64,
     pub(crate) open: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
@@ -84,6 +87,12 @@ impl AppState {
 
     pub(crate) fn lock_pending_leave(&self) -> MutexGuard<'_, Vec<(String, Seat, Owner)>> {
         self.pending_leave.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_pending_abandon(&self) -> MutexGuard<'_, Vec<(String, bool, Owner)>> {
+        self.pending_abandon
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -196,6 +205,7 @@ impl Server {
             conns: Mutex::new(HashMap::new()),
             pending_detach: Mutex::new(Vec::new()),
             pending_leave: Mutex::new(Vec::new()),
+            pending_abandon: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
@@ -217,6 +227,7 @@ impl Server {
         let background = vec![
             tokio::spawn(route_notices(state.clone(), notices)),
             tokio::spawn(run_timers(state.clone())),
+            tokio::spawn(run_retries(state.clone())),
         ];
         let app = router(state.clone(), metrics_listener.is_none());
         if let Some(l) = metrics_listener {
@@ -353,21 +364,31 @@ async fn run_timers(st: Arc<AppState>) {
             tracing::warn!(error = %e, "presence sweep failed");
         }
         st.lock_ip_limits().sweep(std::time::Instant::now());
-        retry_pending(&st, Retry::Detach).await;
-        retry_pending(&st, Retry::Leave).await;
     }
 }
 
-/// Store calls that failed while the store was unreachable.
+/// Store calls that failed while the store was unreachable, retried once a
+/// second. A task of its own: after a long outage thousands may wait, and
+/// working them off must not hold up the heartbeat.
+async fn run_retries(st: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        retry_pending(&st, Retry::Detach).await;
+        retry_pending(&st, Retry::Leave).await;
+        retry_abandons(&st).await;
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Retry {
     Detach,
     Leave,
 }
 
-/// Retry them. At the first one that still fails the rest wait for the next
-/// tick, so a long outage costs one timed-out call per tick, not one per
-/// waiting seat (which would hold up the heartbeat).
+/// At the first call that still fails the rest wait for the next tick, so a
+/// long outage costs one timed-out call per tick, not one per waiting seat.
 async fn retry_pending(st: &AppState, kind: Retry) {
     let queue = || match kind {
         Retry::Detach => st.lock_pending_detach(),
@@ -383,6 +404,20 @@ async fn retry_pending(st: &AppState, kind: Retry) {
         if let Err(PresenceError::Unavailable(_)) = res {
             let mut q = queue();
             q.push((session, seat, owner));
+            q.extend(rest);
+            return;
+        }
+    }
+}
+
+async fn retry_abandons(st: &AppState) {
+    let pending = std::mem::take(&mut *st.lock_pending_abandon());
+    let mut rest = pending.into_iter();
+    while let Some((token, leave, owner)) = rest.next() {
+        if let Err(PresenceError::Unavailable(_)) = st.presence.abandon(&token, &owner, leave).await
+        {
+            let mut q = st.lock_pending_abandon();
+            q.push((token, leave, owner));
             q.extend(rest);
             return;
         }

@@ -64,10 +64,7 @@ async fn skip_to(c: &mut Client, ty: &str) -> serde_json::Value {
     }
 }
 
-async fn redis_cmd<T: ::redis::FromRedisValue>(
-    redis: &common::RedisServer,
-    args: &[&str],
-) -> T {
+async fn redis_cmd<T: ::redis::FromRedisValue>(redis: &common::RedisServer, args: &[&str]) -> T {
     let mut conn = redis.conn().await;
     let mut cmd = ::redis::cmd(args[0]);
     for a in &args[1..] {
@@ -144,7 +141,11 @@ async fn a_resume_lost_in_a_redis_stall_does_not_leave_a_ghost_seat_for_ever() {
     let seen = events_for(&mut a, Duration::from_secs(18)).await;
     let owner: Option<String> = redis_cmd(
         redis,
-        &["HGET", &format!("tallow:s:{}", joined["session"].as_str().unwrap()), "o1"],
+        &[
+            "HGET",
+            &format!("tallow:s:{}", joined["session"].as_str().unwrap()),
+            "o1",
+        ],
     )
     .await;
     assert!(
@@ -194,9 +195,7 @@ async fn a_join_lost_in_a_redis_stall_does_not_pair_the_creator_with_a_ghost() {
 /// refused with `too_many_sessions`.
 #[tokio::test]
 async fn a_create_retried_after_a_redis_stall_is_not_refused_by_its_own_ghost() {
-    let env = Store::Redis
-        .start(&["--max-sessions-per-ip", "1"])
-        .await;
+    let env = Store::Redis.start(&["--max-sessions-per-ip", "1"]).await;
     let redis = env.redis.as_ref().unwrap();
     warm_up_create(env.local_addr()).await;
     let mut c = Client::connect(env.local_addr()).await;
@@ -260,9 +259,7 @@ async fn the_per_address_seat_count_does_not_lapse_while_its_seats_live() {
 /// that the session is over. Instead it is told `peer_away`, as if the
 /// partner might come back, and hears `peer_left` only when the departed
 /// seat's grace runs out (here 10 s later; 2 minutes by default).
-async fn a_peer_that_resumes_after_its_partner_left_is_told_peer_left_not_peer_away(
-    store: Store,
-) {
+async fn a_peer_that_resumes_after_its_partner_left_is_told_peer_left_not_peer_away(store: Store) {
     let env = store.start(&["--resume-grace-secs", "10"]).await;
     let addr = env.local_addr();
     let (mut a, b, _, joined) = pair(addr).await;
@@ -360,7 +357,6 @@ async fn upgrades_abandoned_mid_handshake_release_their_connection_slot() {
         b.err()
     );
 }
-
 
 /// Two connections resume the same token at once (a client whose first
 /// reconnect attempt it believed dead). The one that loses must be closed
@@ -471,7 +467,10 @@ async fn per_address_seat_counts_return_to_zero_after_every_kind_of_ending(store
     tokio::time::sleep(Duration::from_secs(4)).await;
     if let Some(redis) = &env.redis {
         let members: Vec<String> = redis_cmd(redis, &["SMEMBERS", "tallow:ip:127.0.0.1"]).await;
-        assert!(members.is_empty(), "seats still counted in Redis: {members:?}");
+        assert!(
+            members.is_empty(),
+            "seats still counted in Redis: {members:?}"
+        );
         let sessions: Vec<String> = redis_cmd(redis, &["KEYS", "tallow:s:*"]).await;
         assert!(sessions.is_empty(), "sessions left: {sessions:?}");
     }
@@ -530,7 +529,8 @@ async fn redis_restarted_empty_ends_live_sessions_with_a_notice() {
     assert!(ea.iter().any(|t| t == "peer_left"), "a saw {ea:?}");
     assert!(eb.iter().any(|t| t == "peer_left"), "b saw {eb:?}");
     let (mut c, mut d, _, _) = pair(addr).await;
-    c.send(json!({"type": "send", "seq": 2, "body": "fresh"})).await;
+    c.send(json!({"type": "send", "seq": 2, "body": "fresh"}))
+        .await;
     c.expect("ack").await;
     assert_eq!(d.expect("message").await["body"], "fresh");
 }
@@ -560,7 +560,11 @@ async fn a_ping_frame_flood_is_rate_limited_like_other_frames() {
         (pongs, "open".to_owned())
     });
     for _ in 0..5000 {
-        if sink.send(Message::Ping(vec![0u8; 125].into())).await.is_err() {
+        if sink
+            .send(Message::Ping(vec![0u8; 125].into()))
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -570,7 +574,6 @@ async fn a_ping_frame_flood_is_rate_limited_like_other_frames() {
         "5,000 pings against a limit of 10 frames/s: {pongs} pongs written, connection {end}"
     );
 }
-
 
 /// The shipped nginx.conf in front of a real server, from `nginx.rs`
 /// (TLS swapped for a plain listener), to check what really reaches the
@@ -607,15 +610,21 @@ mod nginx {
     }
 
     fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     pub fn start(upstream: SocketAddr) -> Nginx {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let shipped = std::fs::read_to_string(repo.join("nginx.conf")).unwrap();
         let (https_port, http_port) = (free_port(), free_port());
-        let dir = std::env::temp_dir()
-            .join(format!("tallow-adv-nginx-{}-{https_port}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "tallow-adv-nginx-{}-{https_port}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let web = repo.join("web").canonicalize().unwrap();
         let mut conf = String::new();
@@ -664,11 +673,7 @@ mod nginx {
 
 /// A WebSocket client whose TCP connection comes from `from` (a loopback
 /// address other than nginx's own 127.0.0.1), with extra headers.
-async fn connect_from(
-    from: &str,
-    to: std::net::SocketAddr,
-    headers: &[(&str, &[u8])],
-) -> Client {
+async fn connect_from(from: &str, to: std::net::SocketAddr, headers: &[(&str, &[u8])]) -> Client {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
@@ -680,10 +685,14 @@ async fn connect_from(
             axum::http::HeaderValue::from_bytes(v).unwrap(),
         );
     }
-    let (ws, _) = tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-        .await
-        .expect("upgrade through nginx");
-    let mut c = Client { ws, welcome: serde_json::Value::Null };
+    let (ws, _) =
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrade through nginx");
+    let mut c = Client {
+        ws,
+        welcome: serde_json::Value::Null,
+    };
     c.welcome = c.expect("welcome").await;
     c
 }
@@ -709,8 +718,12 @@ async fn through_nginx_a_non_ascii_forwarded_for_does_not_buy_a_second_quota() {
     plain.send(json!({"type": "create"})).await;
     plain.expect_error("too_many_sessions").await;
     // With one non-ASCII byte in its own X-Forwarded-For it is not.
-    let mut tricky =
-        connect_from("127.0.0.2", front.addr, &[("x-forwarded-for", "é".as_bytes())]).await;
+    let mut tricky = connect_from(
+        "127.0.0.2",
+        front.addr,
+        &[("x-forwarded-for", "é".as_bytes())],
+    )
+    .await;
     tricky.send(json!({"type": "create"})).await;
     let v = tricky.recv().await;
     assert_eq!(
@@ -744,7 +757,6 @@ async fn an_ipv4_mapped_forwarded_for_shares_the_ipv4_address_limits() {
         assert_eq!(v["code"], "too_many_sessions", "{form:?}: {v}");
     }
 }
-
 
 fn node(redis: &common::RedisServer, id: &str) -> common::Binary {
     let url = redis.url();
@@ -793,7 +805,6 @@ async fn a_leave_sent_to_a_stopped_node_is_carried_out_when_it_runs_again() {
     let sessions: Vec<String> = redis_cmd(&redis, &["KEYS", "tallow:s:*"]).await;
     assert!(sessions.is_empty(), "{sessions:?} after {seen:?}");
 }
-
 
 /// Issue 8 point 1 with longer stalls than the shipped test (7 s): across
 /// several reconnect cycles of the nodes' Redis connections, a live

@@ -322,7 +322,8 @@ async fn a_peer_away_during_leave_gets_the_last_messages_and_the_news(store: Sto
     a.send(json!({"type": "resume", "token": created["resume_token"], "last_seq": 0}))
         .await;
     a.expect("resumed").await;
-    a.expect("peer_away").await;
+    // Not `peer_away` (the peer has left, not dropped): the last message,
+    // then the news, at once rather than when b's grace runs out.
     assert_eq!(a.expect("message").await["body"], "bye");
     assert_eq!(a.expect("peer_left").await["reason"], "left");
     a.send(json!({"type": "send", "seq": 2, "body": "x"})).await;

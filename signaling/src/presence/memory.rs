@@ -185,6 +185,14 @@ impl Presence for MemoryPresence {
         Ok(())
     }
 
+    async fn abandon(&self, token: &str, owner: &Owner, leave: bool) -> Result<(), PresenceError> {
+        let notices = self
+            .registry()
+            .abandon(&self.cfg, token, owner, leave, Instant::now());
+        self.deliver(notices);
+        Ok(())
+    }
+
     fn subscribe(&self, node: &str) -> mpsc::UnboundedReceiver<Notice> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.nodes

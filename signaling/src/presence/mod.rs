@@ -141,6 +141,13 @@ pub trait Presence: Send + Sync + 'static {
     /// End the session; the peer gets `PeerLeft`.
     async fn leave(&self, session: &str, seat: Seat, owner: &Owner) -> Result<(), PresenceError>;
 
+    /// A `create`, `join` or `resume` by `owner` under `token` failed for
+    /// its caller (the store did not answer in time) but may have been
+    /// carried out all the same. If `owner` holds the seat `token` names,
+    /// let it go: `leave` it (a seat whose token the client never learnt)
+    /// or detach it (a resumed seat, which the client may resume again).
+    async fn abandon(&self, token: &str, owner: &Owner, leave: bool) -> Result<(), PresenceError>;
+
     /// Notices for connections of `node`. Called once per node.
     fn subscribe(&self, node: &str) -> mpsc::UnboundedReceiver<Notice>;
 

@@ -135,6 +135,40 @@ local function detach(sid, seat, owner, grace, key_ttl, now)
   notify(redis.call('HGET', s, 'o' .. (1 - seat)), sid, 'away')
 end
 
+-- A connection gave up on a request under `token` (`Presence::abandon`).
+-- Remembered for a key TTL, so that the request, if it reaches Redis only
+-- now (sent on another connection before a stall), is refused.
+local function gone_key(token, owner) return P .. 'gone:' .. token .. '|' .. owner end
+local function abandoned(token, owner)
+  return redis.call('EXISTS', gone_key(token, owner)) == 1
+end
+
+-- `owner` leaves `seat`. While a peer remains, the session stays so that
+-- the peer can collect its mailbox; otherwise it goes.
+local function leave_seat(sid, seat, owner, grace, key_ttl)
+  local s = skey(sid)
+  local peer = 1 - seat
+  if redis.call('HEXISTS', s, 't' .. peer) == 1 and redis.call('HGET', s, 'l' .. peer) ~= '1' then
+    local t = redis.call('HGET', s, 't' .. seat)
+    if t then redis.call('DEL', P .. 'tok:' .. t) end
+    disown(sid, seat, owner)
+    redis.call('HSET', s, 'l' .. seat, '1', 'o' .. seat, '', 'a' .. seat, int(now_ms() + grace))
+    set_deadline(sid, key_ttl)
+    notify(redis.call('HGET', s, 'o' .. peer), sid, 'left:left')
+  else
+    remove_session(sid)
+  end
+end
+
+-- Keep the seat-per-address sets of session `sid` alive as long as it is.
+local function touch_ips(sid, key_ttl)
+  local s = skey(sid)
+  for seat = 0, 1 do
+    local ip = redis.call('HGET', s, 'ip' .. seat)
+    if ip then redis.call('PEXPIRE', ipkey(ip), key_ttl) end
+  end
+end
+
 -- Check that `owner` holds `seat` of live session `sid`: a seat with no
 -- connection is 'detached' (its holder may claim it back with its token),
 -- one with another connection 'not_owner'.

@@ -54,6 +54,7 @@ local sid, token, owner = ARGV[1], ARGV[2], ARGV[3]
 local np_ttl, key_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ip, max_seats = ARGV[6], tonumber(ARGV[7])
 local now = now_ms()
+if abandoned(token, owner) then return {'err', 'abandoned'} end
 if not ip_has_room(ip, max_seats) then return {'err', 'too_many_sessions', tostring(max_seats)} end
 local per = tonumber(ARGV[8])
 for d = 1, 9 do
@@ -89,6 +90,7 @@ local n, token, owner = ARGV[1], ARGV[2], ARGV[3]
 local np_ttl, key_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ip, max_seats = ARGV[6], tonumber(ARGV[7])
 local now = now_ms()
+if abandoned(token, owner) then return {'err', 'abandoned'} end
 local sid = redis.call('GET', P .. 'np:' .. n)
 if not sid then
   local done = redis.call('GET', P .. 'npp:' .. n)
@@ -125,6 +127,7 @@ return {'ok', sid, creator ~= '' and '1' or '0', token}
 const RESUME: &str = r#"
 local token, owner, key_ttl, last_seq = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
+if abandoned(token, owner) then return {'err', 'abandoned'} end
 local v = redis.call('GET', P .. 'tok:' .. token)
 if not v then return {'err', 'invalid_resume_token'} end
 local sid, seat = string.match(v, '^(.*)|(%d)$')
@@ -149,7 +152,8 @@ touch(sid, key_ttl, now)
 if old == '' then notify(peer, sid, 'back') end
 local paired = redis.call('HGET', s, 'paired') == '1' and '1' or '0'
 local present = peer ~= '' and '1' or '0'
-return {'ok', sid, tostring(seat), paired, redis.call('HGET', s, 'in' .. seat), present}
+local peer_left = redis.call('HGET', s, 'l' .. (1 - seat)) == '1' and '1' or '0'
+return {'ok', sid, tostring(seat), paired, redis.call('HGET', s, 'in' .. seat), present, peer_left}
 "#;
 
 const PUSH: &str = r#"
@@ -236,18 +240,23 @@ local sid, seat, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local grace, key_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local bad = check_owner(sid, seat, owner)
 if bad then return bad end
-local s = skey(sid)
-local peer = 1 - seat
--- While a peer remains, keep the session so it can collect its mailbox.
-if redis.call('HEXISTS', s, 't' .. peer) == 1 and redis.call('HGET', s, 'l' .. peer) ~= '1' then
-  local t = redis.call('HGET', s, 't' .. seat)
-  if t then redis.call('DEL', P .. 'tok:' .. t) end
-  disown(sid, seat, owner)
-  redis.call('HSET', s, 'l' .. seat, '1', 'o' .. seat, '', 'a' .. seat, int(now_ms() + grace))
-  set_deadline(sid, key_ttl)
-  notify(redis.call('HGET', s, 'o' .. peer), sid, 'left:left')
+leave_seat(sid, seat, owner, grace, key_ttl)
+return {'ok'}
+"#;
+
+const ABANDON: &str = r#"
+local token, owner, leave = ARGV[1], ARGV[2], ARGV[3]
+local grace, key_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('SET', gone_key(token, owner), '1', 'PX', key_ttl)
+local v = redis.call('GET', P .. 'tok:' .. token)
+if not v then return {'ok'} end
+local sid, seat = string.match(v, '^(.*)|(%d)$')
+seat = tonumber(seat)
+if redis.call('HGET', skey(sid), 'o' .. seat) ~= owner then return {'ok'} end
+if leave == '1' then
+  leave_seat(sid, seat, owner, grace, key_ttl)
 else
-  remove_session(sid)
+  detach(sid, seat, owner, grace, key_ttl, now_ms())
 end
 return {'ok'}
 "#;
@@ -344,7 +353,10 @@ if redis.call('EXISTS', ns) == 1 then
   next_cursor = r[1]
   for _, m in ipairs(r[2]) do
     local sid = string.match(m, '^(.*)|%d$')
-    if redis.call('EXISTS', skey(sid)) == 1 then touch(sid, key_ttl, now) end
+    if redis.call('EXISTS', skey(sid)) == 1 then
+      touch(sid, key_ttl, now)
+      touch_ips(sid, key_ttl)
+    end
   end
 end
 return {'ok', next_cursor, prev and '0' or '1'}
@@ -371,6 +383,7 @@ struct Scripts {
     ack: Script,
     detach: Script,
     leave: Script,
+    abandon: Script,
     sweep: Script,
     heartbeat: Script,
     counts: Script,
@@ -389,6 +402,7 @@ impl Scripts {
             ack: s(ACK),
             detach: s(DETACH),
             leave: s(LEAVE),
+            abandon: s(ABANDON),
             sweep: s(SWEEP),
             heartbeat: s(HEARTBEAT),
             counts: s(COUNTS),
@@ -512,6 +526,9 @@ fn rejection(reply: &[String]) -> RegistryError {
         Some("detached") => RegistryError::Detached,
         Some("too_many_sessions") => RegistryError::TooManySessions(detail as usize),
         Some("resume_beyond") => RegistryError::ResumeBeyond { last: detail },
+        // Only a request its own connection gave up on (and told the store
+        // so) meets this; for a resume token it is as good as expired.
+        Some("abandoned") => RegistryError::InvalidResumeToken,
         Some("not_paired") => RegistryError::NotPaired,
         Some("bad_sequence") => RegistryError::BadSequence { expected: detail },
         Some("mailbox_full") => RegistryError::MailboxFull(detail as usize),
@@ -713,6 +730,7 @@ impl Presence for RedisPresence {
             paired: field(3) == "1",
             last_received: field(4).parse().unwrap_or(0),
             peer_present: field(5) == "1",
+            peer_left: field(6) == "1",
         })
     }
 
@@ -811,6 +829,16 @@ impl Presence for RedisPresence {
         inv.arg(session)
             .arg(seat)
             .arg(owner_str(owner))
+            .arg(Self::ms(self.cfg.resume_grace))
+            .arg(Self::ms(self.key_ttl));
+        self.run(&mut inv).await.map(drop)
+    }
+
+    async fn abandon(&self, token: &str, owner: &Owner, leave: bool) -> Result<(), PresenceError> {
+        let mut inv = self.scripts.abandon.prepare_invoke();
+        inv.arg(token)
+            .arg(owner_str(owner))
+            .arg(if leave { "1" } else { "0" })
             .arg(Self::ms(self.cfg.resume_grace))
             .arg(Self::ms(self.key_ttl));
         self.run(&mut inv).await.map(drop)
