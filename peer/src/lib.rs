@@ -4,6 +4,8 @@
 //! confirmation, verification words, and AES-256-GCM sealing; and the
 //! data-channel file framing ("The data channel"), in `transfer`.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod transfer;
 pub mod words;
