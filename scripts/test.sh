@@ -3,7 +3,11 @@
 #   1. installs the tools the tests drive (Debian packages, a Python venv),
 #   2. checks formatting, lints, shell scripts, YAML, Kubernetes manifests
 #      and nginx.conf,
-#   3. runs the JavaScript tests (node's runner; the browser end-to-end test
+#   3. runs every fuzz target (cargo-fuzz, installed when missing) for
+#      TALLOW_FUZZ_SECS seconds each (default 30), from a temporary copy of
+#      its committed seed corpus; a crash fails the run and its input is kept
+#      in artifacts/fuzz/,
+#   4. runs the JavaScript tests (node's runner; the browser end-to-end test
 #      writes screenshots to artifacts/e2e/), then every Rust test (unit and
 #      integration) with nextest, or cargo test where nextest is missing; its
 #      summary ends the output.
@@ -99,7 +103,43 @@ git diff --exit-code -- web/dist || {
     exit 1
 }
 
-# --- 3. tests ---------------------------------------------------------------
+# --- 3. fuzzing -------------------------------------------------------------
+# cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP=1 enables them on stable.
+# Each target starts from a scratch copy of its committed corpus (so nothing
+# is written into the repository's corpora) and runs with debug assertions
+# (overflow checks) for a bounded time. The three fuzz crates share one
+# target directory so common dependencies build once.
+fuzz_secs=${TALLOW_FUZZ_SECS:-30}
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    step "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked --version 0.13.2
+fi
+fuzz_out="$root/artifacts/fuzz"
+mkdir -p "$fuzz_out"
+for entry in relay/fuzz:stun_parser signaling/fuzz:signal_frame \
+    peer/fuzz:session_messages peer/fuzz:transfer_frames; do
+    dir=${entry%%:*}
+    target=${entry##*:}
+    step "cargo fuzz run $target (${fuzz_secs}s, $dir)"
+    corpus="$scratch/fuzz-corpus/$target"
+    mkdir -p "$corpus" "$fuzz_out/$target"
+    if [[ -d "$dir/corpus/$target" ]]; then
+        cp -R "$dir/corpus/$target/." "$corpus/"
+    fi
+    log="$fuzz_out/$target.log"
+    if (cd "$dir" && RUSTC_BOOTSTRAP=1 cargo fuzz run --debug-assertions \
+        --target-dir "$root/target/fuzz" "$target" "$corpus" -- \
+        -max_total_time="$fuzz_secs" -timeout=10 -print_final_stats=1 \
+        -artifact_prefix="$fuzz_out/$target/") >"$log" 2>&1; then
+        grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)|DONE' "$log" || true
+    else
+        tail -n 60 "$log" >&2
+        echo "fuzz target $target failed (crash, hang or build error): log $log, inputs in $fuzz_out/$target/" >&2
+        exit 1
+    fi
+done
+
+# --- 4. tests ---------------------------------------------------------------
 step "cargo build (binaries the browser test drives)"
 cargo build --workspace --bins --locked -q
 
