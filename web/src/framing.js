@@ -44,6 +44,32 @@ function utf8Length(s) {
 
 const isString = (v) => typeof v === 'string' && v.isWellFormed();
 
+// serde_json, which the Rust peer parses with, refuses 128 levels of
+// nesting; so does this parser, so the two agree on every frame.
+const MAX_NESTING = 128;
+
+/** The deepest nesting of arrays and objects in `text`, outside strings. */
+function nesting(text) {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      depth++;
+      if (depth > max) max = depth;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return max;
+}
+
 function field(obj, name, check, what) {
   if (!Object.hasOwn(obj, name) || !check(obj[name])) error('malformed', `control message ${obj.t}: ${name} must be ${what}`);
   return obj[name];
@@ -60,8 +86,16 @@ export function parseControl(text) {
   if (typeof text !== 'string') error('malformed', 'a control message must be a text frame');
   if (text.length > MAX_CONTROL || utf8Length(text) > MAX_CONTROL) error('too_large', `control message over ${MAX_CONTROL} bytes`);
   let m;
+  // What the Rust parser refuses anywhere in the frame is refused here too:
+  // a number no double holds (1e400) and a lone surrogate (not Unicode).
+  const finite = (k, v) => {
+    if (typeof v === 'number' && !Number.isFinite(v)) throw new RangeError('number out of range');
+    if ((typeof v === 'string' && !v.isWellFormed()) || !k.isWellFormed()) throw new RangeError('lone surrogate');
+    return v;
+  };
+  if (nesting(text) >= MAX_NESTING) error('malformed', 'control message nested too deeply');
   try {
-    m = JSON.parse(text);
+    m = JSON.parse(text, finite);
   } catch {
     error('malformed', 'control message is not JSON');
   }
@@ -69,11 +103,13 @@ export function parseControl(text) {
   if (typeof m.t !== 'string') error('malformed', 'control message without a string t');
   switch (m.t) {
     case 'file': {
+      // In the order the Rust parser checks: name, its length, then size.
       const name = field(m, 'name', isString, 'a string');
+      if (utf8Length(name) > MAX_NAME_BYTES) error('bad_name', `name over ${MAX_NAME_BYTES} bytes`);
       const size = field(m, 'size', (v) => typeof v === 'number', 'a number');
       if (!Number.isSafeInteger(size) || size < 0) error('bad_size', 'size must be a safe non-negative integer');
-      if (utf8Length(name) > MAX_NAME_BYTES) error('bad_name', `name over ${MAX_NAME_BYTES} bytes`);
-      return { t: 'file', name, size };
+      // JSON -0 is 0 (as in Rust), not JavaScript's -0.
+      return { t: 'file', name, size: size === 0 ? 0 : size };
     }
     case 'end':
       return { t: 'end', sha256: digest(field(m, 'sha256', isString, 'a string')) };

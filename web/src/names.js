@@ -31,8 +31,12 @@ export function sanitizeName(name) {
     if (bytes > 255) break;
     out += ch;
   }
-  s = stripEnds(out);
-  return s === '' ? 'file' : s;
+  // ... then no trailing spaces or dots, in any mix
+  s = out.replace(/[ .]+$/, '');
+  if (s === '') s = 'file';
+  // (6) the cut can expose a device name ("aux" + 300 spaces + "x")
+  if (DEVICE.test(s.split('.')[0])) s = `_${s}`;
+  return s;
 }
 
 /** Any other peer-supplied text (a reason): invisible and bidirectional
