@@ -115,6 +115,9 @@ export class SignalClient {
         this.paired = true;
         break;
       case 'message':
+        // A seq that is not a positive integer is not the protocol: drop
+        // it rather than let it spoil the duplicate check or the resume.
+        if (!Number.isSafeInteger(m.seq) || m.seq < 1) return;
         // Acknowledge every message so the server can drop it; a message
         // seen before a reconnect is not delivered twice.
         this.raw({ type: 'ack', seq: m.seq });
@@ -129,7 +132,12 @@ export class SignalClient {
         this.ready = true;
         this.droppedAt = null;
         this.token = m.resume_token ?? this.token;
-        for (const [s, frame] of this.unacked) if (s > m.last_received) this.send_(frame);
+        {
+          // Without a usable last_received, resend everything unacknowledged:
+          // the server drops what it holds already.
+          const held = Number.isSafeInteger(m.last_received) ? m.last_received : 0;
+          for (const [s, frame] of this.unacked) if (s > held) this.send_(frame);
+        }
         this.flush();
         this.emit('resumed', m);
         if (m.paired && !this.paired) {

@@ -154,3 +154,25 @@ test('rate_limited and mailbox_full: unacknowledged sends go out again after a p
   assert.deepEqual(ws.sent.filter((f) => f.type === 'send').map((f) => f.seq), [1, 2, 2, 2]);
   assert.deepEqual(events.filter(([t]) => t === 'error'), [], 'handled without stopping the page');
 });
+
+test('a server that sends a seq that is not a positive integer cannot break the duplicate check or the resume', async () => {
+  const events = [];
+  const c = await seated(events);
+  const ws0 = FakeWS.all[0];
+  ws0.server({ type: 'paired', session: 's', seat: 0, ice_servers: [] });
+  for (const seq of ['x', null, -1, 1.5, 0]) ws0.server({ type: 'message', seq, body: '{}' });
+  ws0.server({ type: 'message', seq: 1, body: '{"n":1}' });
+  ws0.server({ type: 'message', seq: 1, body: '{"n":1}' });
+  const delivered = events.filter(([t]) => t === 'message').map(([, m]) => m.seq);
+  assert.deepEqual(delivered, [1], 'only the one well-formed message, once');
+  // The resume carries the last good seq, and a resumed without a usable
+  // last_received resends everything unacknowledged (the server drops
+  // what it already holds).
+  c.send({ n: 'a' });
+  const ws = await reconnected(c);
+  ws.server(WELCOME);
+  assert.equal(ws.sent[0].type, 'resume');
+  assert.equal(ws.sent[0].last_seq, 1);
+  ws.server({ type: 'resumed', session: 's', seat: 0, paired: true, resume_token: 'tok' });
+  assert.deepEqual(ws.sent.slice(1).map((f) => f.type), ['send'], 'the unacknowledged send went out again');
+});
