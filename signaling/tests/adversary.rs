@@ -575,102 +575,6 @@ async fn a_ping_frame_flood_is_rate_limited_like_other_frames() {
     );
 }
 
-/// The shipped nginx.conf in front of a real server, from `nginx.rs`
-/// (TLS swapped for a plain listener), to check what really reaches the
-/// server.
-mod nginx {
-    use std::net::{SocketAddr, TcpListener};
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    pub struct Nginx {
-        child: Child,
-        pub addr: SocketAddr,
-        dir: PathBuf,
-    }
-
-    impl Drop for Nginx {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    let _ = std::fs::remove_dir_all(&self.dir);
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    pub fn start(upstream: SocketAddr) -> Nginx {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let shipped = std::fs::read_to_string(repo.join("nginx.conf")).unwrap();
-        let (https_port, http_port) = (free_port(), free_port());
-        let dir = std::env::temp_dir().join(format!(
-            "tallow-adv-nginx-{}-{https_port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let web = repo.join("web").canonicalize().unwrap();
-        let mut conf = String::new();
-        for line in shipped.lines() {
-            let t = line.trim();
-            let line = if t.starts_with("ssl_") || t.starts_with("listen [::]") {
-                continue;
-            } else if t == "listen 443 ssl http2;" {
-                format!("listen 127.0.0.1:{https_port};")
-            } else if t == "listen 80;" {
-                format!("listen 127.0.0.1:{http_port};")
-            } else if t.starts_with("server tallow:8080") {
-                format!("server {upstream};")
-            } else if t.starts_with("root /usr/share/nginx/html") {
-                format!("root {};", web.display())
-            } else if t.starts_with("pid ") {
-                format!("pid {}/nginx.pid;", dir.display())
-            } else {
-                line.replace("/tmp/nginx-", &format!("{}/", dir.display()))
-            };
-            conf.push_str(&line);
-            conf.push('\n');
-        }
-        assert!(conf.contains(&format!("server {upstream};")));
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("/usr/sbin/nginx")
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(&dir)
-            .args(["-g", "daemon off; user root;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nginx");
-        let addr: SocketAddr = format!("127.0.0.1:{https_port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx { child, addr, dir }
-    }
-}
-
 /// A WebSocket client whose TCP connection comes from `from` (a loopback
 /// address other than nginx's own 127.0.0.1), with extra headers.
 async fn connect_from(from: &str, to: std::net::SocketAddr, headers: &[(&str, &[u8])]) -> Client {
@@ -709,7 +613,7 @@ async fn through_nginx_a_non_ascii_forwarded_for_does_not_buy_a_second_quota() {
         "1",
     ])
     .await;
-    let front = nginx::start(server.local_addr());
+    let front = common::nginx::start(server.local_addr());
     let mut first = connect_from("127.0.0.2", front.addr, &[]).await;
     first.send(json!({"type": "create"})).await;
     first.expect("created").await;

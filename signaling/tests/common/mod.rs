@@ -2,6 +2,8 @@
 //! clients (tokio-tungstenite).
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
