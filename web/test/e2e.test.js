@@ -11,6 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { cuttableProxy } from './harness.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const artifacts = `${root}artifacts/e2e`;
@@ -123,28 +124,6 @@ test('a wrong code fails cleanly on both sides', { timeout: 60_000 }, async () =
   await a.screenshot({ path: `${artifacts}/wrong-code-creator.png` });
   await b.screenshot({ path: `${artifacts}/wrong-code-joiner.png` });
 });
-
-/** A TCP proxy the test can cut, to drop a browser's connections. */
-async function cuttableProxy(target) {
-  const { createServer, connect } = await import('node:net');
-  const live = new Set();
-  const server = createServer((client) => {
-    const upstream = connect(target.port, target.hostname);
-    for (const s of [client, upstream]) {
-      live.add(s);
-      s.on('error', () => {});
-      s.on('close', () => { live.delete(s); client.destroy(); upstream.destroy(); });
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    cut: () => { for (const s of live) s.destroy(); },
-    close: () => server.close(),
-  };
-}
 
 test('a dropped signaling connection resumes and the transfer completes', { timeout: 90_000 }, async () => {
   const proxy = await cuttableProxy(new URL(base));
