@@ -208,6 +208,13 @@ pub struct TurnConfig {
 }
 
 impl TurnConfig {
+    /// Settings that cannot work, named by their variable.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::advertise::plan(self.listen.ip(), self.external_ip, None)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
     /// The relay's configuration, with the secret the process settled on.
     pub fn relay_config(&self, secret: Secret) -> crate::event_loop::RelayConfig {
         let mut core = crate::core::CoreConfig::new(self.realm.clone(), secret);

@@ -210,8 +210,13 @@ impl Core {
         now: Instant,
     ) {
         match self.by_relay.get(relay as usize).copied().flatten() {
-            Some(idx) => self.deliver(io, idx, from, data, now),
-            None => {
+            // A permission for an internal IP exists only for another
+            // allocation's relayed address, and those datagrams come
+            // in-process: through a socket, an internal source is refused.
+            Some(idx) if self.cfg.policy.allows(from.ip()) => {
+                self.deliver(io, idx, from, data, now)
+            }
+            _ => {
                 self.metrics.dropped_packets.inc();
             }
         }
@@ -264,7 +269,12 @@ impl Core {
                 let from = a.relayed;
                 self.deliver(io, other, from, data, now);
             }
-            _ => io.send_to_peer(a.relay, peer, data),
+            _ if self.cfg.policy.allows(peer.ip()) => io.send_to_peer(a.relay, peer, data),
+            // An internal IP permitted for another allocation's address:
+            // any other port of it (or that address once released) is not.
+            _ => {
+                self.metrics.dropped_packets.inc();
+            }
         }
     }
 
@@ -558,7 +568,9 @@ impl Core {
             if p.is_ipv6() != relayed_v6 {
                 return error(method, txid, e8656::PeerAddressFamilyMismatch);
             }
-            if !self.cfg.policy.allows(p.ip()) {
+            // Another allocation of this relay is reached in-process and
+            // leads to no internal service: allowed whatever the policy.
+            if !self.cfg.policy.allows(p.ip()) && !self.by_relayed.contains_key(p) {
                 self.metrics.refused_peers.inc();
                 return error(method, txid, e5766::Forbidden);
             }

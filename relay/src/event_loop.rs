@@ -113,6 +113,11 @@ impl Drop for RelayHandle {
 /// Bind the listeners and start the relay thread.
 pub fn start(mut cfg: RelayConfig, metrics: RelayMetrics) -> io::Result<RelayHandle> {
     cfg.core.ipv6 = cfg.relay_ipv6.is_some();
+    // Route lookup only (connect sends nothing); TEST-NET-2 stands for "the
+    // internet" so no real host is named.
+    let route = local_ip_towards(SocketAddr::from(([198, 51, 100, 1], 3478)));
+    let plan = crate::advertise::plan(cfg.listen.ip(), cfg.core.external_ip, route)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let udp = UdpSocket::from_std(bind_udp(cfg.listen)?);
     let udp_addr = udp.local_addr()?;
     // TCP on the same port as UDP, as clients expect.
@@ -143,7 +148,10 @@ pub fn start(mut cfg: RelayConfig, metrics: RelayMetrics) -> io::Result<RelayHan
                 }
             })?
     };
-    tracing::info!(%udp_addr, %tcp_addr, tls_addr = ?tls_addr, "TURN relay listening");
+    tracing::info!(%udp_addr, %tcp_addr, tls_addr = ?tls_addr, advertised = %plan.summary, "TURN relay listening");
+    for warning in &plan.warnings {
+        tracing::warn!(%warning, "TURN relay: remote clients may not reach relayed addresses");
+    }
     Ok(RelayHandle {
         stop,
         waker,

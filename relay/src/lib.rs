@@ -7,7 +7,9 @@
 //! - `event_loop`: the shell: one thread, non-blocking sockets (UDP and
 //!   TCP), no locks on the data path.
 //! - `config`: the `TURN_*` settings shared with tallow-server.
+//! - `advertise`: what relayed address clients get, judged at start-up.
 
+pub mod advertise;
 pub mod allocation;
 pub mod codec;
 pub mod config;

@@ -300,6 +300,7 @@ impl Config {
                 )));
             }
         }
+        self.turn.validate().map_err(ConfigError)?;
         for u in &self.turn_urls {
             if !(u.starts_with("turn:") || u.starts_with("turns:") || u.starts_with("stun:")) {
                 return Err(ConfigError(format!(

@@ -173,6 +173,62 @@ fn invalid_configuration_is_refused_at_startup() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("LOW-HIGH"));
+
+    // An address no client can be sent to is refused, not advertised.
+    for bad in ["0.0.0.0", "224.0.0.1", "::"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tallow-server"))
+            .env_clear()
+            .env("TALLOW_LISTEN", "127.0.0.1:0")
+            .env("TURN_LISTEN", "127.0.0.1:0")
+            .env("TURN_EXTERNAL_IP", bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("TURN_EXTERNAL_IP"), "{stderr}");
+    }
+}
+
+/// Start-up says what the embedded relay advertises, and warns when remote
+/// clients could not use it.
+#[test]
+fn the_relay_says_what_it_advertises() {
+    let relay_log = |bin: &Binary| -> Vec<Value> {
+        let logs = bin.logs.lock().unwrap();
+        logs.iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["target"] == "tallow_relay::event_loop")
+            .collect()
+    };
+    let mut bin = Binary::spawn(&[("TURN_ENABLED", "true"), ("TURN_LISTEN", "0.0.0.0:0")]);
+    let logs = relay_log(&bin);
+    let listening = logs
+        .iter()
+        .find(|v| v["message"] == "TURN relay listening")
+        .expect("relay start line");
+    let advertised = listening["advertised"].as_str().unwrap();
+    assert!(
+        advertised.contains("local address facing it") && advertised.contains("127.0.0.1"),
+        "{advertised}"
+    );
+    bin.signal("-TERM");
+    bin.wait_exit(Duration::from_secs(12));
+
+    let mut bin = Binary::spawn(&[("TURN_ENABLED", "true"), ("TURN_LISTEN", "127.0.0.1:0")]);
+    let logs = relay_log(&bin);
+    let warning = logs
+        .iter()
+        .find(|v| v["level"] == "WARN")
+        .expect("a loopback relay warns");
+    assert!(
+        warning["warning"]
+            .as_str()
+            .unwrap()
+            .contains("only clients on this host"),
+        "{warning}"
+    );
+    bin.signal("-TERM");
+    bin.wait_exit(Duration::from_secs(12));
 }
 
 #[tokio::test]

@@ -22,20 +22,24 @@ export const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img
 /** Starts tallow-server with `env` on top of the test defaults and checks
  * that it sends the CSP and nosniff; resolves to { base, direct, stop }
  * (both the server's own address). */
-export async function startServer(env = {}) {
+export async function startServer(env = {}, { bare = false } = {}) {
   mkdirSync(artifacts, { recursive: true });
+  // `bare`: nothing but `env` (free ports), as a newcomer runs the server.
+  const defaults = bare ? {} : {
+    TALLOW_LISTEN: '127.0.0.1:0',
+    TURN_LISTEN: '127.0.0.1:0',
+    TURN_ALLOW_LOOPBACK: 'true',
+    TURN_PORT_RANGE: '47000-47999',
+    TURN_MAX_BYTES_PER_SEC: '0',
+    TALLOW_MAX_MESSAGES_PER_SEC: '1000',
+    TALLOW_MAX_SESSIONS_PER_IP: '200',
+    LOG_FORMAT: 'json',
+  };
   const server = spawn(serverBin, [], {
     env: {
-      TALLOW_LISTEN: '127.0.0.1:0',
-      TURN_LISTEN: '127.0.0.1:0',
-      TURN_ALLOW_LOOPBACK: 'true',
-      TURN_PORT_RANGE: '47000-47999',
-      TURN_MAX_BYTES_PER_SEC: '0',
-      TALLOW_MAX_MESSAGES_PER_SEC: '1000',
-      TALLOW_MAX_SESSIONS_PER_IP: '200',
+      ...defaults,
       // TEST_WEB_ROOT: run the browser tests against another build of the page.
-      TALLOW_WEB_ROOT: process.env.TEST_WEB_ROOT ?? `${root}web`,
-      LOG_FORMAT: 'json',
+      ...(process.env.TEST_WEB_ROOT ? { TALLOW_WEB_ROOT: process.env.TEST_WEB_ROOT } : bare ? {} : { TALLOW_WEB_ROOT: `${root}web` }),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'inherit'],

@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
     let Some(secret) = args.turn.secret.clone() else {
         bail!("TURN_SECRET is required: the signaling service must hand out credentials under the same secret");
     };
+    args.turn.validate().map_err(anyhow::Error::msg)?;
     let metrics = RelayMetrics::default();
     let relay = event_loop::start(args.turn.relay_config(secret), metrics.clone())
         .with_context(|| format!("starting the relay on {}", args.turn.listen))?;

@@ -24,6 +24,8 @@ struct FakeIo {
     next_port: u16,
     open: Vec<RelayId>,
     refuse_open: bool,
+    /// The IPv4 address relayed addresses get (default 192.0.2.100).
+    relay_v4: Option<&'static str>,
 }
 
 impl Io for FakeIo {
@@ -40,7 +42,11 @@ impl Io for FakeIo {
         self.next_port += 1;
         let id = u32::from(self.next_port);
         self.open.push(id);
-        let ip = if ipv6 { "::1" } else { "192.0.2.100" };
+        let ip = if ipv6 {
+            "::1"
+        } else {
+            self.relay_v4.unwrap_or("192.0.2.100")
+        };
         Some((
             id,
             SocketAddr::new(ip.parse().unwrap(), 50000 + self.next_port),
@@ -440,6 +446,100 @@ fn two_allocations_of_one_server_talk_without_the_kernel() {
     let msg = codec::decode(&bytes).unwrap();
     assert_eq!(msg.get_attribute::<XorPeerAddress>().unwrap().address(), ra);
     assert_eq!(msg.get_attribute::<Data>().unwrap().data(), b"a to b");
+}
+
+/// The embedded relay on one host advertises loopback (or private)
+/// relayed addresses to local clients. Two allocations of this relay must
+/// reach each other under the default policy, in-process, while every other
+/// internal address stays refused, including ports of the same IP and an
+/// allocation's address after it is gone.
+#[test]
+fn own_allocations_talk_under_the_default_policy_and_nothing_else_internal_does() {
+    for relay_ip in ["127.0.0.1", "10.0.0.7"] {
+        let mut h = Harness::new(|_| {});
+        h.io.relay_v4 = Some(relay_ip);
+        let mut a = h.client(4000, "a");
+        let mut b = h.client(4001, "b");
+        let ra = h.allocate(&mut a);
+        let rb = h.allocate(&mut b);
+        assert_eq!(ra.ip().to_string(), relay_ip);
+        for (c, peer) in [(&mut a, rb), (&mut b, ra)] {
+            let resp = h.request(c, CREATE_PERMISSION, vec![XorPeerAddress::new(peer).into()]);
+            assert_eq!(resp.class(), MessageClass::SuccessResponse, "{relay_ip}");
+        }
+        let resp = h.request(
+            &mut a,
+            CHANNEL_BIND,
+            vec![ChannelNumber(0x4000).into(), XorPeerAddress::new(rb).into()],
+        );
+        assert_eq!(resp.class(), MessageClass::SuccessResponse, "{relay_ip}");
+        assert_eq!(h.core.metrics.refused_peers.get(), 0);
+
+        // Data flows both ways, through no socket.
+        h.io.to_client.clear();
+        let mut cd = Vec::new();
+        codec::write_channel_data(&mut cd, 0x4000, b"a to b", false);
+        h.core.on_client(&mut h.io, &a.addr, &cd, h.now);
+        let send = |to: SocketAddr, data: &[u8]| {
+            let mut m = Message::new(MessageClass::Indication, SEND, TransactionId::new([1; 12]));
+            m.add_attribute(XorPeerAddress::new(to));
+            m.add_attribute(Data::new(data.to_vec()).unwrap());
+            codec::encode(m)
+        };
+        h.core
+            .on_client(&mut h.io, &b.addr, &send(ra, b"b to a"), h.now);
+        assert!(h.io.to_peer.is_empty(), "nothing went through a socket");
+        let to: Vec<_> = h.io.to_client.iter().map(|(c, _)| *c).collect();
+        assert_eq!(to, vec![b.addr, a.addr]);
+
+        // Any other address of the same internal IP stays refused...
+        let other_port = SocketAddr::new(rb.ip(), 22);
+        let resp = h.request(
+            &mut a,
+            CREATE_PERMISSION,
+            vec![XorPeerAddress::new(other_port).into()],
+        );
+        assert_eq!(code(&resp), Some(403), "{relay_ip}");
+        let resp = h.request(&mut a, CREATE_PERMISSION, vec![peer_attr("127.0.0.1:6379")]);
+        assert_eq!(code(&resp), Some(403));
+        // ...and the permission its IP holds (from b's address) carries
+        // nothing to that port: not sent, not received.
+        h.io.to_client.clear();
+        h.core
+            .on_client(&mut h.io, &a.addr, &send(other_port, b"x"), h.now);
+        assert!(
+            h.io.to_peer.is_empty(),
+            "{relay_ip}: sent to an internal port"
+        );
+        let relay_a = h.io.open[0];
+        h.core
+            .on_peer(&mut h.io, relay_a, other_port, b"from inside", h.now);
+        assert!(
+            h.io.to_client.is_empty(),
+            "{relay_ip}: an internal service reached a"
+        );
+
+        // b's allocation goes: its address is just an internal one now.
+        let resp = h.request(
+            &mut b,
+            REFRESH,
+            vec![Lifetime::new(Duration::ZERO).unwrap().into()],
+        );
+        assert_eq!(resp.class(), MessageClass::SuccessResponse);
+        h.core.on_client(&mut h.io, &a.addr, &cd, h.now);
+        h.core
+            .on_client(&mut h.io, &a.addr, &send(rb, b"late"), h.now);
+        assert!(
+            h.io.to_peer.is_empty(),
+            "{relay_ip}: sent to a released relayed address"
+        );
+        let resp = h.request(
+            &mut a,
+            CREATE_PERMISSION,
+            vec![XorPeerAddress::new(rb).into()],
+        );
+        assert_eq!(code(&resp), Some(403), "{relay_ip}");
+    }
 }
 
 #[test]
