@@ -68,6 +68,9 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
 
     #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
     pub limits: Limits,
 
     #[command(flatten)]
@@ -87,6 +90,35 @@ pub struct Config {
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+/// HTTPS on TALLOW_LISTEN, for a server with no TLS proxy in front.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain: serve HTTPS (and wss) instead of HTTP.
+    #[arg(long = "tls-cert", env = "TALLOW_TLS_CERT")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of TALLOW_TLS_CERT.
+    #[arg(long = "tls-key", env = "TALLOW_TLS_KEY")]
+    pub key: Option<PathBuf>,
+
+    /// Serve HTTPS with a certificate generated at start (for a LAN); its
+    /// SHA-256 fingerprint is logged so users can check what the browser shows.
+    #[arg(long = "tls-self-signed", env = "TALLOW_TLS_SELF_SIGNED", default_value_t = false, action = ArgAction::Set)]
+    pub self_signed: bool,
+
+    /// Comma-separated extra host names and IP addresses for the generated
+    /// certificate (it always names localhost, 127.0.0.1, ::1, this host's
+    /// name and its address toward the network).
+    #[arg(long = "tls-names", env = "TALLOW_TLS_NAMES", value_delimiter = ',')]
+    pub names: Vec<String>,
+}
+
+impl TlsArgs {
+    pub fn enabled(&self) -> bool {
+        self.self_signed || self.cert.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -237,6 +269,7 @@ impl Config {
         let mut cfg = Config::parse();
         cfg.allowed_origins.retain(|s| !s.trim().is_empty());
         cfg.turn_urls.retain(|s| !s.trim().is_empty());
+        cfg.tls.names.retain(|s| !s.trim().is_empty());
         cfg
     }
 
@@ -301,6 +334,39 @@ impl Config {
             }
         }
         self.turn.validate().map_err(ConfigError)?;
+        match (&self.tls.cert, &self.tls.key, self.tls.self_signed) {
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(ConfigError(
+                    "TALLOW_TLS_CERT and TALLOW_TLS_KEY go together".into(),
+                ))
+            }
+            (Some(_), Some(_), true) => {
+                return Err(ConfigError(
+                    "TALLOW_TLS_SELF_SIGNED and TALLOW_TLS_CERT exclude each other: pick one"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        if !self.tls.names.is_empty() && !self.tls.self_signed {
+            return Err(ConfigError(
+                "TALLOW_TLS_NAMES names the generated certificate: it needs TALLOW_TLS_SELF_SIGNED=true".into(),
+            ));
+        }
+        for n in &self.tls.names {
+            let ok = n.parse::<std::net::IpAddr>().is_ok()
+                || (n.len() <= 253
+                    && n.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    }));
+            if !ok {
+                return Err(ConfigError(format!(
+                    "TALLOW_TLS_NAMES entry {n:?} is neither a host name nor an IP address"
+                )));
+            }
+        }
         for u in &self.turn_urls {
             if !(u.starts_with("turn:") || u.starts_with("turns:") || u.starts_with("stun:")) {
                 return Err(ConfigError(format!(
@@ -397,6 +463,31 @@ mod tests {
             .validate()
             .is_err());
         assert!(parse(&["--redis-url", "http://x"]).validate().is_err());
+        for bad in [
+            &["--tls-cert", "c.pem"][..],
+            &["--tls-key", "k.pem"],
+            &[
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--tls-self-signed",
+                "true",
+            ],
+            &["--tls-names", "box.lan"],
+            &["--tls-self-signed", "true", "--tls-names", "a b"],
+            &["--tls-self-signed", "true", "--tls-names", "../x"],
+        ] {
+            assert!(parse(bad).validate().is_err(), "{bad:?}");
+        }
+        let ok = parse(&[
+            "--tls-self-signed",
+            "true",
+            "--tls-names",
+            "box.lan,192.168.1.5",
+        ]);
+        ok.validate().unwrap();
+        assert!(ok.tls.enabled());
         assert!(Config::try_parse_from(["tallow-server", "--turn-port-range", "9-1"]).is_err());
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! Layout: the protocol core is pure (`protocol`, `registry`, `mailbox`,
 //! `nameplate`, `ratelimit`, `ip_limits`); `presence` puts the session table
-//! behind a store trait; `conn` and `server` are the thin tokio shell.
+//! behind a store trait; `conn` and `server` are the thin tokio shell, with
+//! `tls` (the HTTPS certificate) and `https` (the TLS listener).
 
 pub mod client_addr;
 pub mod config;
 mod conn;
+mod https;
 pub mod ice;
 pub mod ip_limits;
 pub mod mailbox;
@@ -18,3 +20,4 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;
+pub mod tls;

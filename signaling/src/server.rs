@@ -45,6 +45,8 @@ pub enum ServerError {
     },
     #[error("presence store: {0}")]
     Presence(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// State shared by every connection and route of one node.
@@ -180,6 +182,8 @@ impl Server {
                 .as_ref()
                 .map(|r| (r.udp_addr, r.tls_addr.map(|a| a.port()))),
         );
+        let tls = tls_identity(&cfg)?;
+        let cfg_listen = cfg.listen;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -242,19 +246,29 @@ impl Server {
             });
         }
         let stop = state.shutdown.clone();
-        // Signaling frames are small and latency matters: no Nagle delay.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let http = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        });
-        tracing::info!(%addr, server_id = %server_id, node = %node, presence = state.presence.kind(), "tallow-server listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let http = match tls {
+            Some(id) => {
+                let listener =
+                    crate::https::TlsListener::new(listener, id.config).map_err(|source| {
+                        ServerError::Bind {
+                            addr: cfg_listen,
+                            source,
+                        }
+                    })?;
+                // tap_io only for the connect info (nodelay is set at accept).
+                let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+                tokio::spawn(serve(listener, app, stop))
+            }
+            None => {
+                // Signaling frames are small and latency matters: no Nagle delay.
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                tokio::spawn(serve(listener, app, stop))
+            }
+        };
+        tracing::info!(%addr, scheme, server_id = %server_id, node = %node, presence = state.presence.kind(), "tallow-server listening");
         Ok(Server {
             addr,
             relay,
@@ -300,6 +314,50 @@ impl Server {
         tracing::info!(drained, "tallow-server stopped");
         drained
     }
+}
+
+/// Serve `app` on `listener` until `stop`.
+async fn serve<L>(listener: L, app: Router, stop: CancellationToken) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.cancelled_owned())
+    .await
+}
+
+/// The HTTPS identity, if TLS is configured; logs what users should check.
+fn tls_identity(cfg: &Config) -> Result<Option<crate::tls::Identity>, ServerError> {
+    let t = &cfg.tls;
+    let id = match (&t.cert, &t.key) {
+        (Some(cert), Some(key)) => crate::tls::from_files(cert, key)?,
+        _ if t.self_signed => crate::tls::self_signed(&crate::tls::local_names(), &t.names)?,
+        _ => return Ok(None),
+    };
+    if t.self_signed {
+        let port = cfg.listen.port();
+        let urls: Vec<String> = id
+            .names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(v6)) => format!("https://[{v6}]:{port}/"),
+                _ => format!("https://{n}:{port}/"),
+            })
+            .collect();
+        tracing::info!(
+            sha256 = %id.sha256,
+            names = ?id.names,
+            urls = ?urls,
+            "serving HTTPS with a self-signed certificate made at start: before accepting it in a browser, check that the browser shows this SHA-256 fingerprint"
+        );
+    } else {
+        tracing::info!(sha256 = %id.sha256, "serving HTTPS");
+    }
+    Ok(Some(id))
 }
 
 fn ice_config(cfg: &Config, secret: Secret, relay: Option<(SocketAddr, Option<u16>)>) -> IceConfig {

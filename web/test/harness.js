@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { connect, createServer as createNetServer } from 'node:net';
 import { mkdirSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
@@ -44,27 +45,53 @@ export async function startServer(env = {}, { bare = false } = {}) {
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  const logs = [];
   const direct = await new Promise((resolve, reject) => {
     const lines = createInterface({ input: server.stdout });
     lines.on('line', (line) => {
       const v = JSON.parse(line);
-      if (v.message === 'tallow-server listening') resolve(`http://${v.addr}`);
+      logs.push(v);
+      if (v.message === 'tallow-server listening') resolve(`${v.scheme}://${v.addr}`);
     });
     server.on('exit', (code) => reject(new Error(`tallow-server exited with ${code}`)));
   });
-  const page = await fetch(`${direct}/`);
-  if (page.headers.get('content-security-policy') !== CSP || page.headers.get('x-content-type-options') !== 'nosniff') {
+  // HTTPS: the certificate is the one whose fingerprint the server logged.
+  const sha256 = logs.find((v) => v.sha256)?.sha256;
+  const headers = direct.startsWith('https:') ? await httpsHeaders(`${direct}/`, sha256) : (await fetch(`${direct}/`)).headers;
+  if (headers.get('content-security-policy') !== CSP || headers.get('x-content-type-options') !== 'nosniff') {
     server.kill('SIGTERM');
-    throw new Error(`tallow-server does not send the expected CSP: ${page.headers.get('content-security-policy')}`);
+    throw new Error(`tallow-server does not send the expected CSP: ${headers.get('content-security-policy')}`);
   }
-  return { base: direct, direct, stop: () => server.kill('SIGTERM') };
+  return { base: direct, direct, logs, sha256, stop: () => server.kill('SIGTERM') };
 }
 
-export function launch() {
+/** GETs `url` over HTTPS trusting exactly the certificate with SHA-256
+ * fingerprint `sha256` (AB:CD:... as the server logs it); resolves to the
+ * response headers, and puts the certificate on `.cert`. */
+export function httpsHeaders(url, sha256) {
+  return new Promise((resolve, reject) => {
+    const req = httpsGet(url, { rejectUnauthorized: false, agent: false }, (res) => {
+      const cert = res.socket.getPeerX509Certificate();
+      res.resume();
+      if (cert.fingerprint256 !== sha256) {
+        reject(new Error(`certificate ${cert.fingerprint256} is not the logged ${sha256}`));
+        return;
+      }
+      const h = new Headers();
+      for (const [k, v] of Object.entries(res.headers)) h.set(k, String(v));
+      h.cert = cert;
+      resolve(h);
+    });
+    req.on('error', reject);
+  });
+}
+
+/** Debian's Chromium, headless; `args` are added to the usual flags. */
+export function launch({ args = [] } = {}) {
   return chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', ...args],
   });
 }
 
