@@ -6,8 +6,9 @@
 //! user who typed `http://`) gets a redirect to the same address over
 //! HTTPS instead of a connection that closes without a word.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::serve::Listener;
@@ -18,10 +19,15 @@ use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::client_addr::IpKey;
+
 /// A handshake (or a plain request to redirect) must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in flight; beyond, new connections are closed at once.
 const MAX_HANDSHAKES: usize = 1024;
+/// Handshakes in flight from one address (IPv6: one prefix), so that one
+/// client cannot take all of `MAX_HANDSHAKES` for the 10 s deadline.
+const MAX_HANDSHAKES_PER_IP: usize = 16;
 /// The first byte of a TLS record carrying a handshake (ClientHello).
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -32,10 +38,20 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    /// `v6_prefix`: IPv6 clients count per prefix of this length.
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        v6_prefix: u8,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let accepting = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx));
+        let accepting = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(config),
+            tx,
+            v6_prefix,
+        ));
         Ok(TlsListener {
             ready,
             local,
@@ -71,8 +87,10 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    v6_prefix: u8,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_ip: Arc<Mutex<HashMap<IpKey, usize>>> = Arc::default();
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -86,10 +104,13 @@ async fn accept_loop(
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
             continue;
         };
+        let Some(slot) = IpSlot::take(&per_ip, IpKey::new(addr.ip(), v6_prefix)) else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (acceptor, ready) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, slot);
             let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
                 let mut first = [0u8; 1];
                 if !matches!(tcp.peek(&mut first).await, Ok(1)) {
@@ -108,6 +129,39 @@ async fn accept_loop(
             })
             .await;
         });
+    }
+}
+
+/// One of an address's handshakes in flight, given back on drop.
+struct IpSlot {
+    table: Arc<Mutex<HashMap<IpKey, usize>>>,
+    key: IpKey,
+}
+
+impl IpSlot {
+    fn take(table: &Arc<Mutex<HashMap<IpKey, usize>>>, key: IpKey) -> Option<IpSlot> {
+        let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+        let n = t.entry(key).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: table.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = t.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -167,6 +221,26 @@ fn redirect_response<B>(req: &Request<B>) -> Response<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_holds_a_bounded_share_of_handshakes() {
+        let table = Arc::default();
+        let key = |s: &str| IpKey::new(s.parse().unwrap(), 64);
+        let mut held: Vec<IpSlot> = (0..MAX_HANDSHAKES_PER_IP)
+            .map(|_| IpSlot::take(&table, key("192.0.2.1")).unwrap())
+            .collect();
+        assert!(IpSlot::take(&table, key("192.0.2.1")).is_none());
+        // Same /64: the same client.
+        let v6: Vec<IpSlot> = (0..MAX_HANDSHAKES_PER_IP)
+            .map(|i| IpSlot::take(&table, key(&format!("2001:db8::{i:x}"))).unwrap())
+            .collect();
+        assert!(IpSlot::take(&table, key("2001:db8::ffff")).is_none());
+        assert!(IpSlot::take(&table, key("192.0.2.2")).is_some());
+        held.pop();
+        assert!(IpSlot::take(&table, key("192.0.2.1")).is_some());
+        drop((held, v6));
+        assert!(table.lock().unwrap().is_empty(), "nothing left behind");
+    }
 
     fn req(host: Option<&str>, uri: &str) -> Request<()> {
         let mut b = Request::builder().uri(uri);

@@ -249,13 +249,15 @@ impl Server {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let http = match tls {
             Some(id) => {
-                let listener =
-                    crate::https::TlsListener::new(listener, id.config).map_err(|source| {
-                        ServerError::Bind {
-                            addr: cfg_listen,
-                            source,
-                        }
-                    })?;
+                let listener = crate::https::TlsListener::new(
+                    listener,
+                    id.config,
+                    state.cfg.limits.ipv6_prefix,
+                )
+                .map_err(|source| ServerError::Bind {
+                    addr: cfg_listen,
+                    source,
+                })?;
                 // tap_io only for the connect info (nodelay is set at accept).
                 let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
                 tokio::spawn(serve(listener, app, stop))

@@ -158,8 +158,12 @@ async fn plain_http_on_the_tls_port_is_redirected() {
 async fn stalled_and_garbage_handshakes_do_not_hold_others_up() {
     let t = start().await;
     let mut stalled = Vec::new();
-    for i in 0..200 {
-        let mut s = TcpStream::connect(t.addr()).await.unwrap();
+    // From several loopback addresses: one address may hold only 16.
+    for i in 0..200u32 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from(([127, 0, 1, (i % 12) as u8 + 1], 0)))
+            .unwrap();
+        let mut s = sock.connect(t.addr()).await.unwrap();
         if i % 2 == 0 {
             // A TLS record header promising 512 bytes, then nothing.
             s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
@@ -187,6 +191,31 @@ async fn stalled_and_garbage_handshakes_do_not_hold_others_up() {
     let health = tokio::time::timeout(Duration::from_secs(8), t.get("/api/health"))
         .await
         .expect("served while 200 handshakes stall");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // One address that stalls 40 handshakes holds 16; the rest are closed
+    // at once, and another address is still served.
+    let mut hogs = Vec::new();
+    for _ in 0..40 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from(([127, 0, 2, 1], 0))).unwrap();
+        let mut s = sock.connect(t.addr()).await.unwrap();
+        s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+        hogs.push(s);
+    }
+    // The held ones stay open past the wait; the others close at once.
+    let outcomes = futures_util::future::join_all(hogs.iter_mut().map(|s| async move {
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }))
+    .await;
+    let closed = outcomes.iter().filter(|c| **c).count();
+    assert_eq!(closed, 40 - 16, "one address holds at most 16 handshakes");
+    let health = tokio::time::timeout(Duration::from_secs(8), t.get("/api/health"))
+        .await
+        .expect("served while one address hogs its share");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     drop(stalled);
 }
