@@ -5,7 +5,8 @@
 import { SignalClient } from './signal.js';
 import * as hs from './handshake.js';
 import { PeerSession } from './session.js';
-import { neutral, sanitizeName } from './names.js';
+import { sanitizeName } from './names.js';
+import { abortReason, explain, peerStopped } from './failures.js';
 import { drained, Progress, sendFile } from './transfer.js';
 import { encodeControl, FileReceiver, FramingError, STALL_MS } from './framing.js';
 
@@ -86,9 +87,11 @@ const finished = () => document.body.dataset.state?.startsWith('done') ?? false;
 const channelOpen = () => state.channel?.readyState === 'open';
 
 /** Stops after an error of ours: tells the peer (sealed once the session
- * exists: an unsealed abort is only trusted before it), then leaves. */
+ * exists: an unsealed abort is only trusted before it), then leaves. The
+ * reason is a HandshakeError's kind, or `local` for a failure of this
+ * browser (docs/PROTOCOL.md, "What the web client seals"). */
 function abort(e) {
-  const reason = e?.kind ?? 'error';
+  const reason = abortReason(e);
   if (state.peer?.session) {
     state.peer.seal({ kind: 'abort', reason }, (m) => state.signal.send(m)).catch(() => {}).finally(() => state.signal.leave());
   } else {
@@ -127,7 +130,15 @@ async function connect() {
       state.iceServers = m.ice_servers ?? [];
       if (state.role === 'A') {
         state.peer = new PeerSession('A', state.code, state.sid);
-        signal.hello(state.peer.start());
+        let hello;
+        try {
+          hello = state.peer.start();
+        } catch (e) {
+          fail(explain(e));
+          abort(e);
+          return;
+        }
+        signal.hello(hello);
         ui.status('Peer connected. Securing the session…');
       } else {
         state.peer = new PeerSession('B', state.code, state.sid);
@@ -135,7 +146,7 @@ async function connect() {
       }
     })
     .on('message', (m) => {
-      state.queue = state.queue.then(() => onPeerMessage(JSON.parse(m.body))).catch((e) => {
+      state.queue = state.queue.then(() => onPeerMessage(parsePeerJson(m.body))).catch((e) => {
         fail(explain(e));
         abort(e);
       });
@@ -203,25 +214,24 @@ async function connect() {
   $('join').disabled = false;
 }
 
-function explain(e) {
-  if (e instanceof hs.HandshakeError && (e.kind === 'confirmation' || e.kind === 'downgrade')) {
-    return 'The codes did not match, or someone tampered with the connection. Start again with a new code.';
+/** JSON from the peer (or the path): unparsable is its fault, not ours. */
+function parsePeerJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new hs.HandshakeError('malformed', `a message from the peer is not JSON (${e.message})`);
   }
-  if (e instanceof hs.HandshakeError && e.kind === 'out_of_turn') {
-    return `A handshake message was replayed or arrived out of turn (${e.message}): someone may be tampering with the connection. Start again with a new code.`;
-  }
-  return e.message || String(e);
 }
 
 async function onPeerMessage(msg) {
   if (state.failed) return;
   if (msg?.t === 'sealed') {
-    return onSealed(JSON.parse(new TextDecoder().decode(await state.peer.open(msg))));
+    return onSealed(parsePeerJson(new TextDecoder().decode(await state.peer.open(msg))));
   }
   if (!state.peer) throw new hs.HandshakeError('out_of_turn', `${String(msg?.t)} arrived before the handshake started`);
   const r = state.peer.receive(msg);
   if (r.abort) {
-    fail('The codes did not match, or someone tampered with the connection. Start again with a new code.');
+    fail(peerStopped(msg.reason, { sealed: false }));
     state.signal.leave();
     return;
   }
@@ -280,7 +290,7 @@ async function onSealed(m) {
       await pc.addIceCandidate(m.candidate);
       break;
     case 'abort':
-      fail(`Your peer stopped the session (${neutral(m.reason)}).`);
+      fail(peerStopped(m.reason, { sealed: true }));
       state.signal.leave();
       break;
     default:
@@ -454,4 +464,45 @@ drop.ondrop = (e) => {
   if (e.dataTransfer.files[0]) send(e.dataTransfer.files[0]);
 };
 
-connect().catch((e) => fail(e.message));
+/** What this page lacks to run Tallow, or null. Checked before anything
+ * else: without a secure context the browser hides WebCrypto, and the
+ * handshake would fail half-way with a TypeError. */
+function missingCapability() {
+  if (!window.isSecureContext) return 'insecure';
+  if (typeof crypto?.subtle?.importKey !== 'function' || typeof crypto.getRandomValues !== 'function') return 'webcrypto';
+  if (typeof RTCPeerConnection !== 'function') return 'webrtc';
+  return null;
+}
+
+/** Says, in plain words, why this page cannot run and what to do. */
+function showUnsupported(what) {
+  const box = $('unsupported');
+  const p = (...parts) => {
+    const el = document.createElement('p');
+    el.append(...parts);
+    box.append(el);
+  };
+  if (what === 'insecure') {
+    const https = `https://${location.host}${location.pathname}${location.search}${location.hash}`;
+    const link = document.createElement('a');
+    link.href = https;
+    link.textContent = https;
+    const port = location.port ? `:${location.port}` : '';
+    p(`This page was opened over plain HTTP from ${location.hostname}, which your browser does not treat as a secure context, so it hides the cryptography Tallow needs (WebCrypto). Nothing can be sent from here.`);
+    p('Open it over HTTPS instead: ', link, ' (the server must be started with TALLOW_TLS_SELF_SIGNED=true or its own certificate; if your browser warns about a self-signed certificate, check that the fingerprint it shows is the one the server printed at start).');
+    p(`Or, on the machine that runs the server, open http://localhost${port}${location.pathname}.`);
+  } else if (what === 'webcrypto') {
+    p('This browser does not offer WebCrypto, which Tallow needs for its end-to-end encryption. Use a current Chrome, Edge, Firefox or Safari.');
+  } else {
+    p('This browser does not offer WebRTC data channels, which Tallow needs to move files. Use a current Chrome, Edge, Firefox or Safari.');
+  }
+  box.hidden = false;
+  $('start').hidden = true;
+  ui.status('Tallow cannot run in this page.');
+  document.body.dataset.state = 'unsupported';
+  document.body.dataset.unsupported = what;
+}
+
+const missing = missingCapability();
+if (missing) showUnsupported(missing);
+else connect().catch((e) => fail(e.message));

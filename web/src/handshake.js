@@ -230,10 +230,13 @@ export class Session {
   async open(msg) {
     if (msg?.t !== 'sealed') malformed('expected sealed');
     if (msg.n !== this.recvN) fail('replay', `sealed message ${msg.n} arrived where ${this.recvN} was due: replayed or reordered`);
+    // Outside the try: a key this browser failed to import is a local
+    // failure, not tampering.
+    const key = await this.recvKey;
     let plain;
     try {
       const c = b64.dec(msg.c, 'sealed');
-      plain = await crypto.subtle.decrypt({ name: 'AES-GCM', iv: nonce(msg.n), additionalData: SEAL_AAD }, await this.recvKey, c);
+      plain = await crypto.subtle.decrypt({ name: 'AES-GCM', iv: nonce(msg.n), additionalData: SEAL_AAD }, key, c);
     } catch {
       fail('tampered', 'a sealed message did not open: it was altered or is not for this session');
     }

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { X509Certificate, createHash as hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
-import { connected, httpsHeaders, launch, newPage, ready, startServer } from './harness.js';
+import { connected, httpsHeaders, launch, newPage, pairUp, ready, startServer } from './harness.js';
 
 let browser;
 
@@ -97,6 +97,140 @@ test('across devices: the server\'s own HTTPS in self-signed mode carries a file
     assert.equal(plain.headers.location, `https://tallow.test:${port}/?relay=1`);
   } finally {
     await lanBrowser?.close();
+    server.stop();
+  }
+});
+
+/** Records everything a newcomer would see in the console or the network
+ * panel: console errors and warnings, page errors, failed requests and
+ * responses of 400 and above. */
+function watchConsole(page) {
+  const seen = [];
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') seen.push(`console ${m.type()}: ${m.text()}`); });
+  page.on('pageerror', (e) => seen.push(`page error: ${e.message}`));
+  page.on('requestfailed', (r) => seen.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+  page.on('response', (r) => { if (r.status() >= 400) seen.push(`HTTP ${r.status()}: ${r.url()}`); });
+  return seen;
+}
+
+const TAMPER = /tamper|did not match/i;
+
+test('on a non-local plain-HTTP origin both pages explain what to do, and nothing reads as tampering', { timeout: 60_000 }, async () => {
+  const server = await startServer({ TALLOW_LISTEN: '127.0.0.1:0', TURN_LISTEN: '0.0.0.0:0' }, { bare: true });
+  // tallow.test stands for the server's LAN address, typed by a second
+  // device: plain HTTP there is not a secure context.
+  const lanBrowser = await launch({ args: ['--host-resolver-rules=MAP tallow.test 127.0.0.1'] });
+  try {
+    const { port } = new URL(server.base);
+    const url = `http://tallow.test:${port}/`;
+    for (const name of ['A', 'B']) {
+      const page = await newPage(lanBrowser, name);
+      const seen = watchConsole(page);
+      await page.goto(url);
+      await page.waitForSelector('body[data-state="unsupported"]', { timeout: 10_000 });
+      assert.equal(await page.evaluate(() => window.isSecureContext), false);
+      assert.equal(await page.evaluate(() => document.body.dataset.unsupported), 'insecure');
+      const text = await page.textContent('#unsupported');
+      assert.match(text, /secure context/);
+      assert.match(text, /HTTPS/);
+      assert.match(text, /TALLOW_TLS_SELF_SIGNED=true/);
+      assert.match(text, new RegExp(`http://localhost:${port}/`));
+      assert.equal(await page.getAttribute('#unsupported a', 'href'), `https://tallow.test:${port}/`);
+      assert.equal(await page.isVisible('#create'), false, 'nothing to click that cannot work');
+      assert.equal(await page.isDisabled('#create'), true);
+      assert.equal(await page.isDisabled('#join'), true);
+      const all = await page.textContent('body');
+      assert.doesNotMatch(all, TAMPER);
+      assert.doesNotMatch(all, /Cannot read properties/);
+      // The browser's own note that it ignored the server's COOP header on
+      // an untrustworthy origin is the only thing logged: it says what the
+      // page says.
+      assert.deepEqual(seen.filter((m) => !/^console error: The Cross-Origin-Opener-Policy header has been ignored, because the URL's origin was untrustworthy/.test(m)), []);
+      assert.deepEqual(page.problems, []);
+      await page.context().close();
+    }
+  } finally {
+    await lanBrowser.close();
+    server.stop();
+  }
+});
+
+/** Makes this page's WebCrypto fail when the session key is imported, as a
+ * browser that lacks it would half-way through the handshake. */
+const breakImportKey = (page) => page.addInitScript(() => {
+  crypto.subtle.importKey = () => { throw new TypeError('simulated: this browser cannot import keys'); };
+});
+
+test('a local failure during the handshake is reported as one on both sides, never as tampering', { timeout: 90_000 }, async () => {
+  const server = await startServer();
+  try {
+    // The creator fails (it builds the session first, as in a page opened
+    // without WebCrypto): the joiner is still in the handshake and is told why.
+    {
+      const a = await newPage(browser, 'A', { setup: breakImportKey });
+      const b = await newPage(browser, 'B');
+      await ready(a, server.base);
+      await ready(b, server.base);
+      await pairUp(a, b);
+      for (const p of [a, b]) await p.waitForSelector('body[data-state="failed"]', { timeout: 30_000 });
+      const ea = await a.textContent('#error');
+      const eb = await b.textContent('#error');
+      assert.match(ea, /This browser could not run the secure session \(simulated: this browser cannot import keys\)/);
+      assert.match(ea, /not with the code/);
+      assert.match(eb, /Your peer's browser could not set up the secure session/);
+      for (const e of [ea, eb]) assert.doesNotMatch(e, TAMPER);
+      await a.context().close();
+      await b.context().close();
+    }
+    // The joiner fails after the creator has its session: the creator
+    // cannot trust an unsealed abort by then, but is not told of an attack.
+    {
+      const a = await newPage(browser, 'A');
+      const b = await newPage(browser, 'B', { setup: breakImportKey });
+      await ready(a, server.base);
+      await ready(b, server.base);
+      await pairUp(a, b);
+      await b.waitForSelector('body[data-state="failed"]', { timeout: 30_000 });
+      assert.match(await b.textContent('#error'), /This browser could not run the secure session/);
+      await a.waitForSelector('body[data-state="failed"]', { timeout: 30_000 });
+      for (const p of [a, b]) assert.doesNotMatch(await p.textContent('body'), TAMPER);
+      await a.context().close();
+      await b.context().close();
+    }
+  } finally {
+    server.stop();
+  }
+});
+
+test('a newcomer\'s console stays clean: loading, pairing and a transfer log no error and fetch nothing missing', { timeout: 90_000 }, async () => {
+  const server = await startServer({ TALLOW_LISTEN: '127.0.0.1:0', TURN_LISTEN: '0.0.0.0:0' }, { bare: true });
+  try {
+    const a = await newPage(browser, 'A');
+    const b = await newPage(browser, 'B');
+    const seen = [watchConsole(a), watchConsole(b)];
+    const icons = [];
+    a.on('response', (r) => { if (/favicon/.test(r.url())) icons.push([r.url(), r.status(), r.headers()['content-type']]); });
+    await ready(a, server.base);
+    await ready(b, server.base);
+    await connected(a, b);
+    const file = randomBytes(64 * 1024);
+    await a.setInputFiles('#file', { name: 'clean.bin', mimeType: 'application/octet-stream', buffer: file });
+    await b.waitForSelector('body[data-state="done-received"]', { timeout: 30_000 });
+    assert.deepEqual(seen, [[], []]);
+    // The icon the page names is served (a browser asks for one either way,
+    // /favicon.ico when the page names none).
+    for (const [, status] of icons) assert.equal(status, 200, JSON.stringify(icons));
+    const icon = await a.evaluate(async () => {
+      const href = document.querySelector('link[rel=icon]')?.href;
+      const r = await fetch(href);
+      return [href, r.status, r.headers.get('content-type')];
+    });
+    assert.equal(icon[1], 200, JSON.stringify(icon));
+    assert.match(icon[2], /^image\/svg\+xml/);
+    for (const p of [a, b]) assert.deepEqual(p.problems, []);
+    await a.context().close();
+    await b.context().close();
+  } finally {
     server.stop();
   }
 });
