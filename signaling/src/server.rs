@@ -352,6 +352,7 @@ fn tls_identity(cfg: &Config) -> Result<Option<crate::tls::Identity>, ServerErro
             .collect();
         tracing::info!(
             sha256 = %id.sha256,
+            pin = id.pin.as_deref().unwrap_or_default(),
             names = ?id.names,
             urls = ?urls,
             "serving HTTPS with a self-signed certificate made at start: before accepting it in a browser, check that the browser shows this SHA-256 fingerprint"

@@ -43,6 +43,10 @@ pub struct Identity {
     pub sha256: String,
     /// Names a generated certificate is valid for; empty for files.
     pub names: Vec<String>,
+    /// A generated certificate's public-key pin as curl takes it
+    /// (`--pinnedpubkey sha256//...`), so probes can check it without a CA;
+    /// None for files (point probes at the certificate file instead).
+    pub pin: Option<String>,
 }
 
 /// The leaf certificate's SHA-256 fingerprint, colon-separated upper hex.
@@ -52,6 +56,16 @@ pub fn fingerprint(der: &[u8]) -> String {
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// `sha256//` and the base64 SHA-256 of a SubjectPublicKeyInfo (curl's
+/// `--pinnedpubkey`, HPKP's pin format).
+pub fn spki_pin(spki_der: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "sha256//{}",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki_der))
+    )
 }
 
 pub fn from_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
@@ -73,6 +87,7 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
         config: server_config(certs, key)?,
         sha256,
         names: Vec::new(),
+        pin: None,
     })
 }
 
@@ -99,11 +114,13 @@ pub fn self_signed(found: &[String], extra: &[String]) -> Result<Identity, TlsEr
     let cert = params.self_signed(&key)?;
     let der = cert.der().clone();
     let sha256 = fingerprint(&der);
+    let pin = spki_pin(&rcgen::PublicKeyData::subject_public_key_info(&key));
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     Ok(Identity {
         config: server_config(vec![der], key)?,
         sha256,
         names,
+        pin: Some(pin),
     })
 }
 

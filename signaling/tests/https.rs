@@ -18,6 +18,7 @@ use tokio_rustls::client::TlsStream;
 struct Tls {
     server: tallow_signaling::server::Server,
     client: tokio_rustls::TlsConnector,
+    cert_file: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -63,6 +64,7 @@ async fn start() -> Tls {
     Tls {
         server,
         client: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        cert_file: c,
         _dir: TempDir(dir),
     }
 }
@@ -119,6 +121,22 @@ async fn health_the_page_and_signal_are_served_over_tls() {
     assert!(
         first.to_text().unwrap().contains("\"welcome\""),
         "{first:?}"
+    );
+
+    // The operator's probe, trusting the certificate file the server uses.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/health-check.sh");
+    let out = tokio::process::Command::new(script)
+        .arg(format!("https://localhost:{}", t.addr().port()))
+        .arg("--cacert")
+        .arg(&t.cert_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -266,3 +266,56 @@ async fn the_health_check_script_reports_alive_ready_and_dead() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOT ALIVE"));
 }
+
+/// The probe script against the server's own HTTPS: a self-signed server's
+/// logged pin is what the script checks; a wrong pin, or no trust at all, is
+/// "not alive" rather than a silent pass.
+#[tokio::test]
+async fn the_health_check_script_probes_self_signed_https_by_its_logged_pin() {
+    let mut bin = Binary::spawn(&[("TALLOW_TLS_SELF_SIGNED", "true")]);
+    let pin = {
+        let logs = bin.logs.lock().unwrap();
+        logs.iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find_map(|v| v["pin"].as_str().map(str::to_owned))
+            .expect("a self-signed server logs its pin")
+    };
+    assert!(pin.starts_with("sha256//") && pin.len() == 8 + 44, "{pin}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/health-check.sh");
+    let url = format!("https://{}", bin.addr);
+    let run = |args: Vec<String>| async move {
+        tokio::process::Command::new(script)
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    };
+    let ok = run(vec![
+        url.clone(),
+        "--metrics".into(),
+        "--pin".into(),
+        pin.clone(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout.contains("ready") && stdout.contains("tallow_connections "),
+        "{stdout}"
+    );
+
+    let wrong = format!("sha256//{}", "A".repeat(43) + "=");
+    for args in [vec![url.clone(), "--pin".into(), wrong], vec![url.clone()]] {
+        let out = run(args.clone()).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("NOT ALIVE"));
+    }
+    let bad = run(vec![url.clone(), "--pin".into(), "md5//x".into()]).await;
+    assert_eq!(bad.status.code(), Some(3));
+    bin.signal("-TERM");
+    bin.wait_exit(Duration::from_secs(12));
+}
