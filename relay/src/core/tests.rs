@@ -542,6 +542,78 @@ fn own_allocations_talk_under_the_default_policy_and_nothing_else_internal_does(
     }
 }
 
+/// A relay on a public address (bound to it, or TURN_EXTERNAL_IP) must not
+/// relay to its own address at ports that are no allocation of it: there
+/// are its own TURN listener (3478) and any UDP service bound to the
+/// wildcard on that host. The peer policy looks only at the address class,
+/// and a public address passes. With 3478 reachable, a client gets an
+/// interactive session with the relay's listener whose "client" is the
+/// relay's own socket (allocations by the relay for the relay, nested
+/// without end in sight); the answers come back through the same hole.
+#[test]
+fn the_relays_own_public_address_is_no_peer_except_its_allocations() {
+    let mut h = Harness::new(|_| {});
+    h.io.relay_v4 = Some("203.0.113.9");
+    let mut a = h.client(4000, "a");
+    let ra = h.allocate(&mut a);
+    assert_eq!(ra.ip().to_string(), "203.0.113.9");
+    let send = |to: SocketAddr, data: &[u8]| {
+        let mut m = Message::new(MessageClass::Indication, SEND, TransactionId::new([1; 12]));
+        m.add_attribute(XorPeerAddress::new(to));
+        m.add_attribute(Data::new(data.to_vec()).unwrap());
+        codec::encode(m)
+    };
+    // An ordinary public peer is served.
+    let resp = h.request(
+        &mut a,
+        CREATE_PERMISSION,
+        vec![peer_attr("198.51.100.50:9")],
+    );
+    assert_eq!(resp.class(), MessageClass::SuccessResponse);
+    h.core.on_client(
+        &mut h.io,
+        &a.addr,
+        &send("198.51.100.50:9".parse().unwrap(), b"hi"),
+        h.now,
+    );
+    assert_eq!(h.io.to_peer.len(), 1);
+    h.io.to_peer.clear();
+
+    // The relay's own IP: a permission for it may exist (its allocations
+    // reach each other through it), but nothing leaves a relay socket for
+    // another port of it: the TURN listener, a resolver, its own address.
+    let _ = h.request(
+        &mut a,
+        CREATE_PERMISSION,
+        vec![XorPeerAddress::new(ra).into()],
+    );
+    for port in [3478, 53, ra.port()] {
+        let own = SocketAddr::new(ra.ip(), port);
+        h.core
+            .on_client(&mut h.io, &a.addr, &send(own, b"\x00\x03"), h.now);
+        assert!(
+            h.io.to_peer.is_empty(),
+            "relayed to its own address {own}: {:?}",
+            h.io.to_peer
+        );
+    }
+    // Nor is what comes from its own address (the listener answering a
+    // relay socket) handed to a client as a peer's data.
+    h.io.to_client.clear();
+    let relay_a = h.io.open[0];
+    h.core.on_peer(
+        &mut h.io,
+        relay_a,
+        SocketAddr::new(ra.ip(), 3478),
+        b"a listener's answer",
+        h.now,
+    );
+    assert!(
+        h.io.to_client.is_empty(),
+        "the relay's own listener reached a client as a peer"
+    );
+}
+
 #[test]
 fn allocations_expire_and_refresh_zero_deletes() {
     let mut h = Harness::new(|_| {});
