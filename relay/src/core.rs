@@ -213,13 +213,21 @@ impl Core {
             // A permission for an internal IP exists only for another
             // allocation's relayed address, and those datagrams come
             // in-process: through a socket, an internal source is refused.
-            Some(idx) if self.cfg.policy.allows(from.ip()) => {
+            // Nor does the relay's own address: its listener, or a service
+            // on its host, answering what a relay socket sent there.
+            Some(idx) if self.cfg.policy.allows(from.ip()) && !self.is_own_ip(from) => {
                 self.deliver(io, idx, from, data, now)
             }
             _ => {
                 self.metrics.dropped_packets.inc();
             }
         }
+    }
+
+    /// Whether `addr` is this host as far as loopback goes: on an IP this
+    /// relay hands out relayed addresses on, with loopback peers refused.
+    fn is_own_ip(&self, addr: SocketAddr) -> bool {
+        !self.cfg.policy.allow_loopback && self.relayed_ips.iter().any(|(ip, _)| *ip == addr.ip())
     }
 
     /// A TCP client connection closed: its allocation goes with it.
@@ -268,6 +276,12 @@ impl Core {
             Some(&other) if other != idx => {
                 let from = a.relayed;
                 self.deliver(io, other, from, data, now);
+            }
+            // Any other port of the relay's own address (its TURN listener,
+            // UDP services on the wildcard) is this host: a peer only where
+            // loopback is, public address or not.
+            _ if ours && !self.cfg.policy.allow_loopback => {
+                self.metrics.dropped_packets.inc();
             }
             _ if self.cfg.policy.allows(peer.ip()) => io.send_to_peer(a.relay, peer, data),
             // An internal IP permitted for another allocation's address:
