@@ -237,3 +237,73 @@ async fn stalled_and_garbage_handshakes_do_not_hold_others_up() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     drop(stalled);
 }
+
+/// Slowloris after the handshake: the handshake's deadline ends with the
+/// handshake, and nothing bounds what follows. A client that completes it
+/// and then sends no request, or dribbles one header line at a time, holds
+/// its connection (and a file descriptor) for as long as it likes, and one
+/// address may hold any number of them (the per-address cap counts
+/// handshakes in flight only): enough of them and the server cannot accept
+/// anyone (seen with a 256-descriptor limit: 244 idle connections from
+/// 127.0.0.1, then every other client's handshake timed out). A request's
+/// head must arrive within a deadline, as the handshake must.
+#[tokio::test]
+async fn connections_that_never_finish_a_request_are_closed() {
+    let t = start().await;
+    let mut silent = t.connect().await;
+    let mut dribbling = t.connect().await;
+    dribbling
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let dribble = async {
+        // One header line every 2 s: never a complete head.
+        for i in 0..30u32 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let line = format!("X-{i}: x\r\n");
+            if dribbling.write_all(line.as_bytes()).await.is_err() {
+                return true;
+            }
+            let mut b = [0u8; 64];
+            if let Ok(r) =
+                tokio::time::timeout(Duration::from_millis(1), dribbling.read(&mut b)).await
+            {
+                if matches!(r, Ok(0) | Err(_)) {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    let silence = async {
+        let mut b = [0u8; 64];
+        // Whatever the server sends before closing (a 408) is fine.
+        loop {
+            match silent.read(&mut b).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    };
+    // hyper's own default for a request head is 30 s.
+    let (silent_closed, dribbler_closed) = tokio::join!(
+        async {
+            tokio::time::timeout(Duration::from_secs(40), silence)
+                .await
+                .unwrap_or(false)
+        },
+        async {
+            tokio::time::timeout(Duration::from_secs(40), dribble)
+                .await
+                .unwrap_or(false)
+        },
+    );
+    assert!(
+        silent_closed,
+        "a connection that sent nothing after the handshake is still open after 40 s"
+    );
+    assert!(
+        dribbler_closed,
+        "a request head dribbled a line every 2 s is still being read after 40 s"
+    );
+}
