@@ -139,6 +139,31 @@ mod tests {
         }
     }
 
+    /// TURN_EXTERNAL_IP replaces the IP of relayed addresses whose sockets
+    /// are bound to TURN_LISTEN. An IPv6 one on an IPv4 relay makes every
+    /// IPv4 allocation's relayed address IPv6: clients then get 443 for every
+    /// IPv4 peer and nothing is ever relayed, while start-up says all is
+    /// well. An IPv4-mapped form of a non-unicast address is that address.
+    #[test]
+    fn an_external_ip_that_cannot_be_the_relays_is_refused() {
+        for bad in [
+            "::ffff:0.0.0.0",
+            "::ffff:224.0.0.1",
+            "::ffff:255.255.255.255",
+        ] {
+            assert!(
+                plan(ip("0.0.0.0"), Some(ip(bad)), None).is_err(),
+                "{bad} accepted"
+            );
+        }
+        for listen in ["0.0.0.0", "198.51.100.4"] {
+            assert!(
+                plan(ip(listen), Some(ip("2001:db8::9")), None).is_err(),
+                "IPv6 TURN_EXTERNAL_IP accepted for IPv4 relay sockets on {listen}"
+            );
+        }
+    }
+
     #[test]
     fn an_external_ip_is_advertised_and_judged() {
         let p = plan(ip("0.0.0.0"), Some(ip("203.0.113.9")), Some(ip("10.0.0.2"))).unwrap();
