@@ -23,6 +23,11 @@ pub struct Plan {
 pub enum AdvertiseError {
     #[error("TURN_EXTERNAL_IP={0} cannot be advertised: it is not a unicast address")]
     NotUnicast(IpAddr),
+    #[error(
+        "TURN_EXTERNAL_IP={0} is IPv6 but the relay's sockets are IPv4 (TURN_LISTEN={1}): \
+         give the public IPv4 address (TURN_RELAY_IPV6 is for IPv6 relaying)"
+    )]
+    FamilyMismatch(IpAddr, IpAddr),
 }
 
 /// An address anyone on the internet might reach (not loopback, private,
@@ -33,6 +38,11 @@ fn is_global(ip: IpAddr) -> bool {
 }
 
 fn is_unicast(ip: IpAddr) -> bool {
+    // An IPv4-mapped address is the IPv4 address it carries.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
     match ip {
         IpAddr::V4(v4) => {
             !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || v4.octets()[0] == 0)
@@ -53,6 +63,9 @@ pub fn plan(
     if let Some(ip) = external {
         if !is_unicast(ip) {
             return Err(AdvertiseError::NotUnicast(ip));
+        }
+        if ip.is_ipv6() && listen.is_ipv4() {
+            return Err(AdvertiseError::FamilyMismatch(ip, listen));
         }
         let mut warnings = Vec::new();
         if ip.is_loopback() {
