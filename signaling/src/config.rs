@@ -216,6 +216,17 @@ pub struct Limits {
     )]
     pub idle_timeout_secs: u64,
 
+    /// Seconds an HTTP request head may take to arrive, counted from when
+    /// the connection (or its last response) is ready for one; a slower or
+    /// silent client is closed. WebSocket connections are not affected once
+    /// upgraded.
+    #[arg(
+        long = "header-timeout-secs",
+        env = "TALLOW_HEADER_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub header_timeout_secs: u64,
+
     /// Seconds a disconnected seat waits for its client to resume.
     #[arg(
         long = "resume-grace-secs",
@@ -292,6 +303,7 @@ impl Config {
             ("TALLOW_MAX_CONNECTIONS", l.max_connections as u64),
             ("TALLOW_PING_INTERVAL_SECS", l.ping_interval_secs),
             ("TALLOW_IDLE_TIMEOUT_SECS", l.idle_timeout_secs),
+            ("TALLOW_HEADER_TIMEOUT_SECS", l.header_timeout_secs),
             ("TALLOW_RESUME_GRACE_SECS", l.resume_grace_secs),
             ("TALLOW_NAMEPLATE_TTL_SECS", l.nameplate_ttl_secs),
             ("TALLOW_MAX_QUEUED_MESSAGES", l.max_queued_messages as u64),
@@ -403,6 +415,9 @@ impl Limits {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
     }
     pub fn resume_grace(&self) -> Duration {
         Duration::from_secs(self.resume_grace_secs)

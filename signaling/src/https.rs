@@ -91,12 +91,13 @@ async fn accept_loop(
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let per_ip: Arc<Mutex<HashMap<IpKey, usize>>> = Arc::default();
+    let mut errors = crate::serve::AcceptErrors::new();
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.
-                tracing::warn!(error = %e, "accept failed");
+                errors.report(&e);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

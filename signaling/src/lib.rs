@@ -19,5 +19,6 @@ pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
+mod serve;
 pub mod server;
 pub mod tls;

@@ -104,7 +104,7 @@ pub struct Server {
     relay: Option<tallow_relay::event_loop::RelayHandle>,
     metrics_addr: Option<SocketAddr>,
     state: Arc<AppState>,
-    http: JoinHandle<std::io::Result<()>>,
+    http: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -247,6 +247,7 @@ impl Server {
         }
         let stop = state.shutdown.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let header_timeout = state.cfg.limits.header_timeout();
         let http = match tls {
             Some(id) => {
                 let listener = crate::https::TlsListener::new(
@@ -258,16 +259,14 @@ impl Server {
                     addr: cfg_listen,
                     source,
                 })?;
-                // tap_io only for the connect info (nodelay is set at accept).
-                let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
-                tokio::spawn(serve(listener, app, stop))
+                tokio::spawn(crate::serve::serve(listener, app, stop, header_timeout))
             }
             None => {
                 // Signaling frames are small and latency matters: no Nagle delay.
                 let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                tokio::spawn(serve(listener, app, stop))
+                tokio::spawn(crate::serve::serve(listener, app, stop, header_timeout))
             }
         };
         tracing::info!(%addr, scheme, server_id = %server_id, node = %node, presence = state.presence.kind(), "tallow-server listening");
@@ -316,20 +315,6 @@ impl Server {
         tracing::info!(drained, "tallow-server stopped");
         drained
     }
-}
-
-/// Serve `app` on `listener` until `stop`.
-async fn serve<L>(listener: L, app: Router, stop: CancellationToken) -> std::io::Result<()>
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.cancelled_owned())
-    .await
 }
 
 /// The HTTPS identity, if TLS is configured; logs what users should check.

@@ -30,6 +30,8 @@ pub enum TlsError {
         path: String,
         source: rustls::pki_types::pem::Error,
     },
+    #[error("TALLOW_TLS_KEY {0} is encrypted: give the key unencrypted (openssl pkey -in KEY -out KEY.plain), readable only by the server's user")]
+    EncryptedKey(String),
     #[error("generating the self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("the certificate and key do not fit together: {0}")]
@@ -79,9 +81,19 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
         .first()
         .ok_or_else(|| TlsError::NoCert(cert.display().to_string()))?;
     let sha256 = fingerprint(leaf);
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
-        path: key.display().to_string(),
-        source,
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| {
+        // The PEM reader skips sections it does not know, an encrypted key
+        // among them, and then says only that it found nothing.
+        let encrypted = std::fs::read(key)
+            .is_ok_and(|pem| pem.windows(25).any(|w| w == b"BEGIN ENCRYPTED PRIVATE K"));
+        if encrypted {
+            TlsError::EncryptedKey(key.display().to_string())
+        } else {
+            TlsError::Key {
+                path: key.display().to_string(),
+                source,
+            }
+        }
     })?;
     Ok(Identity {
         config: server_config(certs, key)?,
@@ -222,6 +234,14 @@ mod tests {
         std::fs::write(&k, "not a key").unwrap();
         std::fs::write(&c, cert.pem()).unwrap();
         assert!(matches!(from_files(&c, &k), Err(TlsError::Key { .. })));
+        std::fs::write(
+            &k,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = from_files(&c, &k).err().unwrap();
+        assert!(matches!(e, TlsError::EncryptedKey(_)), "{e}");
+        assert!(e.to_string().contains("unencrypted"), "{e}");
         assert!(matches!(
             from_files(&dir.join("missing.pem"), &k),
             Err(TlsError::Cert { .. })

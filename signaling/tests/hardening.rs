@@ -460,3 +460,51 @@ async fn seats_are_not_reclaimed_from_a_live_node_by_its_own_sweep() {
     redis.cont();
     common::settle_and_check(a, b).await;
 }
+
+/// Plain HTTP has the same deadline for request heads as HTTPS: a silent
+/// connection, one dribbling a head, and a kept-alive one that goes quiet
+/// after a response are all closed; a WebSocket, once upgraded, is not.
+#[tokio::test]
+async fn request_heads_have_a_deadline_on_plain_http_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(&["--header-timeout-secs", "1"]).await;
+    let addr = server.local_addr();
+    let closed_within = |mut s: tokio::net::TcpStream, d: Duration| async move {
+        let mut buf = vec![0u8; 4096];
+        tokio::time::timeout(d, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    };
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut ws = Client::connect(addr).await;
+    let (a, b, c) = tokio::join!(
+        closed_within(silent, Duration::from_secs(5)),
+        closed_within(partial, Duration::from_secs(5)),
+        closed_within(kept, Duration::from_secs(5)),
+    );
+    assert!(a, "a silent connection outlived the head deadline");
+    assert!(b, "a partial head outlived the head deadline");
+    assert!(
+        c,
+        "a quiet kept-alive connection outlived the head deadline"
+    );
+    // The upgraded WebSocket is past heads: it still answers.
+    ws.send(json!({"type": "create"})).await;
+    ws.expect("created").await;
+}
