@@ -239,11 +239,10 @@ impl Server {
                 .route("/metrics", get(metrics))
                 .with_state(state.clone());
             let stop = state.shutdown.clone();
-            state.tracker.spawn(async move {
-                let _ = axum::serve(l, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-            });
+            let header_timeout = state.cfg.limits.header_timeout();
+            state
+                .tracker
+                .spawn(crate::serve::serve(l, app, stop, header_timeout));
         }
         let stop = state.shutdown.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
