@@ -1,0 +1,302 @@
+// The receiving side of a transfer, as a state machine (docs/PROTOCOL.md,
+// "Transfers"). It takes the sender's sealed messages, the data frames and
+// the digests the shell computed, and returns actions for the shell:
+//
+//   { t: 'send', msg }                 a sealed message for the sender
+//   { t: 'offer', offer }              the whole offer, to show the user
+//   { t: 'write', file, offset, data } a whole block, to write at offset
+//   { t: 'digest', file, block, data } SHA-256 this block, then blockDigest()
+//   { t: 'readBack', file, from }      read the file from `from` and feed
+//                                      readBack() then readBackDone()
+//   { t: 'fileDone', file, ok, sha256 } the file is complete (ok) or bad
+//   { t: 'done' } / { t: 'stopped', why, by }
+//
+// Memory: one block buffer per file in flight, and at most HELD verified
+// or landed blocks waiting for the whole-file hash; beyond that the hash
+// reads those blocks back from the sink at the end. Pure; tested in
+// test/incoming.test.js.
+
+import { sha256 } from '@noble/hashes/sha2.js';
+import { BLOCK, blocksOf, ControlError, MAX_RANGES, parseTransfer } from './control.js';
+import { PathAllocator } from './paths.js';
+
+export const HELD = 16;
+const hex = (u8) => Array.from(u8, (b) => b.toString(16).padStart(2, '0')).join('');
+const bad = (kind, message) => { throw new ControlError(kind, message); };
+
+class FileState {
+  constructor(size) {
+    this.size = size;
+    this.blocks = blocksOf(size);
+    this.theirs = new Array(this.blocks); // sender's block digests (hex)
+    this.ours = new Array(this.blocks); // our digests of what landed (hex)
+    this.verified = new Uint8Array(this.blocks);
+    this.nVerified = 0;
+    this.held = new Map(); // block -> data, until the whole-file hash takes it
+    this.hashedTo = 0; // blocks fed to the whole-file hash
+    this.readBackFrom = null; // offset the whole-file hash must read back from
+    this.current = null; // { block, buf, filled } being received
+    this.sent = null; // sender's whole-file digest
+    this.done = false;
+    this.landed = 0; // bytes of verified or landed blocks, for progress
+  }
+
+  blockLength(b) {
+    return Math.min(BLOCK, this.size - b * BLOCK);
+  }
+}
+
+export class Incoming {
+  constructor({ createHasher = () => sha256.create() } = {}) {
+    this.createHasher = createHasher;
+    this.state = 'offering'; // -> offered -> receiving -> done | stopped
+    this.id = null;
+    this.parts = [];
+    this.offer = null;
+    this.files = [];
+    this.hashers = new Map();
+    this.doneFiles = 0;
+  }
+
+  /** A sealed transfer message from the sender (already JSON). */
+  onMessage(raw) {
+    const m = parseTransfer(raw);
+    if (this.state === 'stopped' || this.state === 'done') return [];
+    if (m.kind === 'cancel') return this.stop(`the sender cancelled: ${m.reason || 'no reason given'}`, 'peer');
+    if (this.id !== null && m.id !== this.id) bad('unexpected', `a message for transfer ${m.id} during ${this.id}`);
+    switch (m.kind) {
+      case 'files':
+        return this.onPart(m);
+      case 'hashes':
+        return this.onHashes(m);
+      case 'sent':
+        return this.onSent(m);
+      default:
+        return bad('unexpected', `${m.kind} is not for the receiving side`);
+    }
+  }
+
+  onPart(m) {
+    if (this.state !== 'offering') bad('unexpected', 'an offer part after the offer was complete');
+    if (this.id === null) this.id = m.id;
+    const first = this.parts[0];
+    if (m.part !== this.parts.length) bad('unexpected', `offer part ${m.part} where ${this.parts.length} was due`);
+    if (first && (m.parts !== first.parts || m.count !== first.count || m.total !== first.total)) bad('malformed', 'offer parts disagree on parts, count or total');
+    this.parts.push(m);
+    const files = this.parts.reduce((n, p) => n + p.files.length, 0);
+    if (files > m.count) bad('malformed', `the offer lists more than its ${m.count} files`);
+    if (m.part < m.parts - 1) return [];
+    if (files !== m.count) bad('malformed', `the offer lists ${files} files, not ${m.count}`);
+    const all = this.parts.flatMap((p) => p.files);
+    const total = all.reduce((n, f) => n + f.size, 0);
+    if (total !== m.total) bad('bad_size', `the files add up to ${total} bytes, not ${m.total}`);
+    const paths = new PathAllocator();
+    this.offer = { id: m.id, count: m.count, total, files: all.map((f) => ({ parts: paths.place(f.path), size: f.size })) };
+    this.files = all.map((f) => new FileState(f.size));
+    this.parts = [];
+    this.state = 'offered';
+    return [{ t: 'offer', offer: this.offer }];
+  }
+
+  /** The user's answer. */
+  accept() {
+    if (this.state !== 'offered') bad('unexpected', `accept in state ${this.state}`);
+    this.state = 'receiving';
+    const out = [{ t: 'send', msg: { kind: 'accept', id: this.id } }];
+    // Empty files need no bytes: each is complete once its `sent` arrives.
+    return out;
+  }
+
+  decline() {
+    if (this.state !== 'offered') bad('unexpected', `decline in state ${this.state}`);
+    this.state = 'stopped';
+    return [{ t: 'send', msg: { kind: 'decline', id: this.id } }, { t: 'stopped', why: 'you declined', by: 'us' }];
+  }
+
+  /** We stop (the user cancelled, or a check failed): tell the sender. */
+  cancel(reason) {
+    if (this.state === 'stopped' || this.state === 'done' || this.id === null) return [];
+    return [{ t: 'send', msg: { kind: 'cancel', id: this.id, reason } }, ...this.stop(reason, 'us')];
+  }
+
+  stop(why, by) {
+    this.state = 'stopped';
+    for (const f of this.files) {
+      f.held.clear();
+      f.current = null;
+    }
+    return [{ t: 'stopped', why, by }];
+  }
+
+  file(i) {
+    const f = this.files[i];
+    if (!f) bad('bad_frame', `file ${i} is not in the offer of ${this.files.length}`);
+    return f;
+  }
+
+  onHashes(m) {
+    if (this.state !== 'receiving') bad('unexpected', `hashes in state ${this.state}`);
+    const f = this.file(m.file);
+    if (m.first + m.sha256.length > f.blocks) bad('malformed', `hashes for blocks ${m.first}..${m.first + m.sha256.length} of a file of ${f.blocks}`);
+    const out = [];
+    m.sha256.forEach((d, k) => {
+      const b = m.first + k;
+      // A digest once given stays: a sender that changes it is lying.
+      if (f.theirs[b] !== undefined && f.theirs[b] !== d) bad('malformed', `block ${b} of file ${m.file} was given two digests`);
+      f.theirs[b] = d;
+      out.push(...this.check(m.file, b));
+    });
+    return out;
+  }
+
+  onSent(m) {
+    if (this.state !== 'receiving') bad('unexpected', `sent in state ${this.state}`);
+    const f = this.file(m.file);
+    if (f.sent !== null && f.sent !== m.sha256) bad('malformed', `file ${m.file} was given two digests`);
+    f.sent = m.sha256;
+    return this.finishFile(m.file);
+  }
+
+  /** A data frame ({ file, offset, data } from decodeFrame). */
+  onData({ file, offset, data }) {
+    if (this.state !== 'receiving') {
+      if (this.state === 'stopped' || this.state === 'done') return [];
+      bad('unexpected_data', `data in state ${this.state}`);
+    }
+    const f = this.file(file);
+    if (offset + data.length > f.size) bad('size_exceeded', `bytes ${offset}..${offset + data.length} of file ${file} of ${f.size}`);
+    const b = Math.floor(offset / BLOCK);
+    const start = b * BLOCK;
+    if (offset + data.length > start + f.blockLength(b)) bad('bad_frame', 'a data frame crosses a block boundary');
+    if (f.done || f.verified[b]) return []; // resent after a resume: we have it
+    if (offset === start) {
+      f.current = { block: b, buf: new Uint8Array(f.blockLength(b)), filled: 0 };
+    } else if (!f.current || f.current.block !== b || start + f.current.filled !== offset) {
+      bad('bad_frame', `bytes at ${offset} of file ${file} do not continue block ${b}`);
+    }
+    const c = f.current;
+    c.buf.set(data, c.filled);
+    c.filled += data.length;
+    if (c.filled < c.buf.length) return [];
+    f.current = null;
+    return [{ t: 'write', file, offset: start, data: c.buf }, { t: 'digest', file, block: b, data: c.buf }];
+  }
+
+  /** Our SHA-256 of a block that landed (the shell computed it). */
+  blockDigest(file, block, digest, data) {
+    if (this.state !== 'receiving') return [];
+    const f = this.file(file);
+    if (f.verified[block]) return [];
+    if (f.ours[block] === undefined) f.landed += f.blockLength(block);
+    f.ours[block] = digest;
+    if (data && f.held.size < HELD && block >= f.hashedTo) f.held.set(block, data);
+    return this.check(file, block);
+  }
+
+  check(file, b) {
+    const f = this.files[file];
+    if (f.ours[b] === undefined || f.theirs[b] === undefined || f.verified[b]) return [];
+    if (f.ours[b] !== f.theirs[b]) {
+      // Caught at once: only this block comes again.
+      f.ours[b] = undefined;
+      f.landed -= f.blockLength(b);
+      f.held.delete(b);
+      return [{ t: 'send', msg: { kind: 'want', id: this.id, file, blocks: [b] } }];
+    }
+    f.verified[b] = 1;
+    f.nVerified += 1;
+    this.feedHash(file);
+    return this.finishFile(file);
+  }
+
+  feedHash(file) {
+    const f = this.files[file];
+    let h = this.hashers.get(file);
+    if (!h) {
+      h = this.createHasher();
+      this.hashers.set(file, h);
+    }
+    while (f.readBackFrom === null && f.hashedTo < f.blocks && f.verified[f.hashedTo]) {
+      const data = f.held.get(f.hashedTo);
+      if (!data) {
+        f.readBackFrom = f.hashedTo * BLOCK; // the rest comes from the sink
+        break;
+      }
+      h.update(data);
+      f.held.delete(f.hashedTo);
+      f.hashedTo += 1;
+    }
+  }
+
+  finishFile(file) {
+    const f = this.files[file];
+    if (f.done || f.sent === null || f.nVerified < f.blocks) return [];
+    if (f.readBackFrom !== null) {
+      if (f.readingBack) return [];
+      f.readingBack = true;
+      return [{ t: 'readBack', file, from: f.readBackFrom }];
+    }
+    return this.complete(file);
+  }
+
+  /** Bytes of the file read back from the sink, in order from `from`. */
+  readBack(file, data) {
+    const h = this.hashers.get(file) ?? this.createHasher();
+    this.hashers.set(file, h);
+    h.update(data);
+  }
+
+  readBackDone(file) {
+    const f = this.file(file);
+    f.readBackFrom = null;
+    f.hashedTo = f.blocks;
+    return this.complete(file);
+  }
+
+  complete(file) {
+    const f = this.files[file];
+    const h = this.hashers.get(file) ?? this.createHasher();
+    this.hashers.delete(file);
+    const ours = hex(h.digest());
+    const ok = ours === f.sent;
+    f.done = true;
+    f.held.clear();
+    this.doneFiles += 1;
+    const out = [
+      { t: 'send', msg: { kind: 'got', id: this.id, file, ok, sha256: ours } },
+      { t: 'fileDone', file, ok, sha256: ours },
+    ];
+    if (!ok) return [...out, { t: 'send', msg: { kind: 'cancel', id: this.id, reason: `file ${file} arrived damaged` } }, ...this.stop(`file ${file + 1} arrived damaged (its SHA-256 does not match)`, 'us')];
+    if (this.doneFiles === this.files.length) {
+      this.state = 'done';
+      out.push({ t: 'done' });
+    }
+    return out;
+  }
+
+  /** After a new data channel opened: what we hold, for the sender to skip.
+   * A block half received is dropped; it comes again whole. */
+  resume() {
+    if (this.state !== 'receiving') return [];
+    const files = [];
+    this.files.forEach((f, i) => {
+      f.current = null;
+      if (f.done || files.length >= MAX_RANGES) return;
+      const have = [];
+      for (let b = 0; b < f.blocks && have.length < MAX_RANGES; b++) {
+        if (f.ours[b] === undefined && !f.verified[b]) continue;
+        const last = have[have.length - 1];
+        if (last && last[1] === b) last[1] = b + 1;
+        else have.push([b, b + 1]);
+      }
+      if (have.length > 0) files.push({ file: i, have });
+    });
+    return [{ t: 'send', msg: { kind: 'resume', id: this.id, files } }];
+  }
+
+  progress() {
+    let done = 0;
+    this.files.forEach((f) => { done += f.done ? f.size : f.landed; });
+    return { done, total: this.offer?.total ?? 0, files: this.doneFiles, count: this.files.length };
+  }
+}
