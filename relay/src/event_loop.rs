@@ -118,10 +118,9 @@ pub fn start(mut cfg: RelayConfig, metrics: RelayMetrics) -> io::Result<RelayHan
     let route = local_ip_towards(SocketAddr::from(([198, 51, 100, 1], 3478)));
     let plan = crate::advertise::plan(cfg.listen.ip(), cfg.core.external_ip, route)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let udp = UdpSocket::from_std(bind_udp(cfg.listen)?);
+    let (udp, tcp) = bind_same_port(cfg.listen, bind_udp, TcpListener::bind)?;
+    let udp = UdpSocket::from_std(udp);
     let udp_addr = udp.local_addr()?;
-    // TCP on the same port as UDP, as clients expect.
-    let tcp = TcpListener::bind(udp_addr)?;
     let tcp_addr = tcp.local_addr()?;
     let tls = match &cfg.tls {
         Some(t) => {
@@ -160,6 +159,41 @@ pub fn start(mut cfg: RelayConfig, metrics: RelayMetrics) -> io::Result<RelayHan
         tcp_addr,
         tls_addr,
     })
+}
+
+/// UDP and TCP on one port, as clients expect. With port 0 the kernel picks
+/// the UDP port, and that TCP port may already be taken (an ephemeral port
+/// of some outgoing connection): pick again, a bounded number of times.
+fn bind_same_port<U, T>(
+    listen: SocketAddr,
+    mut udp: impl FnMut(SocketAddr) -> io::Result<U>,
+    mut tcp: impl FnMut(SocketAddr) -> io::Result<T>,
+) -> io::Result<(U, T)>
+where
+    U: LocalAddr,
+{
+    const ATTEMPTS: usize = 16;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let u = udp(listen)?;
+        match tcp(u.local_addr()?) {
+            Ok(t) => return Ok((u, t)),
+            Err(e) if listen.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+}
+
+/// What bind_same_port needs of a UDP socket.
+trait LocalAddr {
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+impl LocalAddr for StdUdp {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        StdUdp::local_addr(self)
+    }
 }
 
 fn bind_udp(addr: SocketAddr) -> io::Result<StdUdp> {
@@ -633,5 +667,50 @@ fn read_tcp(shell: &mut Shell, core: &mut Core, i: usize, now: Instant) {
                 Interest::READABLE | Interest::WRITABLE,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP port already taken where the kernel put the UDP socket: with
+    /// port 0 another pair is tried; with a fixed port it is an error.
+    #[test]
+    fn a_taken_tcp_port_is_retried_only_when_the_port_was_ours_to_pick() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut tries = 0;
+        let (u, _t) = bind_same_port(any, bind_udp, |a| {
+            tries += 1;
+            if tries < 3 {
+                Err(io::Error::from(io::ErrorKind::AddrInUse))
+            } else {
+                TcpListener::bind(a)
+            }
+        })
+        .unwrap();
+        assert_eq!(tries, 3);
+        assert_ne!(u.local_addr().unwrap().port(), 0);
+        // Every attempt taken: a clear error, not a loop.
+        let e = bind_same_port(any, bind_udp, |_| -> io::Result<()> {
+            Err(io::Error::from(io::ErrorKind::AddrInUse))
+        })
+        .err()
+        .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        // A fixed port is what the operator asked for: no second guess.
+        let fixed: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+        let mut calls = 0;
+        let e = bind_same_port(
+            fixed,
+            |a| {
+                calls += 1;
+                bind_udp(SocketAddr::new(a.ip(), 0))
+            },
+            |_| -> io::Result<()> { Err(io::Error::from(io::ErrorKind::AddrInUse)) },
+        )
+        .err()
+        .unwrap();
+        assert_eq!((e.kind(), calls), (io::ErrorKind::AddrInUse, 1));
     }
 }
