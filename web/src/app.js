@@ -1,18 +1,29 @@
-// The Tallow page: create or join a code, verify, send or receive a file.
+// The Tallow page: create or join a code, verify, send and receive files.
 // Signaling: ./signal.js. End-to-end session: ./handshake.js (everything
-// after it is sealed). Bytes: an RTCDataChannel, ./transfer.js.
+// after it is sealed). Transfers: sealed records on an RTCDataChannel
+// (./link.js), the sender's and receiver's machines in ./sending.js and
+// ./receiving.js, files written as they land by ./sink.js.
 
+import qrcode from 'qrcode-generator';
 import { SignalClient } from './signal.js';
 import * as hs from './handshake.js';
 import { PeerSession } from './session.js';
-import { sanitizeName } from './names.js';
+import { neutral, sanitizeName } from './names.js';
 import { abortReason, explain, peerStopped } from './failures.js';
-import { drained, Progress, sendFile } from './transfer.js';
-import { encodeControl, FileReceiver, FramingError, STALL_MS } from './framing.js';
+import { Progress } from './transfer.js';
+import { ControlError } from './control.js';
+import { freshDataKey } from './records.js';
+import { Link } from './link.js';
+import { Sender } from './sending.js';
+import { Receiver } from './receiving.js';
+import { clearBrowserStore } from './sink.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const forceRelay = params.get('relay') === '1';
+// ?sink=browser: keep received files in the browser's storage even where a
+// folder picker exists (tests, which cannot drive native pickers).
+const sink = params.get('sink') === 'browser' ? 'browser' : 'picker';
 
 const RETRY_TEXT = {
   presence_unavailable: 'The server cannot reach its session store right now.',
@@ -63,11 +74,20 @@ const state = {
   sid: null,
   iceServers: [],
   peer: null, // PeerSession: the handshake state machine, then the session
-  pc: null,
+  pc: null, // the current peer connection (epoch `epoch`)
+  epoch: 0,
+  dk: null, // its data key
   channel: null,
-  rx: null, // FileReceiver: every frame the peer sends on the channel
+  link: null, // sealed records on its channel, once open
+  outgoing: null, // Sender: our transfer
+  incoming: null, // Receiver: the peer's transfer
+  txProgress: null,
   rxProgress: null,
-  awaiting: null, // { resolve, reject } while our file waits for `received`
+  retries: 0,
+  reconnecting: false,
+  breakSince: null,
+  peerLeft: false,
+  signalClosed: false,
   queue: Promise.resolve(), // sealed messages are opened strictly in order
   failed: false,
 };
@@ -76,9 +96,13 @@ function fail(text) {
   if (state.failed) return;
   state.failed = true;
   ui.error(text);
-  state.rx?.close();
-  state.awaiting?.reject(new Error(text));
-  // A moment for a last frame (a cancel) to leave before the connection goes.
+  clearTimeout(state.retryTimer);
+  if (state.incoming && !transferOver(state.incoming)) state.incoming.cancel(text);
+  if (state.outgoing && !transferOver(state.outgoing)) state.outgoing.cancel(text);
+  $('cancel').hidden = true;
+  $('offer').hidden = true;
+  sessionStorage.removeItem('tallow-active');
+  // A moment for a last record (a cancel) to leave before the connection goes.
   const pc = state.pc;
   setTimeout(() => pc?.close(), 1000);
 }
@@ -122,7 +146,8 @@ async function connect() {
       state.sid = m.session;
       state.code = `${m.nameplate}-${randomWords(3).join('-')}`;
       $('code').textContent = state.code;
-      ui.status('Read this code to your peer. It expires in 10 minutes.');
+      ui.status('Read this code to your peer, or send the link. It expires in 10 minutes.');
+      showShare();
     })
     .on('joined', (m) => { state.sid = m.session; })
     .on('paired', (m) => {
@@ -153,10 +178,15 @@ async function connect() {
     })
     .on('peer_left', () => {
       // Over on the server; a finished transfer stays a success, and a
-      // working data channel is not torn down for it.
-      if (finished()) return;
-      if (channelOpen()) ui.status('Your peer is no longer connected to the server; the direct connection to it stays open.');
-      else fail('Your peer left.');
+      // working data channel is not torn down for it. Without the server
+      // no new connection can be made, so a break is then final.
+      state.peerLeft = true;
+      if (channelOpen()) {
+        if (!finished() || activeTransfer()) ui.status('Your peer is no longer connected to the server; the direct connection to it stays open.');
+        return;
+      }
+      if (activeTransfer()) fail('Your peer closed the page or left: the transfer cannot continue. Start again with a new code.');
+      else if (!finished()) fail('Your peer left.');
     })
     // After a verified transfer the status keeps saying so.
     .on('peer_away', () => { if (!finished() && !state.failed) ui.status('Your peer lost its connection to the server; waiting for it to come back…'); })
@@ -189,6 +219,7 @@ async function connect() {
     })
     .on('closed', (e) => {
       // Signaling is gone for good; a working data channel goes on without it.
+      state.signalClosed = true;
       if (finished() || state.failed) return;
       if (channelOpen()) {
         ui.status('The connection to the server was lost; the direct connection to your peer stays open.');
@@ -254,40 +285,85 @@ function onSession() {
   ui.status('Secure session ready. Compare the words with your peer. Connecting…');
 }
 
-// --- WebRTC --------------------------------------------------------------------
+// --- WebRTC: one peer connection per epoch ---------------------------------------
+//
+// The creator offers every peer connection; each carries a fresh data key
+// (`dk`, ./records.js) in its sealed offer. When the connection breaks
+// mid-session the creator offers a new one (the joiner asks with
+// `reconnect` if it noticed first), and transfers resume on its channel.
 
-async function startWebRtc(offerer) {
+const RETRY_MS = [2000, 4000, 8000, 10_000];
+const GIVE_UP_MS = 180_000;
+const b64 = {
+  enc: (u8) => btoa(String.fromCharCode(...u8)),
+  dec: (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0)),
+};
+
+function newPeerConnection(epoch) {
   const pc = new RTCPeerConnection({
     iceServers: state.iceServers,
     iceTransportPolicy: forceRelay ? 'relay' : 'all',
   });
-  state.pc = pc;
-  pc.onicecandidate = (e) => { if (e.candidate) sealed({ kind: 'ice', candidate: e.candidate.toJSON() }).catch(() => {}); };
+  pc.onicecandidate = (e) => { if (e.candidate) sealed({ kind: 'ice', candidate: e.candidate.toJSON(), epoch }).catch(() => {}); };
   pc.oniceconnectionstatechange = () => {
-    if (pc.iceConnectionState === 'failed') fail('Could not reach your peer, not even through the relay.');
+    if (pc !== state.pc) return;
+    if (pc.iceConnectionState === 'failed') onBreak('the path to your peer failed');
+    else if (pc.iceConnectionState === 'disconnected') {
+      // A short glitch recovers on its own; a cut path does not.
+      clearTimeout(state.disconnectTimer);
+      state.disconnectTimer = setTimeout(() => { if (pc === state.pc && pc.iceConnectionState === 'disconnected') onBreak('the path to your peer was lost'); }, 4000);
+    }
   };
-  if (offerer) {
-    setupChannel(pc.createDataChannel('file', { ordered: true }));
-    await pc.setLocalDescription(await pc.createOffer());
-    await sealed({ kind: 'offer', sdp: pc.localDescription.toJSON() });
-  } else {
-    pc.ondatachannel = (e) => setupChannel(e.channel);
-  }
+  return pc;
+}
+
+async function startWebRtc(offerer) {
+  if (offerer) await offerEpoch(1);
+}
+
+/** A (the creator): a new peer connection and its offer. */
+async function offerEpoch(epoch) {
+  state.epoch = epoch;
+  state.pc?.close();
+  const pc = newPeerConnection(epoch);
+  state.pc = pc;
+  const dk = freshDataKey();
+  state.dk = dk;
+  setupChannel(pc.createDataChannel('file', { ordered: true }), epoch);
+  await pc.setLocalDescription(await pc.createOffer());
+  await sealed({ kind: 'offer', sdp: pc.localDescription.toJSON(), epoch, dk: b64.enc(dk) });
 }
 
 async function onSealed(m) {
-  const pc = state.pc;
   switch (m.kind) {
-    case 'offer':
+    case 'offer': {
+      // B: the first connection, or a new one after a break.
+      const epoch = m.epoch ?? 1;
+      if (state.role !== 'B' || !(epoch > state.epoch)) throw new hs.HandshakeError('out_of_turn', `an offer for connection ${epoch} after ${state.epoch}`);
+      const dk = typeof m.dk === 'string' ? b64.dec(m.dk) : null;
+      if (!dk || dk.length !== 32) throw new hs.HandshakeError('malformed', 'an offer without a 32-byte data key');
+      state.epoch = epoch;
+      state.dk = dk;
+      state.pc?.close();
+      const pc = newPeerConnection(epoch);
+      state.pc = pc;
+      pc.ondatachannel = (e) => setupChannel(e.channel, epoch);
       await pc.setRemoteDescription(m.sdp);
       await pc.setLocalDescription(await pc.createAnswer());
-      await sealed({ kind: 'answer', sdp: pc.localDescription.toJSON() });
+      await sealed({ kind: 'answer', sdp: pc.localDescription.toJSON(), epoch });
       break;
+    }
     case 'answer':
-      await pc.setRemoteDescription(m.sdp);
+      if ((m.epoch ?? 1) !== state.epoch || state.role !== 'A') break; // for a connection given up
+      await state.pc.setRemoteDescription(m.sdp);
       break;
     case 'ice':
-      await pc.addIceCandidate(m.candidate);
+      if ((m.epoch ?? 1) !== state.epoch) break;
+      await state.pc.addIceCandidate(m.candidate);
+      break;
+    case 'reconnect':
+      // B noticed the break first; a request for an older connection is stale.
+      if (state.role === 'A' && m.epoch === state.epoch) onBreak('your peer lost the connection');
       break;
     case 'abort':
       fail(peerStopped(m.reason, { sealed: true }));
@@ -298,93 +374,363 @@ async function onSealed(m) {
   }
 }
 
-function setupChannel(channel) {
+function setupChannel(channel, epoch) {
   channel.binaryType = 'arraybuffer';
-  state.channel = channel;
-  state.rx = new FileReceiver({
-    onStall: (e) => channelError(e),
-    onProgress: (done, total) => state.rxProgress?.update(done, done === total),
-  });
   channel.onopen = async () => {
-    ui.status('Connected. Pick or drop a file to send it.');
-    $('send').hidden = false;
-    document.body.dataset.state = 'connected';
+    if (epoch !== state.epoch || state.failed) return;
+    const afterBreak = state.link !== null;
+    state.link = new Link(channel, state.dk, state.role, {
+      onControl: (msg) => onControl(msg),
+      onData: (bytes) => state.incoming?.onFrame(bytes),
+      onError: (e) => linkError(e),
+    });
+    state.channel = channel;
+    clearTimeout(state.retryTimer);
+    state.breakSince = null;
+    state.retries = 0;
+    state.outgoing?.setLink(state.link);
+    state.incoming?.setLink(state.link, { afterBreak });
+    if (afterBreak) {
+      document.body.dataset.repaths = String(Number(document.body.dataset.repaths ?? 0) + 1);
+      ui.status(activeTransfer() ? 'Reconnected to your peer. Carrying on from where it broke…' : 'Reconnected to your peer.');
+    } else {
+      ui.status('Connected. Pick or drop files or a folder to send them.');
+      document.body.dataset.state = 'connected';
+    }
+    $('send').hidden = !!state.outgoing && !transferOver(state.outgoing);
     $('path').textContent = await pathType();
   };
-  channel.onclose = () => {
-    if (!finished()) fail('The connection to your peer was lost.');
-  };
-  channel.onmessage = (e) => {
-    if (state.failed) return;
-    try {
-      onChannelEvent(state.rx.push(e.data));
-    } catch (err) {
-      channelError(err);
-    }
-  };
+  channel.onclose = () => { if (epoch === state.epoch) onBreak('the connection to your peer closed'); };
 }
 
-/** What the peer's frames meant (FileReceiver.push). */
-function onChannelEvent(ev) {
-  switch (ev.t) {
-    case 'file':
-      $('send').hidden = true;
-      $('progress-label').textContent = `Receiving ${ev.name}`;
-      state.rxProgress = new Progress(ev.size, (p) => ui.progress('Receiving', p));
-      state.rxProgress.update(0, true);
+const transferOver = (t) => ['done', 'stopped'].includes(t.machine.state);
+const activeTransfer = () => [state.outgoing, state.incoming].some((t) => t && !transferOver(t) && t.machine.state !== 'offering');
+
+/** The peer connection broke: try another while the session lives. */
+function onBreak(why) {
+  if (state.failed || state.reconnecting) return;
+  const link = state.link;
+  if (link && link.channel.readyState === 'open' && state.pc?.iceConnectionState !== 'failed' && !why.startsWith('your peer')) {
+    // The channel still works: nothing to do yet.
+    if (state.pc?.iceConnectionState !== 'disconnected') return;
+  }
+  state.link?.close();
+  state.link = null;
+  state.channel = null;
+  state.breakSince ??= Date.now();
+  if (state.peerLeft || state.signalClosed) {
+    if (activeTransfer()) fail(`The connection to your peer was lost and your peer has left${state.signalClosed ? ' (and the server cannot be reached)' : ''}: the transfer cannot continue. Start again with a new code.`);
+    else if (!finished()) fail('The connection to your peer was lost.');
+    return;
+  }
+  if (Date.now() - state.breakSince > GIVE_UP_MS) {
+    fail('Your peer could not be reached again for 3 minutes: the transfer stopped. Start again with a new code.');
+    return;
+  }
+  ui.status(`${why[0].toUpperCase()}${why.slice(1)}; reconnecting…`);
+  document.body.dataset.breaks = String(Number(document.body.dataset.breaks ?? 0) + 1);
+  const delay = RETRY_MS[Math.min(state.retries, RETRY_MS.length - 1)];
+  state.retries += 1;
+  state.reconnecting = true;
+  clearTimeout(state.retryTimer);
+  state.retryTimer = setTimeout(() => {
+    state.reconnecting = false;
+    if (state.failed) return;
+    const epoch = state.epoch;
+    if (state.role === 'A') offerEpoch(epoch + 1).catch((e) => fail(explain(e)));
+    else sealed({ kind: 'reconnect', epoch }).catch(() => {});
+    // If this attempt does not open a channel, try again.
+    state.retryTimer = setTimeout(() => { if (!state.link && !state.failed) onBreak('your peer could not be reached yet'); }, 15_000);
+  }, state.role === 'A' ? delay : 500);
+}
+
+function linkError(e) {
+  // A record that did not open: someone altered the stream. Stop.
+  const text = e?.kind === 'tampered'
+    ? `Data from your peer did not open under your session's key (${e.message}): someone may be tampering with the connection. The transfer stopped.`
+    : `Your peer sent something malformed (${e.message}). The transfer stopped.`;
+  state.outgoing?.cancel(e.message);
+  state.incoming?.cancel(e.message);
+  fail(text);
+}
+
+// --- transfers ---------------------------------------------------------------------
+
+const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, '0')).join('');
+const OUTGOING_KINDS = new Set(['accept', 'decline', 'want', 'resume', 'got']);
+
+/** A control message on the link: to our transfer or to theirs. */
+function onControl(msg) {
+  try {
+    if (msg?.kind === 'cancel' && msg.id === state.outgoing?.id) {
+      state.outgoing.onMessage(msg);
+      return;
+    }
+    if (OUTGOING_KINDS.has(msg?.kind)) {
+      if (!state.outgoing || msg.id !== state.outgoing.id) throw new ControlError('unexpected', `${msg.kind} for a transfer we did not offer`);
+      state.outgoing.onMessage(msg);
+      return;
+    }
+    if (msg?.kind === 'files' && (!state.incoming || (msg.id !== state.incoming.machine.id && transferOver(state.incoming)))) {
+      if (msg.part !== 0) return; // the tail of an offer we did not see begin
+      state.incoming = newReceiver();
+    }
+    if (!state.incoming) throw new ControlError('unexpected', `${String(msg?.kind)} before any offer`);
+    state.incoming.onMessage(msg);
+  } catch (e) {
+    linkError(e);
+  }
+}
+
+// Progress of our transfer (sending) and of theirs (receiving).
+function renderFiles(list, files, label) {
+  list.replaceChildren(...files.map((f, i) => {
+    const li = document.createElement('li');
+    li.dataset.file = String(i);
+    li.textContent = `${label(f)} (${bytes(f.size)})`;
+    return li;
+  }));
+}
+
+function markFile(list, i, text, cls) {
+  const li = list.children[i];
+  if (!li) return;
+  li.dataset.status = cls;
+  li.querySelector('.status')?.remove();
+  const span = document.createElement('span');
+  span.className = 'status';
+  span.textContent = ` ${text}`;
+  li.append(span);
+}
+
+let lastAnnounced = -1;
+function announce(prefix, done, total) {
+  const pct = total > 0 ? Math.floor((done / total) * 10) * 10 : 100;
+  if (pct === lastAnnounced) return;
+  lastAnnounced = pct;
+  $('announce').textContent = `${prefix}: ${pct}%`;
+}
+
+async function offerFiles(entries) {
+  if (!channelOpen() || (state.outgoing && !transferOver(state.outgoing))) return;
+  const files = entries.filter((e) => e.file);
+  if (files.length === 0) return;
+  const sender = new Sender(randomId(), files, { on: (event, detail) => onSenderEvent(sender, event, detail) });
+  state.outgoing = sender;
+  sessionStorage.setItem('tallow-active', '1');
+  lastAnnounced = -1;
+  $('send').hidden = true;
+  $('transfer').hidden = false;
+  $('cancel').hidden = false;
+  renderFiles($('files'), files.map((f) => ({ size: f.file.size, path: f.path })), (f) => neutral(f.path, 200));
+  const total = sender.total;
+  $('progress-label').textContent = files.length === 1
+    ? `Offering ${sanitizeName(files[0].path.split('/').pop())}`
+    : `Offering ${files.length} files (${bytes(total)})`;
+  ui.status('Waiting for your peer to accept…');
+  state.txProgress = new Progress(total, (p) => ui.progress('Sent', p));
+  sender.setLink(state.link);
+}
+
+function onSenderEvent(sender, event, detail) {
+  if (sender !== state.outgoing) return;
+  switch (event) {
+    case 'accepted':
+      ui.status('Your peer accepted. Sending…');
+      $('progress-label').textContent = $('progress-label').textContent.replace(/^Offering/, 'Sending');
+      state.txProgress.update(0, true);
       break;
-    case 'end': {
-      state.channel.send(encodeControl({ t: 'received', ok: ev.ok, sha256: ev.sha256 }));
-      state.rxProgress?.update(ev.size, true);
-      $('received-sha256').textContent = ev.sha256;
-      if (!ev.ok) {
-        fail('The file arrived damaged (its SHA-256 does not match). Ask your peer to send it again.');
-        return;
-      }
-      offerSave(ev);
-      $('progress-label').textContent = `Received ${ev.name}`;
-      document.body.dataset.state = 'done-received';
-      ui.status('File received and verified.');
+    case 'progress': {
+      const done = Math.min(sender.total, sender.firstBytes);
+      state.txProgress.update(done);
+      announce('Sent', done, sender.total);
+      document.body.dataset.sentBytes = String(sender.bytesSent);
       break;
     }
-    case 'received':
-      if (!state.awaiting) throw new FramingError('unexpected_control', 'a receipt arrived for a file we did not send');
-      state.awaiting.resolve(ev);
+    case 'confirmed':
+      markFile($('files'), detail.file, `✓ verified (SHA-256 ${detail.sha256.slice(0, 12)}…)`, 'done');
+      if (sender.machine.files.length === 1) $('sent-sha256').textContent = detail.sha256;
       break;
-    case 'cancel':
-      fail(`Your peer cancelled the transfer: ${ev.reason}`);
+    case 'done': {
+      document.body.dataset.sentBytes = String(sender.bytesSent);
+      state.txProgress.update(sender.total, true);
+      announce('Sent', sender.total, sender.total);
+      const n = sender.machine.files.length;
+      $('progress-label').textContent = n === 1 ? `Sent ${sanitizeName(sender.machine.files[0].path.split('/').pop())}` : `Sent ${n} files`;
+      $('cancel').hidden = true;
+      document.body.dataset.state = 'done-sent';
+      ui.status(`Delivered. Your peer verified ${n === 1 ? 'the file' : `all ${n} files`} (SHA-256).`);
+      sessionStorage.removeItem('tallow-active');
+      $('send').hidden = false;
       break;
-    default: // data: progress is reported by the receiver
+    }
+    case 'stopped':
+      $('cancel').hidden = true;
+      sessionStorage.removeItem('tallow-active');
+      if (detail.by === 'peer') stopped(detail.why.startsWith('your peer declined') ? 'Your peer declined the files.' : `${capital(neutral(detail.why))}.`, detail.why.startsWith('your peer declined') ? 'declined' : 'cancelled');
+      else stopped(`You cancelled: ${detail.why}.`, 'cancelled');
+      $('send').hidden = false;
+      break;
+    default:
       break;
   }
 }
 
-/** A framing error (or a stall): tell the peer why, then stop. */
-function channelError(e) {
-  const why = e instanceof FramingError ? `${e.kind}: ${e.message}` : String(e?.message ?? e);
-  try {
-    if (channelOpen()) state.channel.send(encodeControl({ t: 'cancel', reason: Array.from(why).slice(0, 256).join('') }));
-  } catch { /* the channel is going anyway */ }
-  fail(`The transfer stopped: ${e.message} (${e.kind ?? 'error'}).`);
+const capital = (s) => s[0].toUpperCase() + s.slice(1);
+
+/** A transfer ended early, said plainly; the session stays usable. */
+function stopped(text, kind) {
+  $('notice').textContent = text;
+  $('notice').hidden = false;
+  ui.status(text);
+  document.body.dataset.stopped = kind;
 }
 
-/** The Save link: an object URL made on each click and revoked soon after
- * (the download holds the file by then). Always application/octet-stream,
- * under the sanitised name. */
-function offerSave({ blob, name, size }) {
-  const link = $('save');
-  link.download = name;
-  link.textContent = `Save ${name} (${bytes(size)})`;
+function newReceiver() {
+  const r = new Receiver({ on: (event, detail) => onReceiverEvent(r, event, detail) });
+  r.setLink(state.link);
+  return r;
+}
+
+function onReceiverEvent(r, event, detail) {
+  if (r !== state.incoming) return;
+  switch (event) {
+    case 'offer': {
+      const { count, total, files } = detail;
+      $('offer-text').textContent = count === 1
+        ? `Your peer offers ${files[0].parts.join('/')} (${bytes(total)}).`
+        : `Your peer offers ${count} files, ${bytes(total)} in all.`;
+      const shown = files.slice(0, 50).map((f) => {
+        const li = document.createElement('li');
+        li.textContent = `${f.parts.join('/')} (${bytes(f.size)})`;
+        return li;
+      });
+      if (files.length > 50) {
+        const li = document.createElement('li');
+        li.textContent = `…and ${files.length - 50} more`;
+        shown.push(li);
+      }
+      $('offer-list').replaceChildren(...shown);
+      $('offer').hidden = false;
+      $('accept').disabled = false;
+      $('decline').disabled = false;
+      $('accept').focus();
+      ui.status('Your peer offers files: accept or decline.');
+      document.body.dataset.offer = 'shown';
+      break;
+    }
+    case 'progress': {
+      const p = r.machine.progress();
+      state.rxProgress?.update(p.done);
+      announce('Received', p.done, p.total);
+      break;
+    }
+    case 'file': {
+      const f = r.offer.files[detail.file];
+      markFile($('files'), detail.file, detail.ok ? `✓ verified (SHA-256 ${detail.sha256.slice(0, 12)}…)` : '✗ damaged', detail.ok ? 'done' : 'bad');
+      if (r.offer.count === 1) $('received-sha256').textContent = detail.sha256;
+      if (detail.ok && r.sink.kind === 'browser') addSave(r, detail.file, f);
+      break;
+    }
+    case 'done': {
+      const p = r.machine.progress();
+      state.rxProgress.update(p.total, true);
+      announce('Received', p.total, p.total);
+      const n = r.offer.count;
+      $('progress-label').textContent = n === 1 ? `Received ${r.offer.files[0].parts.join('/')}` : `Received ${n} files`;
+      $('cancel').hidden = true;
+      document.body.dataset.state = 'done-received';
+      ui.status(`${n === 1 ? 'File' : `All ${n} files`} received and verified${r.sink.kind === 'picker' ? `, saved in ${r.sink.label}` : ''}.`);
+      sessionStorage.removeItem('tallow-active');
+      break;
+    }
+    case 'stopped':
+      $('offer').hidden = true;
+      $('cancel').hidden = true;
+      sessionStorage.removeItem('tallow-active');
+      if (detail.error) {
+        // The sender broke the protocol (or this browser could not write):
+        // the session ends, the sender was told why.
+        fail(`The transfer stopped: ${neutral(detail.why)}.`);
+      } else if (detail.by === 'peer') stopped(`${capital(neutral(detail.why))}.`, 'cancelled');
+      else stopped(detail.why === 'you declined' ? 'You declined the files.' : `The transfer stopped: ${detail.why}.`, detail.why === 'you declined' ? 'declined' : 'cancelled');
+      break;
+    default:
+      break;
+  }
+}
+
+async function acceptOffer() {
+  const r = state.incoming;
+  if (!r || r.machine.state !== 'offered') return;
+  $('accept').disabled = true;
+  $('decline').disabled = true;
+  try {
+    await r.accept(sink === 'browser' ? 'browser' : 'picker');
+  } catch (e) {
+    $('accept').disabled = false;
+    $('decline').disabled = false;
+    if (e?.name === 'AbortError') return; // the user closed the picker
+    ui.notice(`Cannot save here: ${e.message}`);
+    return;
+  }
+  sessionStorage.setItem('tallow-active', '1');
+  lastAnnounced = -1;
+  $('offer').hidden = true;
+  $('send').hidden = true;
+  $('transfer').hidden = false;
+  $('cancel').hidden = false;
+  $('saves').replaceChildren();
+  renderFiles($('files'), r.offer.files, (f) => f.parts.join('/'));
+  const n = r.offer.count;
+  $('progress-label').textContent = n === 1 ? `Receiving ${r.offer.files[0].parts.join('/')}` : `Receiving ${n} files`;
+  state.rxProgress = new Progress(r.offer.total, (p) => ui.progress('Receiving', p));
+  state.rxProgress.update(0, true);
+  ui.status(`Receiving into ${r.sink.label}…`);
+}
+
+/** A Save link for a file kept in the browser's storage: the download
+ * reads it from disk; always application/octet-stream, under the safe
+ * name; the object URL lives only while the click needs it. */
+function addSave(r, i, f) {
+  const name = f.parts[f.parts.length - 1];
+  const link = document.createElement('a');
   link.href = '#';
-  link.onclick = () => {
-    const url = URL.createObjectURL(blob);
+  link.download = name;
+  link.textContent = `Save ${f.parts.join('/')} (${bytes(f.size)})`;
+  const li = document.createElement('li');
+  li.append(link);
+  if (r.offer.count === 1) {
+    // One file: the page's own Save link.
+    const save = $('save');
+    save.textContent = link.textContent;
+    save.download = name;
+    save.onclick = saveClick(save, r, i);
+    save.hidden = false;
+  } else {
+    link.onclick = saveClick(link, r, i);
+    $('saves').append(li);
+    $('saved').hidden = false;
+  }
+}
+
+/** The click handler of a Save link: makes the object URL, lets the
+ * download start with a second, synthetic click, revokes it soon after. */
+function saveClick(link, r, i) {
+  return async (e) => {
+    if (link.dataset.ready) return;
+    e.preventDefault();
+    const file = await r.sink.file(i);
+    const url = URL.createObjectURL(new Blob([file], { type: 'application/octet-stream' }));
     link.href = url;
+    link.dataset.ready = '1';
+    link.click();
     setTimeout(() => {
       URL.revokeObjectURL(url);
-      if (link.href === url) link.href = '#';
+      link.href = '#';
+      delete link.dataset.ready;
     }, 10_000);
   };
-  link.hidden = false;
 }
 
 /** How the data flows: 'host', 'srflx' or 'relay' (the local candidate of
@@ -404,32 +750,67 @@ async function pathType() {
   return local ? local.candidateType : 'unknown';
 }
 
-async function send(file) {
-  if (!channelOpen() || state.awaiting) return;
-  $('send').hidden = true;
-  $('progress-label').textContent = `Sending ${sanitizeName(file.name)}`;
-  const receipt = new Promise((resolve, reject) => { state.awaiting = { resolve, reject }; });
-  receipt.catch(() => {});
-  try {
-    const sha256 = await sendFile(state.channel, file, (p) => ui.progress('Sent', p));
-    $('sent-sha256').textContent = sha256;
-    ui.status('Sent. Waiting for your peer to verify…');
-    await drained(state.channel, 0);
-    let timer;
-    const r = await Promise.race([receipt, new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new FramingError('stalled', `your peer did not confirm the file within ${STALL_MS / 1000} s`)), STALL_MS);
-    })]).finally(() => clearTimeout(timer));
-    if (r.ok && r.sha256 === sha256) {
-      $('progress-label').textContent = `Sent ${sanitizeName(file.name)}`;
-      document.body.dataset.state = 'done-sent';
-      ui.status(`Delivered. Your peer verified the file (SHA-256 ${r.sha256.slice(0, 16)}…).`);
-    } else {
-      fail('Your peer received a file that does not match what you sent.');
+// --- picking files ---------------------------------------------------------------
+
+/** Files from an <input>: paths relative to the chosen folder if any. */
+const fromInput = (input) => Array.from(input.files, (file) => ({ file, path: file.webkitRelativePath || file.name }));
+
+/** Files and folders dropped: folders walked (FileSystemEntry API). */
+async function fromDrop(items) {
+  const out = [];
+  const walk = async (entry, prefix) => {
+    if (entry.isFile) {
+      const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+      out.push({ file, path: `${prefix}${entry.name}` });
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+        if (batch.length === 0) break;
+        for (const child of batch) await walk(child, `${prefix}${entry.name}/`);
+      }
     }
-  } catch (e) {
-    if (e instanceof FramingError) channelError(e);
-    else fail(e.message);
-  }
+  };
+  const entries = Array.from(items, (it) => it.webkitGetAsEntry?.()).filter(Boolean);
+  for (const e of entries) await walk(e, '');
+  return out;
+}
+
+// --- share link --------------------------------------------------------------------
+
+function shareLink() {
+  return `${location.origin}${location.pathname}#${state.code}`;
+}
+
+function showShare() {
+  $('share').hidden = false;
+  $('share-link').textContent = shareLink();
+}
+
+function showQr() {
+  const qr = qrcode(0, 'M');
+  qr.addData(shareLink());
+  qr.make();
+  const n = qr.getModuleCount();
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `-4 -4 ${n + 8} ${n + 8}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', `QR code of ${shareLink()}`);
+  let d = '';
+  for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) if (qr.isDark(r, c)) d += `M${c} ${r}h1v1h-1z`;
+  const bg = document.createElementNS(ns, 'rect');
+  bg.setAttribute('x', '-4');
+  bg.setAttribute('y', '-4');
+  bg.setAttribute('width', String(n + 8));
+  bg.setAttribute('height', String(n + 8));
+  bg.setAttribute('fill', '#fff');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', d);
+  path.setAttribute('fill', '#000');
+  svg.append(bg, path);
+  $('qr').replaceChildren(svg);
+  $('qr').hidden = false;
 }
 
 // --- page wiring -----------------------------------------------------------------
@@ -440,7 +821,7 @@ $('create').onclick = () => {
   $('start').hidden = true;
   state.signal.create();
 };
-$('join').onclick = () => {
+function join() {
   const code = $('code-input').value.trim().toLowerCase();
   if (!/^\d{1,9}-[a-z]+(-[a-z]+)+$/.test(code)) {
     ui.status('A code looks like 7-bal-kir-mos.');
@@ -453,16 +834,45 @@ $('join').onclick = () => {
   $('code').textContent = code;
   state.signal.join(code.split('-')[0]);
   ui.status('Joining…');
-};
-$('file').onchange = () => { if ($('file').files[0]) send($('file').files[0]); };
+}
+$('join').onclick = join;
+$('code-input').onkeydown = (e) => { if (e.key === 'Enter' && !$('join').disabled) join(); };
+$('file').onchange = () => { offerFiles(fromInput($('file'))); $('file').value = ''; };
+$('folder').onchange = () => { offerFiles(fromInput($('folder'))); $('folder').value = ''; };
 const drop = $('drop');
 drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
 drop.ondragleave = () => drop.classList.remove('over');
-drop.ondrop = (e) => {
+drop.ondrop = async (e) => {
   e.preventDefault();
   drop.classList.remove('over');
-  if (e.dataTransfer.files[0]) send(e.dataTransfer.files[0]);
+  const items = e.dataTransfer.items;
+  const files = items?.length && items[0].webkitGetAsEntry ? await fromDrop(items) : Array.from(e.dataTransfer.files, (file) => ({ file, path: file.name }));
+  offerFiles(files);
 };
+$('accept').onclick = () => acceptOffer();
+$('decline').onclick = () => { state.incoming?.decline(); $('offer').hidden = true; };
+$('cancel').onclick = () => {
+  if (state.outgoing && !transferOver(state.outgoing)) state.outgoing.cancel('cancelled by the sender');
+  if (state.incoming && !transferOver(state.incoming)) state.incoming.cancel('cancelled by the receiver');
+};
+$('copy-link').onclick = async () => {
+  try {
+    await navigator.clipboard.writeText(shareLink());
+    $('copy-link').textContent = 'Copied';
+  } catch {
+    $('copy-link').textContent = 'Select the link above to copy it';
+  }
+};
+$('show-qr').onclick = () => showQr();
+
+// Closing the page ends this side for good: say so to the peer at once
+// (rather than after the server's grace), and remember it for a reload.
+window.addEventListener('pagehide', () => {
+  if (state.signal && state.sid) state.signal.leave();
+});
+window.addEventListener('beforeunload', (e) => {
+  if (activeTransfer()) e.preventDefault();
+});
 
 /** What this page lacks to run Tallow, or null. Checked before anything
  * else: without a secure context the browser hides WebCrypto, and the
@@ -503,6 +913,31 @@ function showUnsupported(what) {
   document.body.dataset.unsupported = what;
 }
 
+/** What the page has to say before anything else: a transfer this tab was
+ * in when it was closed or reloaded, and a code from a share link. */
+function atLoad() {
+  if (sessionStorage.getItem('tallow-active')) {
+    sessionStorage.removeItem('tallow-active');
+    ui.notice('A transfer in this tab stopped when the page was closed or reloaded. It cannot continue: start again with a new code.');
+  }
+  // The code travels in the fragment, which never reaches a server.
+  const code = decodeURIComponent(location.hash.slice(1)).trim().toLowerCase();
+  if (/^\d{1,9}-[a-z]+(-[a-z]+)+$/.test(code)) {
+    $('code-input').value = code;
+    history.replaceState(null, '', location.pathname + location.search);
+    document.body.dataset.fromLink = '1';
+  }
+  clearBrowserStore();
+}
+
 const missing = missingCapability();
 if (missing) showUnsupported(missing);
-else connect().catch((e) => fail(e.message));
+else {
+  atLoad();
+  connect().then(() => {
+    if (document.body.dataset.fromLink) {
+      ui.status('The code from your link is filled in: press Join.');
+      $('join').focus();
+    }
+  }).catch((e) => fail(e.message));
+}

@@ -1,13 +1,12 @@
-// The transfer's sealed messages (docs/PROTOCOL.md, "Transfers") and the
-// header of its data frames. The peer authenticated what arrives here, but
+// The transfer's messages (docs/PROTOCOL.md, "Transfers"), sealed in
+// control records (./records.js), and the header of its data records. The peer authenticated what arrives here, but
 // a peer is still a stranger: every field is checked before use, and a bad
 // one is a ControlError whose kind the receiver reports in its `cancel`.
 // Pure; tested in test/control.test.js.
 
 export const BLOCK = 1 << 20; // bytes per hashed block
 export const MAX_PAYLOAD = 64 * 1024; // bytes of file per data frame
-export const HEADER = 13; // version (1), file index (4), offset (8)
-export const FRAME_VERSION = 2;
+export const HEADER = 12; // file index (4), offset (8), inside a sealed data record
 export const MAX_FILES = 100_000;
 export const MAX_PARTS = 4096;
 export const MAX_PATH_BYTES = 4096;
@@ -144,9 +143,8 @@ export function offerParts(id, files) {
 export function encodeFrame(file, offset, payload) {
   const out = new Uint8Array(HEADER + payload.length);
   const v = new DataView(out.buffer);
-  v.setUint8(0, FRAME_VERSION);
-  v.setUint32(1, file);
-  v.setBigUint64(5, BigInt(offset));
+  v.setUint32(0, file);
+  v.setBigUint64(4, BigInt(offset));
   out.set(payload, HEADER);
   return out;
 }
@@ -157,8 +155,7 @@ export function decodeFrame(buf) {
   const u8 = buf instanceof Uint8Array ? buf : new Uint8Array(buf);
   if (u8.length <= HEADER || u8.length > HEADER + MAX_PAYLOAD) bad('bad_frame', `a data frame of ${u8.length} bytes (header ${HEADER}, payload 1..=${MAX_PAYLOAD})`);
   const v = new DataView(u8.buffer, u8.byteOffset, u8.length);
-  if (v.getUint8(0) !== FRAME_VERSION) bad('bad_frame', `data frame version ${v.getUint8(0)}`);
-  const offset = v.getBigUint64(5);
+  const offset = v.getBigUint64(4);
   if (offset > BigInt(MAX_SIZE)) bad('bad_frame', 'data frame offset beyond 2^53-1');
-  return { file: v.getUint32(1), offset: Number(offset), data: u8.subarray(HEADER) };
+  return { file: v.getUint32(0), offset: Number(offset), data: u8.subarray(HEADER) };
 }

@@ -60,10 +60,16 @@ export class Incoming {
 
   /** A sealed transfer message from the sender (already JSON). */
   onMessage(raw) {
+    // Kept to answer even an offer that fails its checks with a cancel.
+    if (this.id === null && typeof raw?.id === 'string' && /^[0-9a-f]{16}$/.test(raw.id)) this.replyId = raw.id;
     const m = parseTransfer(raw);
-    if (this.state === 'stopped' || this.state === 'done') return [];
-    if (m.kind === 'cancel') return this.stop(`the sender cancelled: ${m.reason || 'no reason given'}`, 'peer');
     if (this.id !== null && m.id !== this.id) bad('unexpected', `a message for transfer ${m.id} during ${this.id}`);
+    if (this.state === 'stopped') return m.kind === 'files' ? this.onPart(m) : [];
+    if (m.kind === 'cancel') {
+      if (this.state === 'done') return [];
+      return this.stop(`the sender cancelled: ${m.reason || 'no reason given'}`, 'peer');
+    }
+    if (this.state === 'done' && m.kind !== 'files') return this.gotAgain(m);
     switch (m.kind) {
       case 'files':
         return this.onPart(m);
@@ -77,8 +83,13 @@ export class Incoming {
   }
 
   onPart(m) {
-    if (this.state !== 'offering') bad('unexpected', 'an offer part after the offer was complete');
+    if (this.state !== 'offering') {
+      // The offer again, after a break: our answer may have been lost.
+      if (m.part < m.parts - 1) return [];
+      return this.answerAgain();
+    }
     if (this.id === null) this.id = m.id;
+    if (m.part === 0) this.parts = []; // sent again from the start
     const first = this.parts[0];
     if (m.part !== this.parts.length) bad('unexpected', `offer part ${m.part} where ${this.parts.length} was due`);
     if (first && (m.parts !== first.parts || m.count !== first.count || m.total !== first.total)) bad('malformed', 'offer parts disagree on parts, count or total');
@@ -98,6 +109,12 @@ export class Incoming {
     return [{ t: 'offer', offer: this.offer }];
   }
 
+  answerAgain() {
+    if (this.state === 'receiving' || this.state === 'done') return [{ t: 'send', msg: { kind: 'accept', id: this.id } }];
+    if (this.state === 'stopped' && this.stoppedBy === 'us') return [{ t: 'send', msg: this.finalWord }];
+    return [];
+  }
+
   /** The user's answer. */
   accept() {
     if (this.state !== 'offered') bad('unexpected', `accept in state ${this.state}`);
@@ -110,17 +127,23 @@ export class Incoming {
   decline() {
     if (this.state !== 'offered') bad('unexpected', `decline in state ${this.state}`);
     this.state = 'stopped';
-    return [{ t: 'send', msg: { kind: 'decline', id: this.id } }, { t: 'stopped', why: 'you declined', by: 'us' }];
+    this.stoppedBy = 'us';
+    this.finalWord = { kind: 'decline', id: this.id };
+    return [{ t: 'send', msg: this.finalWord }, { t: 'stopped', why: 'you declined', by: 'us' }];
   }
 
   /** We stop (the user cancelled, or a check failed): tell the sender. */
   cancel(reason) {
-    if (this.state === 'stopped' || this.state === 'done' || this.id === null) return [];
-    return [{ t: 'send', msg: { kind: 'cancel', id: this.id, reason } }, ...this.stop(reason, 'us')];
+    if (this.state === 'stopped' || this.state === 'done') return [];
+    const id = this.id ?? this.replyId;
+    if (!id) return this.stop(reason, 'us');
+    this.finalWord = { kind: 'cancel', id, reason };
+    return [{ t: 'send', msg: this.finalWord }, ...this.stop(reason, 'us')];
   }
 
   stop(why, by) {
     this.state = 'stopped';
+    this.stoppedBy = by;
     for (const f of this.files) {
       f.held.clear();
       f.current = null;
@@ -149,10 +172,23 @@ export class Incoming {
     return out;
   }
 
+  /** After a break the sender announces unconfirmed files again: a file
+   * we completed gets its `got` again (the first may have been lost). */
+  gotAgain(m) {
+    const f = this.files[m.file];
+    if (m.kind !== 'sent' || !f?.done) return [];
+    return [{ t: 'send', msg: { kind: 'got', id: this.id, file: m.file, ok: true, sha256: f.sha256 } }];
+  }
+
   onSent(m) {
     if (this.state !== 'receiving') bad('unexpected', `sent in state ${this.state}`);
     const f = this.file(m.file);
+    if (f.done) return this.gotAgain(m);
     if (f.sent !== null && f.sent !== m.sha256) bad('malformed', `file ${m.file} was given two digests`);
+    // Every digest of a file goes out before its `sent`, on the same
+    // ordered channel: a block without one was never going to come.
+    const missing = f.theirs.findIndex((d) => d === undefined);
+    if (missing >= 0 || f.theirs.length !== f.blocks) bad('size_short', `the sender finished file ${m.file + 1} after ${Math.min(f.size, Math.max(missing, 0) * BLOCK)} of the ${f.size} bytes it announced`);
     f.sent = m.sha256;
     return this.finishFile(m.file);
   }
@@ -260,6 +296,7 @@ export class Incoming {
     const ours = hex(h.digest());
     const ok = ours === f.sent;
     f.done = true;
+    f.sha256 = ours;
     f.held.clear();
     this.doneFiles += 1;
     const out = [
@@ -274,8 +311,16 @@ export class Incoming {
     return out;
   }
 
-  /** After a new data channel opened: what we hold, for the sender to skip.
-   * A block half received is dropped; it comes again whole. */
+  /** A new data channel opened: a cancel or decline of ours goes again;
+   * while receiving, `resume` tells the sender what we hold. */
+  onChannel() {
+    if (this.state === 'stopped' && this.stoppedBy === 'us' && this.finalWord) return [{ t: 'send', msg: this.finalWord }];
+    if (this.state === 'offering') this.parts = [];
+    return this.resume();
+  }
+
+  /** What we hold, for the sender to skip. A block half received is
+   * dropped; it comes again whole. */
   resume() {
     if (this.state !== 'receiving') return [];
     const files = [];

@@ -23,6 +23,7 @@ export class Outgoing {
     this.state = 'offered'; // -> sending -> done | stopped
     this.cursor = { file: 0, block: 0 }; // next new block
     this.hashed = this.files.map(() => 0); // blocks whose digest we announced
+    this.digests = this.files.map(() => []); // per file, each block's digest (hex), kept to announce again after a break
     this.pendingHashes = []; // { file, block, digest } not yet sent
     this.sentWhole = this.files.map(() => null); // whole-file digest, once computed
     this.announced = this.files.map(() => false); // `sent` went out
@@ -46,7 +47,8 @@ export class Outgoing {
     if (this.state === 'stopped' || this.state === 'done') return [];
     switch (m.kind) {
       case 'accept':
-        if (this.state !== 'offered') bad('unexpected', 'accept twice');
+        // Again after a break (answering the offer sent again): nothing new.
+        if (this.state === 'sending') return [];
         this.state = 'sending';
         return [{ t: 'accepted' }];
       case 'decline':
@@ -68,7 +70,9 @@ export class Outgoing {
         return [];
       }
       case 'resume': {
-        this.sending(m.kind);
+        // Only an accepted transfer is resumed: its accept was lost.
+        const accepted = this.state === 'offered' ? [{ t: 'accepted' }] : [];
+        if (accepted.length) this.state = 'sending';
         this.skip.clear();
         this.wanted = [];
         for (const { file, have } of m.files) {
@@ -83,7 +87,19 @@ export class Outgoing {
         // Back to the first file not confirmed; held blocks are skipped.
         const first = this.files.findIndex((f) => f.got === null);
         this.cursor = { file: first < 0 ? this.files.length : first, block: 0 };
-        return [{ t: 'resumed' }];
+        // What went out on the old channel may not have arrived: announce
+        // every digest (and whole digest) of unconfirmed files again. The
+        // receiver takes a repeated digest only if it is the same.
+        this.pendingHashes = [];
+        for (let i = Math.max(first, 0); first >= 0 && i < this.files.length && this.hashed[i] > 0; i++) {
+          if (this.files[i].got !== null) continue;
+          this.digests[i].forEach((digest, block) => this.pendingHashes.push({ file: i, block, digest }));
+        }
+        const out = this.flushHashes();
+        for (let i = Math.max(first, 0); first >= 0 && i < this.announceFrom; i++) {
+          if (this.files[i].got === null) out.push({ t: 'send', msg: { kind: 'sent', id: this.id, file: i, sha256: this.sentWhole[i] } });
+        }
+        return [...accepted, ...out, { t: 'resumed' }];
       }
       case 'got': {
         this.sending(m.kind);
@@ -119,10 +135,23 @@ export class Outgoing {
     return f;
   }
 
+  /**
+   * A new data channel opened (the first, or one after a break). An offer
+   * not yet answered goes again (its answer may have been lost); a cancel
+   * of ours goes again. While sending, the receiver's `resume` leads.
+   */
+  onChannel() {
+    if (this.state === 'offered') return this.offer().map((msg) => ({ t: 'send', msg }));
+    if (this.state === 'stopped' && this.stoppedBy === 'us') return [{ t: 'send', msg: { kind: 'cancel', id: this.id, reason: this.stopReason } }];
+    return [];
+  }
+
   /** We stop: the user cancelled, or something failed. */
   cancel(reason) {
     if (this.state === 'stopped' || this.state === 'done') return [];
     this.state = 'stopped';
+    this.stoppedBy = 'us';
+    this.stopReason = reason;
     return [{ t: 'send', msg: { kind: 'cancel', id: this.id, reason } }, { t: 'stopped', why: reason, by: 'us' }];
   }
 
@@ -162,6 +191,7 @@ export class Outgoing {
   digested(file, block, digest) {
     if (block !== this.hashed[file]) bad('internal', `block ${block} digested where ${this.hashed[file]} was due`);
     this.hashed[file] += 1;
+    this.digests[file].push(digest);
     this.pendingHashes.push({ file, block, digest });
     return this.pendingHashes.length >= MAX_LIST / 4 ? this.flushHashes() : [];
   }

@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { artifacts, connected, errorText, launch, newPage, pairUp, ready, startServer, waitUntil } from './harness.js';
+import { artifacts, connected, errorText, launch, newPage, offer, pairUp, ready, startServer, waitUntil } from './harness.js';
 
 let server;
 let browser;
@@ -121,7 +121,7 @@ test('an unsealed abort after the session is not trusted: the transfer goes on',
   assert.equal(await errorText(b), null, 'the forged abort did not stop the page');
   const file = randomBytes(256 * 1024);
   const sha256 = createHash('sha256').update(file).digest('hex');
-  await a.setInputFiles('#file', { name: 'after-abort.bin', mimeType: 'application/octet-stream', buffer: file });
+  await offer(a, b, { name: 'after-abort.bin', mimeType: 'application/octet-stream', buffer: file });
   await b.waitForSelector('body[data-state="done-received"]', { timeout: 30_000 });
   assert.equal(await b.textContent('#received-sha256'), sha256);
   await a.waitForSelector('body[data-state="done-sent"]', { timeout: 30_000 });

@@ -39,18 +39,15 @@ test('hostile fields are refused with a kind', () => {
   assert.equal(kindOf({ kind: 'got', id, file: 0, ok: 'yes', sha256: 'a'.repeat(64) }), 'malformed');
 });
 
-test('data frames: header, bounds and version', () => {
+test('data frames: header and bounds', () => {
   const f = encodeFrame(7, 2 ** 40 + 3, Uint8Array.of(1, 2, 3));
   assert.equal(f.length, HEADER + 3);
   const d = decodeFrame(f.buffer);
   assert.deepEqual([d.file, d.offset, Array.from(d.data)], [7, 2 ** 40 + 3, [1, 2, 3]]);
   assert.throws(() => decodeFrame(new Uint8Array(HEADER)), (e) => e.kind === 'bad_frame', 'no payload');
   assert.throws(() => decodeFrame(new Uint8Array(HEADER + MAX_PAYLOAD + 1)), (e) => e.kind === 'bad_frame');
-  const v1 = encodeFrame(0, 0, Uint8Array.of(1));
-  v1[0] = 1;
-  assert.throws(() => decodeFrame(v1), (e) => e.kind === 'bad_frame');
   const far = encodeFrame(0, 0, Uint8Array.of(1));
-  new DataView(far.buffer).setBigUint64(5, 2n ** 60n);
+  new DataView(far.buffer).setBigUint64(4, 2n ** 60n);
   assert.throws(() => decodeFrame(far), (e) => e.kind === 'bad_frame');
 });
 

@@ -11,7 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
-import { cuttableProxy } from './harness.js';
+import { cuttableProxy, offer } from './harness.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const artifacts = `${root}artifacts/e2e`;
@@ -62,8 +62,8 @@ async function pages() {
   for (const [name, p] of [['A', a], ['B', b]]) {
     p.on('pageerror', (e) => console.error(`page ${name}: ${e.message}`));
   }
-  await a.goto(`${base}/?relay=1`);
-  await b.goto(`${base}/?relay=1`);
+  await a.goto(`${base}/?relay=1&sink=browser`);
+  await b.goto(`${base}/?relay=1&sink=browser`);
   await a.waitForSelector('#create:not([disabled])');
   await b.waitForSelector('#join:not([disabled])');
   return { a, b };
@@ -91,7 +91,7 @@ test('a 20 MB file crosses through the relay and arrives intact', { timeout: 180
 
   const file = randomBytes(20 * 1024 * 1024);
   const sha256 = createHash('sha256').update(file).digest('hex');
-  await a.setInputFiles('#file', { name: 'random.bin', mimeType: 'application/octet-stream', buffer: file });
+  await offer(a, b, { name: 'random.bin', mimeType: 'application/octet-stream', buffer: file });
 
   await b.waitForSelector('body[data-state="done-received"]', { timeout: 150_000 });
   await a.waitForSelector('body[data-state="done-sent"]', { timeout: 30_000 });
@@ -130,8 +130,8 @@ test('a dropped signaling connection resumes and the transfer completes', { time
   try {
     const a = await (await browser.newContext({ acceptDownloads: true })).newPage();
     const b = await (await browser.newContext({ acceptDownloads: true })).newPage();
-    await a.goto(`${base}/?relay=1`);
-    await b.goto(`${proxy.url}/?relay=1`);
+    await a.goto(`${base}/?relay=1&sink=browser`);
+    await b.goto(`${proxy.url}/?relay=1&sink=browser`);
     await a.waitForSelector('#create:not([disabled])');
     await b.waitForSelector('#join:not([disabled])');
     await a.click('#create');
@@ -148,7 +148,7 @@ test('a dropped signaling connection resumes and the transfer completes', { time
     assert.equal(await a.textContent('#words'), await b.textContent('#words'));
     const file = randomBytes(1024 * 1024);
     const sha256 = createHash('sha256').update(file).digest('hex');
-    await a.setInputFiles('#file', { name: 'small.bin', mimeType: 'application/octet-stream', buffer: file });
+    await offer(a, b, { name: 'small.bin', mimeType: 'application/octet-stream', buffer: file });
     await b.waitForSelector('body[data-state="done-received"]', { timeout: 60_000 });
     assert.equal(await b.textContent('#received-sha256'), sha256);
     await b.screenshot({ path: `${artifacts}/resumed-receiver.png`, fullPage: true });

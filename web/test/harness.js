@@ -138,10 +138,23 @@ export async function newPage(browser, name, { setup } = {}) {
   return page;
 }
 
-/** Opens `url` and waits until the page can create or join. */
+/** Opens `url` and waits until the page can create or join. Native file
+ * pickers cannot be driven from a test, so received files go to the
+ * fallback, the browser's own storage (`?sink=browser`), unless the URL
+ * already says where. */
 export async function ready(page, url) {
-  await page.goto(url);
+  const u = new URL(url);
+  if (!u.searchParams.has('sink')) u.searchParams.set('sink', 'browser');
+  await page.goto(u.href);
   await page.waitForSelector('#create:not([disabled])');
+}
+
+/** `a` offers `files` (setInputFiles values) through `input`, `b` accepts
+ * once the offer is shown. */
+export async function offer(a, b, files, input = '#file') {
+  await a.setInputFiles(input, files);
+  await b.waitForSelector('#accept:not([disabled])', { timeout: 30_000 });
+  await b.click('#accept');
 }
 
 /** Creator `a` makes a code, joiner `b` types it; resolves once both see

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { X509Certificate, createHash as hash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
-import { connected, httpsHeaders, launch, newPage, pairUp, ready, startServer } from './harness.js';
+import { connected, httpsHeaders, launch, newPage, offer, pairUp, ready, startServer } from './harness.js';
 
 let browser;
 
@@ -32,7 +32,7 @@ test('with the defaults, ?relay=1 moves a file through the embedded relay', { ti
     assert.equal(await b.textContent('#path'), 'relay');
     const file = randomBytes(2 * 1024 * 1024);
     const sha256 = createHash('sha256').update(file).digest('hex');
-    await a.setInputFiles('#file', { name: 'newcomer.bin', mimeType: 'application/octet-stream', buffer: file });
+    await offer(a, b, { name: 'newcomer.bin', mimeType: 'application/octet-stream', buffer: file });
     await b.waitForSelector('body[data-state="done-received"]', { timeout: 60_000 });
     assert.equal(await b.textContent('#received-sha256'), sha256);
     const [download] = await Promise.all([b.waitForEvent('download'), b.click('#save')]);
@@ -79,7 +79,7 @@ test('across devices: the server\'s own HTTPS in self-signed mode carries a file
     assert.equal(await a.textContent('#path'), 'relay');
     const file = randomBytes(1024 * 1024);
     const sha256 = createHash('sha256').update(file).digest('hex');
-    await a.setInputFiles('#file', { name: 'lan.bin', mimeType: 'application/octet-stream', buffer: file });
+    await offer(a, b, { name: 'lan.bin', mimeType: 'application/octet-stream', buffer: file });
     await b.waitForSelector('body[data-state="done-received"]', { timeout: 60_000 });
     assert.equal(await b.textContent('#received-sha256'), sha256);
     const [download] = await Promise.all([b.waitForEvent('download'), b.click('#save')]);
@@ -214,7 +214,7 @@ test('a newcomer\'s console stays clean: loading, pairing and a transfer log no 
     await ready(b, server.base);
     await connected(a, b);
     const file = randomBytes(64 * 1024);
-    await a.setInputFiles('#file', { name: 'clean.bin', mimeType: 'application/octet-stream', buffer: file });
+    await offer(a, b, { name: 'clean.bin', mimeType: 'application/octet-stream', buffer: file });
     await b.waitForSelector('body[data-state="done-received"]', { timeout: 30_000 });
     assert.deepEqual(seen, [[], []]);
     // The icon the page names is served (a browser asks for one either way,

@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { artifacts, connected, cuttableProxy, errorText, launch, newPage, ready, startServer, waitUntil } from './harness.js';
+import { artifacts, connected, cuttableProxy, errorText, launch, newPage, offer, ready, startServer, waitUntil } from './harness.js';
 
 let server;
 let browser;
@@ -24,7 +24,7 @@ after(async () => {
 async function sendAndVerify(a, b, bytes = 1024 * 1024) {
   const file = randomBytes(bytes);
   const sha256 = createHash('sha256').update(file).digest('hex');
-  await a.setInputFiles('#file', { name: 'r.bin', mimeType: 'application/octet-stream', buffer: file });
+  await offer(a, b, { name: 'r.bin', mimeType: 'application/octet-stream', buffer: file });
   await b.waitForSelector('body[data-state="done-received"]', { timeout: 60_000 });
   await a.waitForSelector('body[data-state="done-sent"]', { timeout: 30_000 });
   assert.equal(await b.textContent('#received-sha256'), sha256);

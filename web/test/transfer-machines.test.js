@@ -72,7 +72,16 @@ function wire(contents, { corrupt = () => false, held } = {}) {
       while (toSender.length) { moved = true; onOutgoing(out.onMessage(toSender.shift())); }
     }
   }
-  return { out, inc, disk, log, pump, deliver, sentBytes, frames, cut: (up) => { channelUp = up; if (!up) frames.length = 0; }, toReceiver, toSender, onIncoming, onOutgoing };
+  /** The channel breaks: everything in flight either way is lost; then a
+   * new one opens and both sides are told. */
+  function reconnect() {
+    frames.length = 0;
+    toSender.length = 0;
+    toReceiver.length = 0;
+    onOutgoing(out.onChannel());
+    onIncoming(inc.onChannel());
+  }
+  return { out, inc, disk, log, pump, deliver, sentBytes, frames, cut: (up) => { channelUp = up; if (!up) frames.length = 0; }, reconnect, toReceiver, toSender, onIncoming, onOutgoing };
 }
 
 function offerAndAccept(w) {
@@ -199,4 +208,64 @@ test('an offer is checked whole: parts in order, counts and totals that add up',
   assert.throws(() => lie.onMessage({ ...one, total: 6 }), (e) => e.kind === 'bad_size');
   const early = new Incoming();
   assert.throws(() => early.onMessage(parts[1]), (e) => e.kind === 'unexpected');
+});
+
+test('a break loses messages either way, and the transfer still completes exactly', () => {
+  // The accept is lost: the offer goes again and is answered again.
+  {
+    const contents = [{ data: randomBytes(2 * BLOCK + 3) }];
+    const w = wire(contents);
+    for (const m of w.out.offer()) w.onIncoming(w.inc.onMessage(JSON.parse(JSON.stringify(m))));
+    w.onIncoming(w.inc.accept());
+    w.reconnect(); // the accept was in flight
+    w.deliver();
+    assert.equal(w.out.state, 'sending');
+    w.pump();
+    w.deliver();
+    assert.equal(w.inc.state, 'done');
+  }
+  // Hashes, `sent` and the `got` are lost: announced and confirmed again.
+  {
+    const contents = [{ data: randomBytes(BLOCK + 9) }, { data: randomBytes(3 * BLOCK) }];
+    const w = wire(contents);
+    offerAndAccept(w);
+    w.pump(2); // the first file whole
+    while (w.frames.length) w.onIncoming(w.inc.onData(decodeFrame(w.frames.shift())));
+    w.deliver(); // hashes, sent: the first file is complete; its got...
+    assert.equal(w.inc.files[0].done, true);
+    w.out.files[0].got = null; // ...as if the got had been lost
+    w.out.gotCount = 0;
+    w.out.acked = 0;
+    w.pump(1);
+    w.reconnect();
+    w.deliver();
+    w.pump();
+    w.deliver();
+    assert.equal(w.inc.state, 'done');
+    assert.equal(w.out.state, 'done');
+    contents.forEach((c, i) => assert.equal(sha(w.disk[i]), sha(c.data)));
+  }
+  // A cancel is lost: it is said again on the new channel.
+  {
+    const w = wire([{ data: randomBytes(3 * BLOCK) }]);
+    offerAndAccept(w);
+    w.pump(1);
+    w.onIncoming(w.inc.cancel('no room'));
+    w.reconnect();
+    w.deliver();
+    assert.equal(w.out.state, 'stopped');
+    assert.equal(w.out.next(), null);
+  }
+  // A half-sent offer is sent again from its first part.
+  {
+    const files = Array.from({ length: 1000 }, (_, i) => ({ path: `${'p'.repeat(80)}/${i}`, data: new Uint8Array(1) }));
+    const w = wire(files);
+    const parts = w.out.offer();
+    assert.ok(parts.length > 2);
+    w.onIncoming(w.inc.onMessage(JSON.parse(JSON.stringify(parts[0]))));
+    w.reconnect();
+    w.deliver();
+    assert.equal(w.inc.state, 'offered');
+    assert.equal(w.inc.offer.count, 1000);
+  }
 });

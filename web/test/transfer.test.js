@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { artifacts, connected, errorText, launch, newPage, ready, startServer, waitUntil } from './harness.js';
+import { artifacts, connected, errorText, launch, newPage, offer, ready, startServer, waitUntil } from './harness.js';
 
 let server;
 let browser;
@@ -36,7 +36,7 @@ async function close(...pages) {
 
 test('a zero-byte file completes and verifies', { timeout: 60_000 }, async () => {
   const { a, b } = await twoPages();
-  await a.setInputFiles('#file', { name: 'empty.txt', mimeType: 'text/plain', buffer: Buffer.alloc(0) });
+  await offer(a, b, { name: 'empty.txt', mimeType: 'text/plain', buffer: Buffer.alloc(0) });
   await b.waitForSelector('body[data-state="done-received"]', { timeout: 20_000 });
   await a.waitForSelector('body[data-state="done-sent"]', { timeout: 20_000 });
   const empty = createHash('sha256').digest('hex');
@@ -53,7 +53,7 @@ test('a hostile name and MIME type: saved as octet-stream under a neutralised na
   const { a, b } = await twoPages();
   const name = 'invoice\u202Elmth.exe<script>';
   const file = Buffer.from('<html><script>alert(document.domain)</script></html>');
-  await a.setInputFiles('#file', { name, mimeType: 'text/html', buffer: file });
+  await offer(a, b, { name, mimeType: 'text/html', buffer: file });
   await b.waitForSelector('body[data-state="done-received"]', { timeout: 20_000 });
   const shown = await b.evaluate(() => document.body.innerText);
   assert.ok(!/[\u202a-\u202e\u2066-\u2069]/.test(shown), 'no bidirectional override on the page');
@@ -75,45 +75,79 @@ test('a hostile name and MIME type: saved as octet-stream under a neutralised na
   await close(a, b);
 });
 
-/** Plays the lying sender on page `a`'s data channel. */
-async function lie(a, frames) {
-  await a.evaluate((fs) => {
-    const ch = window.__tallowTest.channels.find((c) => c.readyState === 'open');
-    for (const f of fs) ch.send(typeof f === 'string' ? f : new Uint8Array(f.bytes));
-  }, frames);
+/**
+ * Makes page `a` a lying sender with the session's real keys: an init
+ * script rewrites the plaintext of its data-channel records (the ones
+ * sealed with a one-byte type as AAD) just before they are encrypted.
+ * `rule` names the lie; the records still open on the other side.
+ */
+const liar = (rule) => (page) => page.addInitScript((r) => {
+  const subtle = crypto.subtle;
+  const encrypt = subtle.encrypt.bind(subtle);
+  const dec = new TextDecoder();
+  const enc = new TextEncoder();
+  subtle.encrypt = async (params, key, data) => {
+    const aad = params.additionalData ? new Uint8Array(params.additionalData) : null;
+    if (aad?.length === 1) {
+      let plain = new Uint8Array(data.buffer ? data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) : data);
+      if (aad[0] === 1) {
+        const m = JSON.parse(dec.decode(plain));
+        if (m.kind === 'files' && r.size !== undefined) {
+          m.files[0].size = r.size;
+          m.total = r.size;
+        }
+        plain = enc.encode(JSON.stringify(m));
+      } else if (aad[0] === 2 && r.file !== undefined) {
+        new DataView(plain.buffer).setUint32(0, r.file);
+      }
+      return encrypt(params, key, plain);
+    }
+    return encrypt(params, key, data);
+  };
+}, rule);
+
+async function lyingPages(rule) {
+  const a = await newPage(browser, 'A', { setup: liar(rule) });
+  const b = await newPage(browser, 'B');
+  await ready(a, `${server.base}/?relay=1`);
+  await ready(b, `${server.base}/?relay=1`);
+  await connected(a, b);
+  return { a, b };
 }
 
+const noticeText = async (p) => ((await p.isVisible('#notice')) ? p.textContent('#notice') : null);
+
 test('a peer that sends more bytes than it announced is reported clearly', { timeout: 60_000 }, async () => {
-  const { a, b } = await twoPages();
-  await lie(a, [JSON.stringify({ t: 'file', name: 'lie.bin', size: 1000 }), { bytes: 1500 }, { bytes: 1500 }]);
+  const { a, b } = await lyingPages({ size: 1000 });
+  await offer(a, b, { name: 'lie.bin', mimeType: 'application/octet-stream', buffer: randomBytes(3000) });
   assert.ok(await waitUntil(() => errorText(b), 15_000), 'the receiver stops with an error');
-  assert.match(await errorText(b), /more bytes than/i);
+  assert.match(await errorText(b), /size_exceeded/);
   // The liar is told why.
-  assert.ok(await waitUntil(() => errorText(a), 15_000), 'the sender hears of it');
-  assert.match(await errorText(a), /size_exceeded/);
+  assert.ok(await waitUntil(() => noticeText(a), 15_000), 'the sender hears of it');
+  assert.match(await noticeText(a), /size_exceeded/);
   await b.screenshot({ path: `${artifacts}/lying-size-receiver.png`, fullPage: true });
   for (const p of [a, b]) assert.deepEqual(p.problems, []);
   await close(a, b);
 });
 
 test('a peer that ends before the announced size is reported clearly', { timeout: 60_000 }, async () => {
-  const { a, b } = await twoPages();
-  const empty = createHash('sha256').digest('hex');
-  await lie(a, [JSON.stringify({ t: 'file', name: 'short.bin', size: 5000 }), { bytes: 100 }, JSON.stringify({ t: 'end', sha256: empty })]);
+  const { a, b } = await lyingPages({ size: 5 * 1024 * 1024 });
+  await offer(a, b, { name: 'short.bin', mimeType: 'application/octet-stream', buffer: randomBytes(100) });
   assert.ok(await waitUntil(() => errorText(b), 15_000), 'the receiver stops with an error');
-  assert.match(await errorText(b), /ended after 100 of the 5000 bytes/);
+  assert.match(await errorText(b), /finished file 1 after 1048576 of the 5242880 bytes it announced/);
   await close(a, b);
 });
 
-test('bytes without a file and a malformed control frame are errors, not silence', { timeout: 60_000 }, async () => {
-  const { a, b } = await twoPages();
-  await lie(a, [{ bytes: 10 }]);
+test('bytes for a file not in the offer, and a malformed offer, are errors, not silence', { timeout: 60_000 }, async () => {
+  const { a, b } = await lyingPages({ file: 7 });
+  await offer(a, b, { name: 'x.bin', mimeType: 'application/octet-stream', buffer: randomBytes(10) });
   assert.ok(await waitUntil(() => errorText(b), 15_000), 'the receiver stops with an error');
-  assert.match(await errorText(b), /no file open/);
-  const p = await twoPages();
-  await lie(p.a, ['{"t":"file","name":"x","size":-1}']);
+  assert.match(await errorText(b), /file 7 is not in the offer/);
+  const p = await lyingPages({ size: -1 });
+  await p.a.setInputFiles('#file', { name: 'x', mimeType: 'application/octet-stream', buffer: randomBytes(10) });
   assert.ok(await waitUntil(() => errorText(p.b), 15_000));
-  assert.match(await errorText(p.b), /bad_size/);
+  assert.match(await errorText(p.b), /malformed: files.total must be an integer/);
+  assert.equal(await p.b.isVisible('#offer'), false, 'nothing to accept');
   await close(a, b, p.a, p.b);
 });
 
@@ -121,7 +155,7 @@ test('a normal 3 MB file still crosses and is verified on both sides', { timeout
   const { a, b } = await twoPages();
   const file = randomBytes(3 * 1024 * 1024 + 17);
   const sha256 = createHash('sha256').update(file).digest('hex');
-  await a.setInputFiles('#file', { name: 'three.bin', mimeType: 'application/octet-stream', buffer: file });
+  await offer(a, b, { name: 'three.bin', mimeType: 'application/octet-stream', buffer: file });
   await b.waitForSelector('body[data-state="done-received"]', { timeout: 60_000 });
   await a.waitForSelector('body[data-state="done-sent"]', { timeout: 30_000 });
   assert.equal(await b.textContent('#received-sha256'), sha256);

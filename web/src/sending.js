@@ -1,0 +1,130 @@
+// The sender's shell around ./outgoing.js: reads blocks with File.slice
+// (never the whole file), hashes them (WebCrypto per block, the whole file
+// incrementally on the first read) and sends control messages and data
+// frames as sealed records on the current link (./link.js), with
+// backpressure. The link is replaced after a break (a new peer
+// connection); the pump then waits for the receiver's `resume`.
+
+import { sha256 } from '@noble/hashes/sha2.js';
+import { encodeFrame, MAX_PAYLOAD } from './control.js';
+import { Outgoing } from './outgoing.js';
+
+const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
+const FLUSH_MS = 200;
+
+export class Sender {
+  /**
+   * files: [{ file: File, path }]; on(event, detail) reports 'accepted',
+   * 'progress', 'confirmed', 'done', 'stopped'.
+   */
+  constructor(id, files, { on }) {
+    this.blobs = files.map((f) => f.file);
+    this.machine = new Outgoing(id, files.map((f) => ({ path: f.path, size: f.file.size })));
+    this.on = on;
+    this.link = null;
+    this.pumping = false;
+    this.waitingResume = false;
+    this.hashers = files.map(() => null);
+    this.bytesSent = 0; // every payload byte put on a channel, resends included
+    this.firstBytes = 0; // bytes of blocks sent for the first time (progress)
+    this.flushTimer = null;
+  }
+
+  get id() { return this.machine.id; }
+  get total() { return this.machine.total; }
+
+  /** The link to send on: at the start, and a new one after a break
+   * (sending then waits for `resume`; an unanswered offer goes again). */
+  setLink(link) {
+    const first = this.link === null;
+    this.link = link;
+    if (first) {
+      for (const m of this.machine.offer()) link.control(m);
+      return;
+    }
+    if (this.machine.state === 'sending') this.waitingResume = true;
+    this.act(this.machine.onChannel());
+  }
+
+  onMessage(m) {
+    this.act(this.machine.onMessage(m));
+    if (m.kind === 'resume') this.waitingResume = false;
+    this.kick();
+  }
+
+  cancel(reason) {
+    this.act(this.machine.cancel(reason));
+  }
+
+  act(actions) {
+    for (const a of actions) {
+      switch (a.t) {
+        case 'send': this.link?.control(a.msg); break;
+        case 'accepted':
+          this.flushTimer = setInterval(() => this.act(this.machine.flushHashes()), FLUSH_MS);
+          this.on('accepted');
+          break;
+        case 'fileConfirmed': this.on('confirmed', a); break;
+        case 'done': this.finish(); this.on('done'); break;
+        case 'stopped': this.finish(); this.on('stopped', a); break;
+        default: break;
+      }
+    }
+  }
+
+  finish() {
+    clearInterval(this.flushTimer);
+    this.flushTimer = null;
+  }
+
+  kick() {
+    if (this.pumping || this.waitingResume || this.machine.state !== 'sending') return;
+    this.pumping = true;
+    this.pump().catch((e) => {
+      // A channel that closed mid-block: the reconnect will resume.
+      if (this.link?.open && !e.linkClosed) this.cancel(`could not send: ${e.message}`);
+    }).finally(() => {
+      this.pumping = false;
+      // Something may have arrived meanwhile (a want, a resume).
+      if (this.machine.state === 'sending' && !this.waitingResume && (this.machine.wanted.length || !this.machine.drained())) queueMicrotask(() => this.kick());
+    });
+  }
+
+  read(b) {
+    return b && this.blobs[b.file].slice(b.offset, b.offset + b.length).arrayBuffer().then((buf) => new Uint8Array(buf));
+  }
+
+  async pump() {
+    const link = this.link;
+    let b = this.machine.next();
+    let reading = this.read(b);
+    while (b) {
+      const data = await reading;
+      if (data.length !== b.length) throw new Error(`${this.blobs[b.file].name} changed while it was being sent`);
+      const next = this.machine.next();
+      reading = this.read(next); // read ahead while this block goes out
+      if (b.first) {
+        this.act(this.machine.digested(b.file, b.block, hex(await crypto.subtle.digest('SHA-256', data))));
+        const h = (this.hashers[b.file] ??= sha256.create());
+        h.update(data);
+        if (b.block === this.machine.files[b.file].blocks - 1) {
+          this.act(this.machine.whole(b.file, hex(h.digest())));
+          this.hashers[b.file] = null;
+        }
+      }
+      await link.ready(); // below the channel's high-water mark
+      if (this.link !== link || this.machine.state !== 'sending') throw Object.assign(new Error('the link changed'), { linkClosed: true });
+      const sent = [];
+      for (let o = 0; o < data.length; o += MAX_PAYLOAD) {
+        const chunk = data.subarray(o, o + MAX_PAYLOAD);
+        sent.push(link.data(encodeFrame(b.file, b.offset + o, chunk)));
+        this.bytesSent += chunk.length;
+      }
+      await Promise.all(sent); // sealed and handed to the channel
+      if (b.first) this.firstBytes += b.length;
+      this.on('progress');
+      b = next;
+    }
+    this.act(this.machine.flushHashes());
+  }
+}
