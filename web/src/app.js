@@ -10,7 +10,7 @@ import * as hs from './handshake.js';
 import { PeerSession } from './session.js';
 import { neutral, sanitizeName } from './names.js';
 import { abortReason, explain, peerStopped } from './failures.js';
-import { Progress } from './transfer.js';
+import { Progress } from './progress.js';
 import { ControlError } from './control.js';
 import { freshDataKey } from './records.js';
 import { Link } from './link.js';

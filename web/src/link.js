@@ -2,7 +2,7 @@
 // (./records.js): control messages as JSON, data frames as bytes. A new
 // peer connection after a break brings a new link with a new key.
 
-import { drained } from './transfer.js';
+import { drained } from './progress.js';
 import { CONTROL, DATA, RecordError, Records } from './records.js';
 import { ControlError } from './control.js';
 
