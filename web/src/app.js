@@ -107,6 +107,17 @@ function fail(text) {
   setTimeout(() => pc?.close(), 1000);
 }
 
+/** Stops the whole session for a reason of ours that the peer cannot see
+ * (a stalled or lying transfer, a path that never came back): tells it,
+ * sealed, then leaves. */
+function stopSession(text, reason) {
+  if (state.failed) return;
+  fail(text);
+  if (state.peer?.session) {
+    state.peer.seal({ kind: 'abort', reason }, (m) => state.signal.send(m)).catch(() => {}).finally(() => state.signal.leave());
+  }
+}
+
 const finished = () => document.body.dataset.state?.startsWith('done') ?? false;
 const channelOpen = () => state.channel?.readyState === 'open';
 
@@ -240,6 +251,7 @@ async function connect() {
     }
   }
   $('notice').hidden = true;
+  if (state.interrupted) ui.notice(state.interrupted);
   ui.status('Create a code, or type the one you were given.');
   $('create').disabled = false;
   $('join').disabled = false;
@@ -378,7 +390,8 @@ function setupChannel(channel, epoch) {
   channel.binaryType = 'arraybuffer';
   channel.onopen = async () => {
     if (epoch !== state.epoch || state.failed) return;
-    const afterBreak = state.link !== null;
+    const afterBreak = state.opened;
+    state.opened = true;
     state.link = new Link(channel, state.dk, state.role, {
       onControl: (msg) => onControl(msg),
       onData: (bytes) => state.incoming?.onFrame(bytes),
@@ -419,12 +432,16 @@ function onBreak(why) {
   state.channel = null;
   state.breakSince ??= Date.now();
   if (state.peerLeft || state.signalClosed) {
-    if (activeTransfer()) fail(`The connection to your peer was lost and your peer has left${state.signalClosed ? ' (and the server cannot be reached)' : ''}: the transfer cannot continue. Start again with a new code.`);
+    if (activeTransfer()) {
+      fail(state.peerLeft
+        ? 'Your peer closed the page or left: the transfer cannot continue. Start again with a new code.'
+        : 'The connection to your peer was lost and the server cannot be reached to make a new one: the transfer cannot continue. Start again with a new code.');
+    }
     else if (!finished()) fail('The connection to your peer was lost.');
     return;
   }
   if (Date.now() - state.breakSince > GIVE_UP_MS) {
-    fail('Your peer could not be reached again for 3 minutes: the transfer stopped. Start again with a new code.');
+    stopSession('Your peer could not be reached again for 3 minutes: the transfer stopped. Start again with a new code.', 'unreachable');
     return;
   }
   ui.status(`${why[0].toUpperCase()}${why.slice(1)}; reconnecting…`);
@@ -451,7 +468,7 @@ function linkError(e) {
     : `Your peer sent something malformed (${e.message}). The transfer stopped.`;
   state.outgoing?.cancel(e.message);
   state.incoming?.cancel(e.message);
-  fail(text);
+  stopSession(text, e?.kind ?? 'malformed');
 }
 
 // --- transfers ---------------------------------------------------------------------
@@ -634,6 +651,7 @@ function onReceiverEvent(r, event, detail) {
     }
     case 'done': {
       const p = r.machine.progress();
+      state.rxProgress.report = (q) => ui.progress('Received', q);
       state.rxProgress.update(p.total, true);
       announce('Received', p.total, p.total);
       const n = r.offer.count;
@@ -651,7 +669,7 @@ function onReceiverEvent(r, event, detail) {
       if (detail.error) {
         // The sender broke the protocol (or this browser could not write):
         // the session ends, the sender was told why.
-        fail(`The transfer stopped: ${neutral(detail.why)}.`);
+        stopSession(`The transfer stopped: ${neutral(detail.why)}.`, detail.error.kind ?? 'local');
       } else if (detail.by === 'peer') stopped(`${capital(neutral(detail.why))}.`, 'cancelled');
       else stopped(detail.why === 'you declined' ? 'You declined the files.' : `The transfer stopped: ${detail.why}.`, detail.why === 'you declined' ? 'declined' : 'cancelled');
       break;
@@ -918,7 +936,8 @@ function showUnsupported(what) {
 function atLoad() {
   if (sessionStorage.getItem('tallow-active')) {
     sessionStorage.removeItem('tallow-active');
-    ui.notice('A transfer in this tab stopped when the page was closed or reloaded. It cannot continue: start again with a new code.');
+    state.interrupted = 'A transfer in this tab stopped when the page was closed or reloaded. It cannot continue: start again with a new code.';
+    ui.notice(state.interrupted);
   }
   // The code travels in the fragment, which never reaches a server.
   const code = decodeURIComponent(location.hash.slice(1)).trim().toLowerCase();

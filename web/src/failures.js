@@ -47,6 +47,19 @@ export function peerStopped(reason, { sealed }) {
     case 'tampered':
     case 'malformed':
       return `Your peer refused a message as replayed, altered or malformed (${reason}): someone may be tampering with the connection. Start again with a new code.`;
+    case 'stalled':
+      return 'Your peer stopped the session: nothing arrived from you for too long. Start again with a new code.';
+    case 'unreachable':
+      return 'Your peer could not reach you again and stopped the session. Start again with a new code.';
+    case 'size_exceeded':
+    case 'size_short':
+    case 'bad_frame':
+    case 'bad_size':
+    case 'bad_name':
+    case 'bad_digest':
+    case 'unexpected':
+    case 'unknown_type':
+      return `Your peer stopped the session: what it received broke the transfer protocol (${reason}). Start again with a new code.`;
     case 'local':
       return `Your peer's browser could not ${sealed ? 'carry on with' : 'set up'} the secure session: a problem on its side, not with the code. Start again with a new code; your peer may need to reload the page or open it over HTTPS.`;
     default:
