@@ -689,6 +689,8 @@ async function acceptOffer() {
     $('accept').disabled = false;
     $('decline').disabled = false;
     if (e?.name === 'AbortError') return; // the user closed the picker
+    // Nowhere to write: the sender is told rather than left waiting.
+    r.cancel(`the receiver's browser cannot save files: ${e.message}`);
     ui.notice(`Cannot save here: ${e.message}`);
     return;
   }
