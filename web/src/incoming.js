@@ -266,7 +266,7 @@ export class Incoming {
 
   finishFile(file) {
     const f = this.files[file];
-    if (f.done || f.sent === null || f.nVerified < f.blocks) return [];
+    if (f.done || f.finishing || f.sent === null || f.nVerified < f.blocks) return [];
     if (f.readBackFrom !== null) {
       if (f.readingBack) return [];
       f.readingBack = true;
@@ -293,7 +293,19 @@ export class Incoming {
     const f = this.files[file];
     const h = this.hashers.get(file) ?? this.createHasher();
     this.hashers.delete(file);
-    const ours = hex(h.digest());
+    const d = h.digest();
+    // A hasher in a worker answers later: the shell calls finish() then.
+    if (typeof d?.then === 'function') {
+      f.finishing = true;
+      return [{ t: 'wholeDigest', file, digest: d }];
+    }
+    return this.finish(file, typeof d === 'string' ? d : hex(d));
+  }
+
+  /** The file's whole SHA-256 as we computed it. */
+  finish(file, ours) {
+    const f = this.files[file];
+    if (f.done || this.state !== 'receiving') return [];
     const ok = ours === f.sent;
     f.done = true;
     f.sha256 = ours;

@@ -7,6 +7,7 @@
 
 import { ControlError, decodeFrame } from './control.js';
 import { Incoming } from './incoming.js';
+import { createHasher } from './hashing.js';
 import { openSink } from './sink.js';
 
 export const STALL_MS = 30_000;
@@ -15,7 +16,7 @@ const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padSt
 export class Receiver {
   /** on(event, detail): 'offer', 'progress', 'file', 'done', 'stopped'. */
   constructor({ on }) {
-    this.machine = new Incoming();
+    this.machine = new Incoming({ createHasher });
     this.link = null;
     this.on = on;
     this.sink = null;
@@ -119,6 +120,14 @@ export class Receiver {
           this.later(async () => {
             for await (const chunk of this.sink.read(file, from)) this.machine.readBack(file, chunk);
             this.run(() => this.machine.readBackDone(file));
+          });
+          break;
+        }
+        case 'wholeDigest': {
+          const { file, digest } = a;
+          this.later(async () => {
+            const d = await digest;
+            this.run(() => this.machine.finish(file, d));
           });
           break;
         }

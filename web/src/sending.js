@@ -5,7 +5,7 @@
 // backpressure. The link is replaced after a break (a new peer
 // connection); the pump then waits for the receiver's `resume`.
 
-import { sha256 } from '@noble/hashes/sha2.js';
+import { createHasher } from './hashing.js';
 import { encodeFrame, MAX_PAYLOAD } from './control.js';
 import { Outgoing } from './outgoing.js';
 
@@ -105,11 +105,13 @@ export class Sender {
       reading = this.read(next); // read ahead while this block goes out
       if (b.first) {
         this.act(this.machine.digested(b.file, b.block, hex(await crypto.subtle.digest('SHA-256', data))));
-        const h = (this.hashers[b.file] ??= sha256.create());
+        const h = (this.hashers[b.file] ??= createHasher());
         h.update(data);
         if (b.block === this.machine.files[b.file].blocks - 1) {
-          this.act(this.machine.whole(b.file, hex(h.digest())));
           this.hashers[b.file] = null;
+          // The `sent` waits for the worker; the frames need not.
+          const file = b.file;
+          h.digest().then((d) => this.act(this.machine.whole(file, d)));
         }
       }
       await link.ready(); // below the channel's high-water mark
