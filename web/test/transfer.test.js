@@ -96,6 +96,7 @@ const liar = (rule) => (page) => page.addInitScript((r) => {
           m.files[0].size = r.size;
           m.total = r.size;
         }
+        if (m.kind === 'files' && r.paths) m.files.forEach((f, i) => { f.path = r.paths[i] ?? f.path; });
         plain = enc.encode(JSON.stringify(m));
       } else if (aad[0] === 2 && r.file !== undefined) {
         new DataView(plain.buffer).setUint32(0, r.file);
@@ -163,5 +164,52 @@ test('a normal 3 MB file still crosses and is verified on both sides', { timeout
   await a.waitForSelector('body[data-state="done-sent"]', { timeout: 30_000 });
   assert.equal(await b.textContent('#received-sha256'), sha256);
   await a.screenshot({ path: `${artifacts}/three-mb-sender.png`, fullPage: true });
+  await close(a, b);
+});
+
+test('hostile paths from the peer are neutralised: no escape, no device names, no controls, duplicates renamed', { timeout: 90_000 }, async () => {
+  const paths = [
+    '../../../etc/passwd',
+    '/abs/root.txt',
+    'C:\\Windows\\system32\\evil.dll',
+    'dir/CON.txt',
+    'bidi/invoice\u202Egpj.exe',
+    'ctl/a\u0000b\u0007c.txt',
+    'dup.txt',
+    'DUP.TXT',
+    `long/${'x'.repeat(300)}.bin`,
+    '',
+  ];
+  const { a, b } = await lyingPages({ paths });
+  await offer(a, b, paths.map((_, i) => ({ name: `f${i}.bin`, mimeType: 'application/octet-stream', buffer: Buffer.from(`file ${i}`) })));
+  await b.waitForSelector('body[data-state="done-received"]', { timeout: 30_000 });
+  const names = await b.evaluate(async () => {
+    const out = [];
+    const walk = async (dir, prefix) => {
+      for await (const [name, h] of dir.entries()) {
+        if (h.kind === 'directory') await walk(h, `${prefix}${name}/`);
+        else out.push(`${prefix}${name}`);
+      }
+    };
+    const root = await (await navigator.storage.getDirectory()).getDirectoryHandle('tallow');
+    for await (const [, t] of root.entries()) await walk(t, '');
+    return out.sort();
+  });
+  const expected = [
+    'file/file/file/etc/passwd',
+    'abs/root.txt',
+    'C_/Windows/system32/evil.dll',
+    'dir/_CON.txt',
+    'bidi/invoice_gpj.exe',
+    'ctl/a_b_c.txt',
+    'dup.txt',
+    'DUP (2).TXT',
+    `long/${'x'.repeat(255)}`, // cut to 255 bytes
+    'file (2)', // '' is `file`, which the first path made a folder
+  ].sort();
+  assert.deepEqual(names, expected);
+  const shown = await b.evaluate(() => document.body.innerText);
+  assert.ok(!/[\u0000-\u0008\u202a-\u202e]/.test(shown), 'nothing invisible or bidirectional on the page');
+  for (const p of [a, b]) assert.deepEqual(p.problems, []);
   await close(a, b);
 });
