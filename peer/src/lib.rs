@@ -7,6 +7,8 @@
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod names;
+pub mod paths;
 pub mod transfer;
 pub mod words;
 
@@ -14,4 +16,5 @@ pub use handshake::{
     check_encapsulation_key, check_hello, mlkem_self_test, HandshakeError, Initiator, Message,
     Randomness, Responder, Session, SUITE,
 };
-pub use transfer::{parse_control, sanitize_name, Action, Control, FramingError, Receiver};
+pub use names::sanitize_name;
+pub use transfer::{parse_control, Action, Control, FramingError, Receiver};
