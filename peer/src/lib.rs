@@ -4,9 +4,11 @@
 //! confirmation, verification words, and AES-256-GCM sealing; and the
 //! data-channel file framing ("The data channel"), in `transfer`.
 
+pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+mod json;
 pub mod names;
 pub mod paths;
 pub mod transfer;
