@@ -11,6 +11,7 @@ pub mod handshake;
 mod json;
 pub mod names;
 pub mod paths;
+pub mod records;
 pub mod transfer;
 pub mod words;
 
