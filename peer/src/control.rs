@@ -54,6 +54,18 @@ pub enum ControlError {
     UnknownType(String),
     #[error("bad data frame: {0}")]
     BadFrame(String),
+    /// A valid message at the wrong time (the state machines).
+    #[error("unexpected: {0}")]
+    Unexpected(String),
+    #[error("data frame out of turn: {0}")]
+    UnexpectedData(String),
+    #[error("more bytes than offered: {0}")]
+    SizeExceeded(String),
+    #[error("fewer bytes than offered: {0}")]
+    SizeShort(String),
+    /// The caller broke the machine's contract.
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 impl ControlError {
@@ -66,6 +78,11 @@ impl ControlError {
             ControlError::BadDigest(_) => "bad_digest",
             ControlError::UnknownType(_) => "unknown_type",
             ControlError::BadFrame(_) => "bad_frame",
+            ControlError::Unexpected(_) => "unexpected",
+            ControlError::UnexpectedData(_) => "unexpected_data",
+            ControlError::SizeExceeded(_) => "size_exceeded",
+            ControlError::SizeShort(_) => "size_short",
+            ControlError::Internal(_) => "internal",
         }
     }
 }

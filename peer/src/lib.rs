@@ -4,15 +4,18 @@
 //! confirmation, verification words, and AES-256-GCM sealing; and the
 //! pieces of a v2 file transfer ("Transfers (v2)"), sans-IO: the sealed
 //! data-channel records (`records`), the transfer messages and data-frame
-//! header (`control`), and offered paths and names made safe (`paths`,
-//! `names`).
+//! header (`control`), offered paths and names made safe (`paths`,
+//! `names`), and the sender's and receiver's machines (`outgoing`,
+//! `incoming`).
 
 pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod incoming;
 mod json;
 pub mod names;
+pub mod outgoing;
 pub mod paths;
 pub mod records;
 pub mod words;
