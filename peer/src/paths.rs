@@ -44,7 +44,8 @@ pub fn fold_name(s: &str) -> String {
 
 /// `name` with ` (n)` before its extension, within 255 UTF-8 bytes: the
 /// stem is cut (between code points, keeping at least one); an extension
-/// alone over the limit numbers the whole name, cut to 200 code points.
+/// alone over the limit numbers the whole name, cut to 200 code points and
+/// to fit with its tag. Different `n` always give different names.
 pub fn numbered(name: &str, n: u64) -> String {
     let (stem, ext) = match name.rfind('.') {
         Some(dot) if dot > 0 => name.split_at(dot),
@@ -60,9 +61,29 @@ pub fn numbered(name: &str, n: u64) -> String {
     }
     let out: String = cut.into_iter().collect::<String>() + &tag + ext;
     if out.len() <= MAX_SANITIZED_BYTES {
-        out
-    } else {
-        sanitize_name(&(name.chars().take(200).collect::<String>() + &tag))
+        return out;
+    }
+    // An extension alone over the limit: number the whole name, cut to 200
+    // code points and to 255 bytes with its tag. The web client cuts after
+    // adding the tag, which can cut the tag off (a name of 200 two-byte
+    // code points): every number then gives the same name, and its
+    // PathAllocator loops for ever on the second file of that name. Here
+    // the tag always stays, so the names differ and placing ends.
+    let close = format!("({n})");
+    let mut limit = MAX_SANITIZED_BYTES;
+    loop {
+        let mut head = String::new();
+        for c in name.chars().take(200) {
+            if head.len() + c.len_utf8() + tag.len() > limit {
+                break;
+            }
+            head.push(c);
+        }
+        let out = sanitize_name(&(head.clone() + &tag));
+        if out.ends_with(&close) || head.is_empty() {
+            return out;
+        }
+        limit -= 1;
     }
 }
 

@@ -153,3 +153,29 @@ fn many_files_of_one_name_are_placed_quickly_and_distinctly() {
     // A later file named like a numbered one is numbered again.
     assert_eq!(a.place("SAME (2).txt").join("/"), "SAME (2) (2).txt");
 }
+
+#[test]
+fn a_name_whose_extension_fills_255_bytes_is_still_numbered_distinctly() {
+    // "a." and 126 two-byte code points: the stem cannot shrink enough, so
+    // the whole name is numbered. The web client's numbered() cuts the tag
+    // off here (every n gives the same name) and its PathAllocator never
+    // returns; the Rust one keeps the tag.
+    for name in [
+        format!("a.{}", "\u{e9}".repeat(126)),
+        format!("a.{}", "\u{1F600}".repeat(63)),
+        format!("aux.{}", "\u{e9}".repeat(125)),
+        format!("x.{}", "y".repeat(253)),
+    ] {
+        assert!(name.len() <= 255);
+        let mut seen = std::collections::HashSet::new();
+        for n in 2..40 {
+            let out = numbered(&name, n);
+            assert!(out.len() <= 255, "{out}");
+            assert!(out.ends_with(&format!("({n})")), "{out}");
+            assert!(seen.insert(out));
+        }
+        let placed = place_all(&[&name, &name, &name]);
+        assert_eq!(placed.len(), 3);
+        assert!(placed[1] != placed[0] && placed[2] != placed[1]);
+    }
+}
