@@ -117,7 +117,7 @@ fi
 fuzz_out="$root/artifacts/fuzz"
 mkdir -p "$fuzz_out"
 for entry in relay/fuzz:stun_parser signaling/fuzz:signal_frame \
-    peer/fuzz:session_messages peer/fuzz:transfer_frames; do
+    peer/fuzz:session_messages peer/fuzz:transfer_messages; do
     dir=${entry%%:*}
     target=${entry##*:}
     step "cargo fuzz run $target (${fuzz_secs}s, $dir)"

@@ -1,5 +1,5 @@
 //! The fuzz entry points (`peer/fuzz`: `cargo fuzz run session_messages`,
-//! `cargo fuzz run transfer_frames`), also replayed over the committed seed
+//! `cargo fuzz run transfer_messages`), also replayed over the committed seed
 //! corpus by `peer/tests/fuzz_corpus.rs` so the ordinary tests run them.
 //!
 //! Both read the input as a little program: a stream of opcodes with their
@@ -7,18 +7,21 @@
 //! file half received) instead of stopping at the first parser. Every
 //! property they check is an `assert!`: a violation is a crash.
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
-use crate::handshake::{check_hello, HandshakeError, Initiator, Message, Randomness, Responder};
-use crate::transfer::{
-    has_reserved_stem, is_replaced_char, parse_control, sanitize_name, Action, FramingError,
-    Receiver, MAX_SANITIZED_BYTES, STALL_TIMEOUT,
+use crate::control::{
+    decode_frame, encode_frame, offer_parts, parse_message, Message as TransferMessage,
+    OfferedFile, HEADER, MAX_FILES, MAX_LIST, MAX_PARTS, MAX_PATH_BYTES, MAX_PAYLOAD, MAX_RANGES,
+    MAX_REASON, MAX_SIZE, PART_BYTES,
 };
+use crate::handshake::{check_hello, HandshakeError, Initiator, Message, Randomness, Responder};
+use crate::names::{has_reserved_stem, is_replaced_char, sanitize_name, MAX_SANITIZED_BYTES};
+use crate::paths::{fold_name, sanitize_path, Allocator, MAX_DEPTH};
+use crate::records::{RecordType, Records, Role};
 
 /// Reads operands from the input; past its end every read gives zeros.
 struct Input<'a> {
@@ -410,7 +413,7 @@ pub fn session_messages(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------
-// transfer_frames
+// transfer_messages
 
 /// The properties every sanitised name has (docs/PROTOCOL.md, "File names").
 pub fn check_sanitized(raw: &str) -> String {
@@ -434,200 +437,267 @@ pub fn check_sanitized(raw: &str) -> String {
     out
 }
 
-/// What the harness knows of the open file, independently of the receiver.
-struct Expect {
-    size: u64,
-    got: u64,
-    hash: Sha256,
+/// A sanitised component satisfies the "File names" invariants (and is
+/// therefore its own sanitisation).
+fn check_component(c: &str, raw: &str) {
+    assert_eq!(check_sanitized(c), c, "component {c:?} of {raw:?}");
 }
 
-struct Harness {
-    rx: Receiver,
-    t0: Instant,
-    now_ms: u64,
-    /// Time of the last frame (the latest, if the clock stepped back).
-    last_ms: Option<u64>,
-    open: Option<Expect>,
-    failed: Option<FramingError>,
+/// sanitize_path: never empty, at most MAX_DEPTH safe components.
+fn check_path(raw: &str) -> Vec<String> {
+    let parts = sanitize_path(raw);
+    assert!(!parts.is_empty() && parts.len() <= MAX_DEPTH, "{raw:?}");
+    for c in &parts {
+        check_component(c, raw);
+    }
+    parts
 }
 
-impl Harness {
-    fn now(&self) -> Instant {
-        self.t0 + Duration::from_millis(self.now_ms)
-    }
-
-    fn stalled(&self) -> bool {
-        match (&self.open, self.last_ms) {
-            (Some(_), Some(t)) => self.now_ms.saturating_sub(t) >= STALL_TIMEOUT.as_millis() as u64,
-            _ => false,
-        }
-    }
-
-    /// The receiver's answer, checked against what the harness expects.
-    fn check(&mut self, result: Result<Action, FramingError>, frame: bool) {
-        if let Some(e) = &self.failed {
-            assert_eq!(
-                result.as_ref().err(),
-                Some(e),
-                "a failed receiver recovered"
-            );
-            return;
-        }
-        let stalled = self.stalled();
-        if frame {
-            self.last_ms = Some(self.last_ms.map_or(self.now_ms, |t| t.max(self.now_ms)));
-        }
-        match result {
-            Err(e) => {
-                if stalled {
-                    assert_eq!(e, FramingError::Stalled);
-                } else {
-                    assert_ne!(e, FramingError::Stalled, "stalled too early");
-                }
-                self.open = None;
-                self.failed = Some(e);
+/// What a parsed message promises: the documented bounds, and that what
+/// `to_json` writes parses back to the same message.
+fn check_message(m: &TransferMessage) {
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    assert!(hex(m.id(), 16));
+    match m {
+        TransferMessage::Files {
+            part,
+            parts,
+            count,
+            total,
+            files,
+            ..
+        } => {
+            assert!(part < parts && u64::from(*parts) <= MAX_PARTS);
+            assert!(*count >= 1 && u64::from(*count) <= MAX_FILES);
+            assert!(*total <= MAX_SIZE);
+            assert!(!files.is_empty() && files.len() <= *count as usize);
+            for f in files {
+                assert!(f.path.len() <= MAX_PATH_BYTES && f.size <= MAX_SIZE);
             }
-            Ok(action) => {
-                assert!(!stalled, "a stalled file went on");
-                match action {
-                    Action::Nothing => {}
-                    Action::Start { name, size } => {
-                        assert!(self.open.is_none(), "a second file opened");
-                        check_sanitized(&name);
-                        self.open = Some(Expect {
-                            size,
-                            got: 0,
-                            hash: Sha256::new(),
-                        });
-                    }
-                    Action::Write(b) => {
-                        let open = self.open.as_mut().expect("bytes with no file open");
-                        open.got += b.len() as u64;
-                        assert!(open.got <= open.size, "more bytes than announced");
-                        open.hash.update(b);
-                    }
-                    Action::End {
-                        expected,
-                        actual,
-                        ok,
-                    } => {
-                        let open = self.open.take().expect("end with no file open");
-                        assert_eq!(open.got, open.size, "ended short");
-                        assert_eq!(actual, hex::encode(open.hash.finalize()));
-                        assert_eq!(ok, expected == actual);
-                    }
-                    Action::Cancelled { file_open, .. } => {
-                        assert_eq!(file_open, self.open.take().is_some());
-                    }
+        }
+        TransferMessage::Cancel { reason, .. } => assert!(reason.chars().count() <= MAX_REASON),
+        TransferMessage::Hashes {
+            file,
+            first,
+            sha256,
+            ..
+        } => {
+            assert!(u64::from(*file) < MAX_FILES && *first <= MAX_SIZE);
+            assert!(!sha256.is_empty() && sha256.len() <= MAX_LIST);
+            assert!(sha256.iter().all(|d| hex(d, 64)));
+        }
+        TransferMessage::Sent { file, sha256, .. } | TransferMessage::Got { file, sha256, .. } => {
+            assert!(u64::from(*file) < MAX_FILES && hex(sha256, 64));
+        }
+        TransferMessage::Want { file, blocks, .. } => {
+            assert!(u64::from(*file) < MAX_FILES);
+            assert!(!blocks.is_empty() && blocks.len() <= MAX_LIST);
+            assert!(blocks.iter().all(|b| *b <= MAX_SIZE));
+        }
+        TransferMessage::Resume { files, .. } => {
+            assert!(files.len() <= MAX_RANGES);
+            for h in files {
+                assert!(u64::from(h.file) < MAX_FILES && h.have.len() <= MAX_RANGES);
+                let mut end: Option<u64> = None;
+                for [a, b] in &h.have {
+                    assert!(a < b && *b <= MAX_SIZE && end.is_none_or(|e| *a > e));
+                    end = Some(*b);
                 }
             }
         }
-        assert_eq!(self.rx.file_open(), self.open.is_some());
-        assert_eq!(self.rx.received_bytes(), self.open.as_ref().map(|o| o.got));
+        TransferMessage::Accept { .. } | TransferMessage::Decline { .. } => {}
+    }
+    assert_eq!(parse_message(m.to_json().as_bytes()).as_ref(), Ok(m));
+}
+
+/// Any bytes as a control record's plaintext: never a panic; what parses
+/// keeps its promises.
+fn check_record_text(bytes: &[u8]) {
+    if let Ok(m) = parse_message(bytes) {
+        check_message(&m);
     }
 }
 
-/// Arbitrary text and binary frames and clock steps into a `Receiver`,
-/// checked against an independent account of the transfer; and every name
-/// through `sanitize_name`.
-pub fn transfer_frames(data: &[u8]) {
+/// Any bytes as a data frame: what decodes is within bounds and encodes
+/// back to the same bytes.
+fn check_frame(bytes: &[u8]) {
+    if let Ok(f) = decode_frame(bytes) {
+        assert!(!f.data.is_empty() && f.data.len() <= MAX_PAYLOAD);
+        assert!(f.offset <= MAX_SIZE);
+        assert_eq!(encode_frame(f.file, f.offset, f.data), bytes);
+    } else {
+        assert!(
+            bytes.len() <= HEADER
+                || bytes.len() > HEADER + MAX_PAYLOAD
+                || bytes[4..HEADER] > MAX_SIZE.to_be_bytes()[..]
+        );
+    }
+}
+
+/// A whole offer placed: every component safe, no two files on one path,
+/// no file where a directory is (all compared as the file systems do).
+fn check_offer(paths: &[String]) {
+    let mut alloc = Allocator::new();
+    let mut files = HashSet::new();
+    let mut dirs = HashSet::new();
+    for raw in paths {
+        let placed = alloc.place(raw);
+        assert!(!placed.is_empty() && placed.len() <= MAX_DEPTH);
+        assert_eq!(placed.len(), sanitize_path(raw).len());
+        for c in &placed {
+            check_component(c, raw);
+        }
+        for i in 1..placed.len() {
+            dirs.insert(fold_name(&placed[..i].join("/")));
+        }
+        assert!(
+            files.insert(fold_name(&placed.join("/"))),
+            "{placed:?} placed twice"
+        );
+    }
+    for d in &dirs {
+        assert!(!files.contains(d), "a file and a directory at {d:?}");
+    }
+}
+
+/// Honest messages of every kind, for the fuzzer to splice into.
+const HONEST: [&str; 9] = [
+    r#"{"kind":"files","id":"00112233445566aa","part":0,"parts":1,"count":2,"total":7,"files":[{"path":"dir/a.txt","size":3},{"path":"b","size":4}]}"#,
+    r#"{"kind":"accept","id":"00112233445566aa"}"#,
+    r#"{"kind":"decline","id":"00112233445566aa"}"#,
+    r#"{"kind":"cancel","id":"00112233445566aa","reason":"stopped"}"#,
+    r#"{"kind":"hashes","id":"00112233445566aa","file":0,"first":0,"sha256":["e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"]}"#,
+    r#"{"kind":"sent","id":"00112233445566aa","file":1,"sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}"#,
+    r#"{"kind":"want","id":"00112233445566aa","file":0,"blocks":[0,5]}"#,
+    r#"{"kind":"resume","id":"00112233445566aa","files":[{"file":0,"have":[[0,3],[5,6]]}]}"#,
+    r#"{"kind":"got","id":"00112233445566aa","file":0,"ok":true,"sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}"#,
+];
+
+/// Hostile control records, data frames, offered paths and offers, and
+/// records: parsing never panics; what is accepted keeps the promises of
+/// docs/PROTOCOL.md ("Transfers (v2)", "Paths", "File names"); only the
+/// next record in order, unaltered, opens.
+pub fn transfer_messages(data: &[u8]) {
+    check_record_text(data);
+    check_frame(data);
     if let Ok(text) = std::str::from_utf8(data) {
-        check_sanitized(text);
-        let _ = parse_control(text);
+        check_path(text);
     }
     let mut input = Input { data };
-    let mut h = Harness {
-        rx: Receiver::new(),
-        t0: Instant::now(),
-        now_ms: 0,
-        last_ms: None,
-        open: None,
-        failed: None,
-    };
     let mut steps = 0;
-    while !input.done() && steps < 256 {
+    let dk = [0x42u8; 32];
+    let mut tx = Records::new(&dk, Role::A);
+    let mut rx = Records::new(&dk, Role::B);
+    while !input.done() && steps < 64 {
         steps += 1;
-        let now = h.now();
-        match input.u8() % 10 {
-            0 => {
-                // Any text frame; when it parses, the receiver's error (if
-                // any) is the parser's.
-                let text = String::from_utf8_lossy(input.long_chunk()).into_owned();
-                let parsed = parse_control(&text);
-                let was_ok = h.failed.is_none() && !h.stalled();
-                let r = h.rx.on_text(&text, now);
-                if was_ok {
-                    if let Err(pe) = &parsed {
-                        assert_eq!(r.as_ref().err(), Some(pe));
-                    }
-                }
-                h.check(r, true);
-            }
+        match input.u8() % 8 {
+            0 => check_record_text(input.long_chunk()),
             1 => {
-                // A well-formed `file` with an arbitrary name and a small
-                // (or any) size.
-                let name = input.text();
-                check_sanitized(&name);
-                let size = match input.u8() % 3 {
-                    0 => input.u16() as u64,
-                    1 => input.u8() as u64,
-                    _ => input.u64(),
-                };
-                let text = serde_json::json!({"t": "file", "name": name, "size": size}).to_string();
-                let r = h.rx.on_text(&text, now);
-                h.check(r, true);
+                // An honest message with a span replaced by fuzzer bytes.
+                let honest = HONEST[input.u8() as usize % HONEST.len()].as_bytes();
+                let at = input.u8() as usize % (honest.len() + 1);
+                let cut = (at + input.u8() as usize % 8).min(honest.len());
+                let mut text = honest[..at].to_vec();
+                text.extend_from_slice(input.chunk());
+                text.extend_from_slice(&honest[cut..]);
+                check_record_text(&text);
             }
-            2 | 3 => {
-                let bytes = input.chunk();
-                let r = h.rx.on_binary(bytes, now);
-                h.check(r, true);
+            2 => {
+                // A frame: a header from the input, a payload of any length
+                // around the bounds.
+                let mut frame = input.chunk().to_vec();
+                frame.resize(HEADER, 0);
+                let len = match input.u8() % 3 {
+                    0 => input.u8() as usize,
+                    1 => MAX_PAYLOAD - 2 + input.u8() as usize % 4,
+                    _ => input.u16() as usize,
+                };
+                frame.resize(HEADER + len, 0);
+                check_frame(&frame);
+            }
+            3 => {
+                check_path(&input.text());
             }
             4 => {
-                // A large binary frame (up to 65536 + 4096 bytes).
-                let len = input.u16() as usize + (input.u8() as usize % 17) * 256;
-                let fill = input.u8();
-                let bytes = vec![fill; len];
-                let r = h.rx.on_binary(&bytes, now);
-                h.check(r, true);
+                // An offer: paths separated by '\n', placed in order.
+                let text = String::from_utf8_lossy(input.long_chunk()).into_owned();
+                let paths: Vec<String> = text.split('\n').map(str::to_owned).collect();
+                check_offer(&paths);
             }
             5 => {
-                // `end` with the right digest (as the harness computed it),
-                // or a wrong one.
-                let digest = match (&h.open, input.u8() % 4) {
-                    (Some(o), 0..=2) => hex::encode(o.hash.clone().finalize()),
-                    _ => hex::encode(input.chunk()),
-                };
-                let text = format!(r#"{{"t":"end","sha256":"{digest}"}}"#);
-                let r = h.rx.on_text(&text, now);
-                h.check(r, true);
-            }
-            6 => {
-                let reason = input.text();
-                let text = serde_json::json!({"t": "cancel", "reason": reason}).to_string();
-                let r = h.rx.on_text(&text, now);
-                h.check(r, true);
-            }
-            7 => {
-                // The clock: forward a little, a lot, or back.
-                match input.u8() % 4 {
-                    0 => h.now_ms = h.now_ms.saturating_add(input.u16() as u64),
-                    1 => h.now_ms = h.now_ms.saturating_add(29_990 + input.u8() as u64 % 20),
-                    2 => h.now_ms = h.now_ms.saturating_sub(input.u16() as u64),
-                    _ => {
-                        h.now_ms = h
-                            .now_ms
-                            .saturating_add(input.u64() % (1 << 40))
-                            .min(1 << 40)
+                // offer_parts pages an offer so that it parses back whole.
+                let n = input.u8() as usize % 40 + 1;
+                let files: Vec<OfferedFile> = (0..n)
+                    .map(|_| OfferedFile {
+                        path: input.text().repeat(input.u8() as usize % 8 + 1),
+                        size: match input.u8() % 3 {
+                            0 => input.u8() as u64,
+                            1 => MAX_SIZE - input.u8() as u64,
+                            _ => input.u64(),
+                        },
+                    })
+                    .collect();
+                // offer_parts, like the web client's offerParts, does not
+                // check the 4096-byte path limit: a longer path is offered,
+                // and the receiver refuses the part (bad_name).
+                let long = files.iter().any(|f| f.path.len() > MAX_PATH_BYTES);
+                if let Ok(parts) = offer_parts("00112233445566aa", &files) {
+                    let mut back = Vec::new();
+                    for (i, p) in parts.iter().enumerate() {
+                        let text = p.to_json();
+                        assert!(text.len() < PART_BYTES, "{} bytes", text.len());
+                        if long {
+                            let r = parse_message(text.as_bytes());
+                            assert!(r.is_ok() || r.is_err_and(|e| e.kind() == "bad_name"));
+                            continue;
+                        }
+                        let Ok(TransferMessage::Files {
+                            part, files: some, ..
+                        }) = parse_message(text.as_bytes())
+                        else {
+                            panic!("an offer part that does not parse: {text}");
+                        };
+                        assert_eq!(part as usize, i);
+                        back.extend(some);
                     }
+                    if !long {
+                        assert_eq!(back, files);
+                    }
+                } else {
+                    let total = files.iter().try_fold(0u64, |t, f| t.checked_add(f.size));
+                    assert!(total.is_none_or(|t| t > MAX_SIZE));
                 }
             }
-            8 => {
-                let r = h.rx.poll_timeout(now).map(|()| Action::Nothing);
-                h.check(r, false);
+            6 => {
+                // A record sealed, then delivered as is or altered: only the
+                // unaltered one opens, and after a refusal nothing does.
+                let ty = if input.u8() & 1 == 0 {
+                    RecordType::Control
+                } else {
+                    RecordType::Data
+                };
+                let plain = input.chunk().to_vec();
+                let mut record = tx.seal(ty, &plain).expect("seal");
+                let flip = input.u8() as usize;
+                let broken = rx.opened() != tx.sealed() - 1;
+                let altered = matches!(flip % 3, 0);
+                if altered {
+                    let i = flip % record.len();
+                    record[i] ^= input.u8() | 1;
+                }
+                let r = rx.open(&record);
+                if altered || broken {
+                    assert!(r.is_err());
+                } else {
+                    assert_eq!(r, Ok((ty, plain)));
+                }
             }
             _ => {
-                let name = input.text();
-                check_sanitized(&name);
+                let _ = rx.open(input.chunk());
             }
         }
     }

@@ -32,6 +32,10 @@ fn session_messages_corpus_replays() {
 }
 
 #[test]
-fn transfer_frames_corpus_replays() {
-    replay("transfer_frames", 1, tallow_peer::fuzzing::transfer_frames);
+fn transfer_messages_corpus_replays() {
+    replay(
+        "transfer_messages",
+        1,
+        tallow_peer::fuzzing::transfer_messages,
+    );
 }
