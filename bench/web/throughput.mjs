@@ -41,7 +41,7 @@ async function ceiling(browser, server, relay) {
   await a.goto(`${server.base}/`);
   await b.goto(`${server.base}/`);
   // The same ICE servers the app gets: TURN credentials from a real session.
-  const ice = await iceServers(server);
+  const ice = await iceServers(a, b);
   const setup = ([servers, forceRelay]) => {
     window.pc = new RTCPeerConnection({ iceServers: servers, iceTransportPolicy: forceRelay ? 'relay' : 'all' });
     window.cands = [];
@@ -83,25 +83,24 @@ async function ceiling(browser, server, relay) {
   return SIZE / 1e6 / s;
 }
 
-/** TURN credentials as a paired client gets them. */
-async function iceServers(server) {
-  const url = new URL('/signal', server.base);
-  url.protocol = 'ws:';
-  const open = () => new Promise((resolve) => {
-    const ws = new WebSocket(url);
-    const q = [];
-    let wake;
-    ws.onmessage = (m) => { q.push(JSON.parse(m.data)); wake?.(); };
-    ws.onopen = () => resolve({ ws, next: async (t) => { for (;;) { const i = q.findIndex((m) => m.type === t); if (i >= 0) return q.splice(i, 1)[0]; await new Promise((r) => { wake = r; }); } } });
+/** TURN credentials as a paired client gets them (asked from two pages:
+ * Node 20 has no WebSocket). */
+async function iceServers(a, b) {
+  const open = (page) => page.evaluate(() => {
+    const ws = new WebSocket(new URL('/signal', location.href.replace(/^http/, 'ws')));
+    window.sig = { ws, q: [] };
+    ws.onmessage = (m) => window.sig.q.push(JSON.parse(m.data));
+    return new Promise((r) => { ws.onopen = r; });
   });
-  const a = await open();
-  a.ws.send(JSON.stringify({ type: 'create' }));
-  const created = await a.next('created');
-  const b = await open();
-  b.ws.send(JSON.stringify({ type: 'join', nameplate: created.nameplate }));
-  const paired = await a.next('paired');
-  a.ws.close();
-  b.ws.close();
+  const next = (page, type) => page.waitForFunction((t) => window.sig.q.find((m) => m.type === t), type).then((h) => h.jsonValue());
+  await open(a);
+  await open(b);
+  await a.evaluate(() => window.sig.ws.send(JSON.stringify({ type: 'create' })));
+  const created = await next(a, 'created');
+  await b.evaluate((n) => window.sig.ws.send(JSON.stringify({ type: 'join', nameplate: n })), created.nameplate);
+  const paired = await next(a, 'paired');
+  await a.evaluate(() => window.sig.ws.close());
+  await b.evaluate(() => window.sig.ws.close());
   return paired.ice_servers;
 }
 
