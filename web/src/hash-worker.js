@@ -18,5 +18,7 @@ self.onmessage = ({ data: { id, op, bytes } }) => {
     self.postMessage({ id, hex: hex(h.digest()) });
   } else if (op === 'drop') {
     hashers.delete(id);
+  } else if (op === 'ping') {
+    self.postMessage({ id, hex: 'pong' });
   }
 };

@@ -1,6 +1,9 @@
 // Incremental SHA-256 hashers for whole files, run in ./hash-worker.js
 // (bundled to dist/hash-worker.js); in the page itself where a worker
-// cannot start. digest() resolves to the hex digest.
+// cannot start. digest() resolves to the hex digest. The worker is started
+// and checked at load (prepareHashing), while the server that serves its
+// script is surely reachable: a worker that fails later would take the
+// bytes already hashed with it.
 import { sha256 } from '@noble/hashes/sha2.js';
 
 const hex = (u8) => Array.from(u8, (b) => b.toString(16).padStart(2, '0')).join('');
@@ -8,19 +11,37 @@ let worker = null;
 let nextId = 0;
 const waiting = new Map();
 
-function startWorker() {
-  if (worker !== null) return worker;
+/** Starts the worker and waits for it to answer (at most 5 s); without
+ * one, hashing happens in the page. */
+export async function prepareHashing() {
+  if (worker !== null) return;
+  let w;
   try {
-    worker = new Worker(new URL('./hash-worker.js', import.meta.url), { type: 'module' });
-    worker.onmessage = ({ data: { id, hex: digest } }) => {
-      waiting.get(id)?.(digest);
-      waiting.delete(id);
-    };
+    w = new Worker(new URL('./hash-worker.js', import.meta.url), { type: 'module' });
   } catch {
     worker = false;
+    return;
   }
-  return worker;
+  w.onmessage = ({ data: { id, hex: digest } }) => {
+    waiting.get(id)?.(digest);
+    waiting.delete(id);
+  };
+  const id = nextId++;
+  const ok = await Promise.race([
+    new Promise((resolve) => { waiting.set(id, () => resolve(true)); w.postMessage({ id, op: 'ping' }); }),
+    new Promise((resolve) => { w.onerror = () => resolve(false); }),
+    new Promise((resolve) => { setTimeout(() => resolve(false), 5000); }),
+  ]);
+  waiting.delete(id);
+  if (ok) {
+    worker = w;
+  } else {
+    w.terminate();
+    worker = false;
+  }
 }
+
+const startWorker = () => worker;
 
 /** A hasher: update(bytes) in order (the bytes are copied), digest() -> Promise<hex>. */
 export function createHasher() {

@@ -28,9 +28,11 @@ class FileState {
   constructor(size) {
     this.size = size;
     this.blocks = blocksOf(size);
-    this.theirs = new Array(this.blocks); // sender's block digests (hex)
-    this.ours = new Array(this.blocks); // our digests of what landed (hex)
-    this.verified = new Uint8Array(this.blocks);
+    // Sparse, filled as blocks arrive: an offer of huge files costs nothing
+    // until its bytes do.
+    this.theirs = new Map(); // block -> the sender's digest (hex)
+    this.ours = new Map(); // block -> our digest of what landed, until verified
+    this.verified = new Set();
     this.nVerified = 0;
     this.held = new Map(); // block -> data, until the whole-file hash takes it
     this.hashedTo = 0; // blocks fed to the whole-file hash
@@ -165,8 +167,8 @@ export class Incoming {
     m.sha256.forEach((d, k) => {
       const b = m.first + k;
       // A digest once given stays: a sender that changes it is lying.
-      if (f.theirs[b] !== undefined && f.theirs[b] !== d) bad('malformed', `block ${b} of file ${m.file} was given two digests`);
-      f.theirs[b] = d;
+      if (f.theirs.has(b) && f.theirs.get(b) !== d) bad('malformed', `block ${b} of file ${m.file} was given two digests`);
+      f.theirs.set(b, d);
       out.push(...this.check(m.file, b));
     });
     return out;
@@ -187,8 +189,11 @@ export class Incoming {
     if (f.sent !== null && f.sent !== m.sha256) bad('malformed', `file ${m.file} was given two digests`);
     // Every digest of a file goes out before its `sent`, on the same
     // ordered channel: a block without one was never going to come.
-    const missing = f.theirs.findIndex((d) => d === undefined);
-    if (missing >= 0 || f.theirs.length !== f.blocks) bad('size_short', `the sender finished file ${m.file + 1} after ${Math.min(f.size, Math.max(missing, 0) * BLOCK)} of the ${f.size} bytes it announced`);
+    if (f.theirs.size < f.blocks) {
+      let missing = 0;
+      while (f.theirs.has(missing)) missing += 1;
+      bad('size_short', `the sender finished file ${m.file + 1} after ${Math.min(f.size, missing * BLOCK)} of the ${f.size} bytes it announced`);
+    }
     f.sent = m.sha256;
     return this.finishFile(m.file);
   }
@@ -204,7 +209,7 @@ export class Incoming {
     const b = Math.floor(offset / BLOCK);
     const start = b * BLOCK;
     if (offset + data.length > start + f.blockLength(b)) bad('bad_frame', 'a data frame crosses a block boundary');
-    if (f.done || f.verified[b]) return []; // resent after a resume: we have it
+    if (f.done || f.verified.has(b)) return []; // resent after a resume: we have it
     if (offset === start) {
       f.current = { block: b, buf: new Uint8Array(f.blockLength(b)), filled: 0 };
     } else if (!f.current || f.current.block !== b || start + f.current.filled !== offset) {
@@ -222,24 +227,25 @@ export class Incoming {
   blockDigest(file, block, digest, data) {
     if (this.state !== 'receiving') return [];
     const f = this.file(file);
-    if (f.verified[block]) return [];
-    if (f.ours[block] === undefined) f.landed += f.blockLength(block);
-    f.ours[block] = digest;
+    if (f.verified.has(block)) return [];
+    if (!f.ours.has(block)) f.landed += f.blockLength(block);
+    f.ours.set(block, digest);
     if (data && f.held.size < HELD && block >= f.hashedTo) f.held.set(block, data);
     return this.check(file, block);
   }
 
   check(file, b) {
     const f = this.files[file];
-    if (f.ours[b] === undefined || f.theirs[b] === undefined || f.verified[b]) return [];
-    if (f.ours[b] !== f.theirs[b]) {
+    if (!f.ours.has(b) || !f.theirs.has(b) || f.verified.has(b)) return [];
+    if (f.ours.get(b) !== f.theirs.get(b)) {
       // Caught at once: only this block comes again.
-      f.ours[b] = undefined;
+      f.ours.delete(b);
       f.landed -= f.blockLength(b);
       f.held.delete(b);
       return [{ t: 'send', msg: { kind: 'want', id: this.id, file, blocks: [b] } }];
     }
-    f.verified[b] = 1;
+    f.verified.add(b);
+    f.ours.delete(b);
     f.nVerified += 1;
     this.feedHash(file);
     return this.finishFile(file);
@@ -252,7 +258,7 @@ export class Incoming {
       h = this.createHasher();
       this.hashers.set(file, h);
     }
-    while (f.readBackFrom === null && f.hashedTo < f.blocks && f.verified[f.hashedTo]) {
+    while (f.readBackFrom === null && f.hashedTo < f.blocks && f.verified.has(f.hashedTo)) {
       const data = f.held.get(f.hashedTo);
       if (!data) {
         f.readBackFrom = f.hashedTo * BLOCK; // the rest comes from the sink
@@ -340,11 +346,13 @@ export class Incoming {
       f.current = null;
       if (f.done || files.length >= MAX_RANGES) return;
       const have = [];
-      for (let b = 0; b < f.blocks && have.length < MAX_RANGES; b++) {
-        if (f.ours[b] === undefined && !f.verified[b]) continue;
+      const held = [...f.verified, ...f.ours.keys()].sort((x, y) => x - y);
+      for (const b of held) {
         const last = have[have.length - 1];
+        if (last && last[1] >= b + 1) continue;
         if (last && last[1] === b) last[1] = b + 1;
-        else have.push([b, b + 1]);
+        else if (have.length < MAX_RANGES) have.push([b, b + 1]);
+        else break;
       }
       if (have.length > 0) files.push({ file: i, have });
     });

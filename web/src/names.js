@@ -1,5 +1,5 @@
 // Peer-supplied text made safe to show and to save as. The rules of
-// sanitizeName are shared with the Rust peer (peer/src/transfer.rs): keep
+// sanitizeName are shared with the Rust peer (peer/src/names.rs): keep
 // them in this order. Pure; tested in test/names.test.js.
 
 // Controls, the Arabic letter mark, zero-width and bidirectional marks,

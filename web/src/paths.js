@@ -26,16 +26,29 @@ export function sanitizePath(raw) {
  * Unicode normalisation ignored (NTFS, APFS and HFS+ do). */
 export const foldName = (s) => s.normalize('NFC').toLowerCase();
 
-/** `name` with ` (n)` before its extension, within 255 UTF-8 bytes. */
+/** `name` with ` (n)` before its extension, within 255 UTF-8 bytes. The
+ * tag always stays, so different numbers give different names (the same
+ * rule as peer/src/paths.rs). */
 export function numbered(name, n) {
   const dot = name.lastIndexOf('.');
   const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
   const tag = ` (${n})`;
-  let cut = Array.from(stem);
+  const cut = Array.from(stem);
   while (cut.length > 1 && utf8Len(cut.join('') + tag + ext) > 255) cut.pop();
   const out = cut.join('') + tag + ext;
-  // An extension alone over the limit: number the whole name, cut.
-  return utf8Len(out) <= 255 ? out : sanitizeName(Array.from(name).slice(0, 200).join('') + tag);
+  if (utf8Len(out) <= 255) return out;
+  // The extension alone leaves no room: number the whole name, cut to 200
+  // code points and so that the tag fits after sanitising.
+  const close = `(${n})`;
+  for (let limit = 255; ; limit--) {
+    let head = '';
+    for (const c of Array.from(name).slice(0, 200)) {
+      if (utf8Len(head + c + tag) > limit) break;
+      head += c;
+    }
+    const named = sanitizeName(head + tag);
+    if (named.endsWith(close) || head === '') return named;
+  }
 }
 
 /**
@@ -50,6 +63,19 @@ export class PathAllocator {
     this.files = new Set(); // folded full paths of the files placed
     this.dirs = new Map(); // folded (chosen parent + offered name) -> chosen name
     this.chosen = new Set(); // folded full paths of the directories made
+    this.next = new Map(); // folded parent + name -> the next number to try
+  }
+
+  /** The first free `numbered(name, n)` under `out`, n from where the last
+   * search for this name stopped (so many files of one name stay linear). */
+  free(out, name, taken) {
+    if (!taken(name)) return name;
+    const memo = foldName([...out, name].join('/'));
+    let n = this.next.get(memo) ?? 2;
+    let candidate = numbered(name, n);
+    while (taken(candidate)) candidate = numbered(name, ++n);
+    this.next.set(memo, n + 1);
+    return candidate;
   }
 
   /** Safe, distinct components for the next file of the offer. */
@@ -62,16 +88,13 @@ export class PathAllocator {
       const offered = key(dir);
       let name = this.dirs.get(offered);
       if (name === undefined) {
-        name = dir;
-        for (let n = 2; !free(name); n++) name = numbered(dir, n);
+        name = this.free(out, dir, (nm) => !free(nm));
         this.dirs.set(offered, name);
         this.chosen.add(key(name));
       }
       out.push(name);
     }
-    const last = parts[parts.length - 1];
-    let name = last;
-    for (let n = 2; !free(name); n++) name = numbered(last, n);
+    const name = this.free(out, parts[parts.length - 1], (nm) => !free(nm));
     out.push(name);
     this.files.add(foldName(out.join('/')));
     return out;

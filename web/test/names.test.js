@@ -1,5 +1,5 @@
 // File-name sanitising (web/src/names.js): the same rules as the Rust peer
-// (peer/src/transfer.rs), in the order the spec gives them.
+// (peer/src/names.rs), in the order the spec gives them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { neutral, sanitizeName } from '../src/names.js';

@@ -57,3 +57,23 @@ test('the shared vectors', () => {
     assert.deepEqual(v.paths.map((p) => a.place(p).join('/')), v.placed, JSON.stringify(v.paths));
   }
 });
+
+test('numbering always keeps its tag, so a name whose extension fills 255 bytes can still be placed twice', { timeout: 5000 }, () => {
+  const name = `a.${'é'.repeat(126)}`; // 254 bytes, the extension 253 of them
+  const two = numbered(name, 2);
+  const three = numbered(name, 3);
+  assert.notEqual(two, three);
+  assert.ok(two.endsWith('(2)') && three.endsWith('(3)'), `${two} / ${three}`);
+  for (const n of [two, three]) assert.ok(utf8(n) <= 255);
+  const a = new PathAllocator();
+  const placed = [name, name, name].map((p) => a.place(p).join('/'));
+  assert.equal(new Set(placed).size, 3, 'three distinct names, and placing ends');
+});
+
+test('a thousand files of one name are placed in linear time', { timeout: 10_000 }, () => {
+  const a = new PathAllocator();
+  const t0 = performance.now();
+  for (let i = 0; i < 20_000; i++) a.place('same.txt');
+  assert.equal(a.place('same.txt').join('/'), 'same (20001).txt');
+  assert.ok(performance.now() - t0 < 5000, 'not quadratic');
+});

@@ -269,3 +269,17 @@ test('a break loses messages either way, and the transfer still completes exactl
     assert.equal(w.inc.offer.count, 1000);
   }
 });
+
+test('an offer of huge files costs nothing before their bytes arrive', { timeout: 5000 }, () => {
+  const files = Array.from({ length: 1000 }, (_, i) => ({ path: `f${i}`, size: 2 ** 43 }));
+  const out = new Outgoing('0123456789abcdef', files);
+  const inc = new Incoming();
+  let offer;
+  for (const p of out.offer()) for (const a of inc.onMessage(JSON.parse(JSON.stringify(p)))) if (a.t === 'offer') offer = a.offer;
+  assert.equal(offer.total, 1000 * 2 ** 43);
+  inc.accept();
+  assert.deepEqual(inc.resume()[0].msg.files, []);
+  const single = new Incoming();
+  const [one] = new Outgoing('0123456789abcdef', [{ path: 'max', size: Number.MAX_SAFE_INTEGER }]).offer();
+  assert.equal(single.onMessage(one)[0].offer.files[0].size, Number.MAX_SAFE_INTEGER);
+});
