@@ -586,6 +586,7 @@ function onSenderEvent(sender, event, detail) {
       $('cancel').hidden = true;
       sessionStorage.removeItem('tallow-active');
       if (detail.by === 'peer') stopped(detail.why.startsWith('your peer declined') ? 'Your peer declined the files.' : `${capital(neutral(detail.why))}.`, detail.why.startsWith('your peer declined') ? 'declined' : 'cancelled');
+      else if (detail.why.startsWith('stalled: ')) stopped(`The transfer stopped: ${detail.why.slice(9)}.`, 'stalled');
       else stopped(`You cancelled: ${detail.why}.`, 'cancelled');
       $('send').hidden = false;
       break;

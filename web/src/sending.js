@@ -11,13 +11,17 @@ import { Outgoing } from './outgoing.js';
 
 const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
 const FLUSH_MS = 200;
+// How long a working channel may go without a word from the receiver or
+// a byte drained before we give up on it (the receiver has the same limit
+// for the sender's data).
+export const STALL_MS = 30_000;
 
 export class Sender {
   /**
    * files: [{ file: File, path }]; on(event, detail) reports 'accepted',
    * 'progress', 'confirmed', 'done', 'stopped'.
    */
-  constructor(id, files, { on }) {
+  constructor(id, files, { on, stallMs = STALL_MS }) {
     this.blobs = files.map((f) => f.file);
     this.machine = new Outgoing(id, files.map((f) => ({ path: f.path, size: f.file.size })));
     this.on = on;
@@ -28,6 +32,9 @@ export class Sender {
     this.bytesSent = 0; // every payload byte put on a channel, resends included
     this.firstBytes = 0; // bytes of blocks sent for the first time (progress)
     this.flushTimer = null;
+    this.stallMs = stallMs;
+    this.lastActivity = Date.now();
+    this.lastBuffered = -1;
   }
 
   get id() { return this.machine.id; }
@@ -38,6 +45,7 @@ export class Sender {
   setLink(link) {
     const first = this.link === null;
     this.link = link;
+    this.lastActivity = Date.now();
     if (first) {
       for (const m of this.machine.offer()) link.control(m);
       return;
@@ -47,6 +55,7 @@ export class Sender {
   }
 
   onMessage(m) {
+    this.lastActivity = Date.now();
     this.act(this.machine.onMessage(m));
     if (m.kind === 'resume') this.waitingResume = false;
     this.kick();
@@ -61,7 +70,8 @@ export class Sender {
       switch (a.t) {
         case 'send': this.link?.control(a.msg); break;
         case 'accepted':
-          this.flushTimer = setInterval(() => this.act(this.machine.flushHashes()), FLUSH_MS);
+          this.lastActivity = Date.now();
+          this.flushTimer = setInterval(() => { this.act(this.machine.flushHashes()); this.watch(); }, FLUSH_MS);
           this.on('accepted');
           break;
         case 'fileConfirmed': this.on('confirmed', a); break;
@@ -69,6 +79,25 @@ export class Sender {
         case 'stopped': this.finish(); this.on('stopped', a); break;
         default: break;
       }
+    }
+  }
+
+  /**
+   * Everything went out (or a new link waits for the receiver's `resume`)
+   * and the receiver says nothing: a page that hung, or a peer that never
+   * confirms, would hold this one forever. A channel still draining is not
+   * silence; no link at all is the reconnect's business, with its own limit.
+   */
+  watch() {
+    const now = Date.now();
+    const buffered = this.link?.channel?.bufferedAmount ?? 0;
+    if (buffered !== this.lastBuffered || this.pumping) {
+      this.lastBuffered = buffered;
+      this.lastActivity = now;
+    }
+    if (!this.link?.open || !(this.machine.drained() || this.waitingResume)) return;
+    if (now - this.lastActivity > this.stallMs) {
+      this.cancel(`stalled: the receiver said nothing for ${this.stallMs / 1000} s`);
     }
   }
 
@@ -80,9 +109,16 @@ export class Sender {
   kick() {
     if (this.pumping || this.waitingResume || this.machine.state !== 'sending') return;
     this.pumping = true;
+    const link = this.link;
     this.pump().catch((e) => {
-      // A channel that closed mid-block: the reconnect will resume.
-      if (this.link?.open && !e.linkClosed) this.cancel(`could not send: ${e.message}`);
+      if (link.open && !e.linkClosed) {
+        this.cancel(`could not send: ${e.message}`);
+        return;
+      }
+      // The channel closed mid-block: nothing more goes until the next
+      // link's `resume` says where to start (a block taken from the
+      // machine and not sent is sent then).
+      if (this.link === link) this.waitingResume = true;
     }).finally(() => {
       this.pumping = false;
       // Something may have arrived meanwhile (a want, a resume).
