@@ -521,6 +521,19 @@ function markFile(list, i, text, cls) {
   li.append(span);
 }
 
+/** The file in flight: its line in the list and the line under the bar,
+ * with its share, and its time left at the transfer's current rate. */
+let lastFile = null;
+function fileProgress(list, i, count, name, done, size, rate) {
+  const pct = size > 0 ? Math.floor((done / size) * 100) : 100;
+  const key = `${i}:${pct}`;
+  if (key === lastFile) return;
+  lastFile = key;
+  const left = done < size && rate > 0 ? ` · ${Math.ceil((size - done) / rate)} s left` : '';
+  if (list.children[i]?.dataset.status !== 'done') markFile(list, i, `${pct}%`, 'active');
+  $('file-progress').textContent = `File ${i + 1} of ${count}: ${name} · ${pct}% (${bytes(done)} of ${bytes(size)})${left}`;
+}
+
 let lastAnnounced = -1;
 function announce(prefix, done, total) {
   const pct = total > 0 ? Math.floor((done / total) * 10) * 10 : 100;
@@ -537,6 +550,8 @@ async function offerFiles(entries) {
   state.outgoing = sender;
   sessionStorage.setItem('tallow-active', '1');
   lastAnnounced = -1;
+  lastFile = null;
+  $('file-progress').textContent = '';
   $('send').hidden = true;
   $('transfer').hidden = false;
   $('cancel').hidden = false;
@@ -561,6 +576,8 @@ function onSenderEvent(sender, event, detail) {
     case 'progress': {
       const done = Math.min(sender.total, sender.firstBytes);
       state.txProgress.update(done);
+      const f = sender.machine.files[detail.file];
+      fileProgress($('files'), detail.file, sender.machine.files.length, neutral(f.path, 120), Math.min(f.size, sender.fileBytes[detail.file]), f.size, state.txProgress.rate);
       announce('Sent', done, sender.total);
       document.body.dataset.sentBytes = String(sender.bytesSent);
       break;
@@ -641,6 +658,8 @@ function onReceiverEvent(r, event, detail) {
     case 'progress': {
       const p = r.machine.progress();
       state.rxProgress?.update(p.done);
+      const f = r.machine.files[detail.file];
+      if (f) fileProgress($('files'), detail.file, p.count, r.offer.files[detail.file].parts.join('/'), f.done ? f.size : f.landed, f.size, state.rxProgress?.rate ?? 0);
       announce('Received', p.done, p.total);
       break;
     }
@@ -698,6 +717,8 @@ async function acceptOffer() {
   }
   sessionStorage.setItem('tallow-active', '1');
   lastAnnounced = -1;
+  lastFile = null;
+  $('file-progress').textContent = '';
   $('offer').hidden = true;
   $('send').hidden = true;
   $('transfer').hidden = false;

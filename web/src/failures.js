@@ -58,6 +58,7 @@ export function peerStopped(reason, { sealed }) {
     case 'bad_name':
     case 'bad_digest':
     case 'unexpected':
+    case 'unexpected_data':
     case 'unknown_type':
       return `Your peer stopped the session: what it received broke the transfer protocol (${reason}). Start again with a new code.`;
     case 'local':

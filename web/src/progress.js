@@ -19,6 +19,7 @@ export class Progress {
     this.started = performance.now();
     this.samples = [[this.started, 0]];
     this.lastReport = 0;
+    this.rate = 0;
   }
 
   update(done, force = false) {
@@ -30,6 +31,7 @@ export class Progress {
     const [t0, d0] = this.samples[0];
     const rate = now > t0 ? ((done - d0) * 1000) / (now - t0) : 0;
     const left = rate > 0 ? (this.total - done) / rate : Infinity;
+    this.rate = rate;
     this.report({ done, total: this.total, rate, secondsLeft: left });
   }
 }

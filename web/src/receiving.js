@@ -111,7 +111,7 @@ export class Receiver {
           this.later(async () => {
             const d = hex(await crypto.subtle.digest('SHA-256', data));
             this.run(() => this.machine.blockDigest(file, block, d, data));
-            this.on('progress');
+            this.on('progress', { file });
           });
           break;
         }

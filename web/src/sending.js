@@ -31,6 +31,7 @@ export class Sender {
     this.hashers = files.map(() => null);
     this.bytesSent = 0; // every payload byte put on a channel, resends included
     this.firstBytes = 0; // bytes of blocks sent for the first time (progress)
+    this.fileBytes = files.map(() => 0); // the same, per file
     this.flushTimer = null;
     this.stallMs = stallMs;
     this.lastActivity = Date.now();
@@ -159,8 +160,11 @@ export class Sender {
         this.bytesSent += chunk.length;
       }
       await Promise.all(sent); // sealed and handed to the channel
-      if (b.first) this.firstBytes += b.length;
-      this.on('progress');
+      if (b.first) {
+        this.firstBytes += b.length;
+        this.fileBytes[b.file] += b.length;
+      }
+      this.on('progress', { file: b.file });
       b = next;
     }
     this.act(this.machine.flushHashes());

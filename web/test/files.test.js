@@ -72,6 +72,14 @@ test('a folder of 200 files in nested directories arrives with every path and SH
   await b.waitForSelector('#accept:not([disabled])');
   assert.match(await b.textContent('#offer-text'), /Your peer offers 200 files, /);
   await b.screenshot({ path: `${artifacts}/offer-folder.png`, fullPage: true });
+  // Per-file progress: every line the page shows under the bar.
+  const watch = () => {
+    window.fileLines = [];
+    new MutationObserver(() => window.fileLines.push(document.getElementById('file-progress').textContent))
+      .observe(document.getElementById('file-progress'), { childList: true, characterData: true, subtree: true });
+  };
+  await a.evaluate(watch);
+  await b.evaluate(watch);
   await b.click('#accept');
   await b.waitForSelector('body[data-state="done-received"]', { timeout: 150_000 });
   await a.waitForSelector('body[data-state="done-sent"]', { timeout: 30_000 });
@@ -79,6 +87,11 @@ test('a folder of 200 files in nested directories arrives with every path and SH
   assert.equal(await b.locator('#files li[data-status="done"]').count(), 200);
   assert.equal(await a.locator('#files li[data-status="done"]').count(), 200);
   assert.equal(await b.locator('#saves a').count(), 200, 'a Save link per file');
+  for (const [p, who] of [[a, 'sender'], [b, 'receiver']]) {
+    const lines = await p.evaluate(() => window.fileLines);
+    const files = new Set(lines.map((l) => l.match(/^File (\d+) of 200: project\/\S+ · (\d+)% \(/)?.[1]).filter(Boolean));
+    assert.ok(files.size > 100, `the ${who} showed per-file progress for ${files.size} files: ${lines.slice(0, 3).join(' | ')}`);
+  }
   await b.screenshot({ path: `${artifacts}/folder-received.png`, fullPage: true });
   for (const p of [a, b]) assert.deepEqual(p.problems, []);
   await close(a, b);
