@@ -1,0 +1,81 @@
+// A lying peer against the transfer machines (web/src/incoming.js,
+// web/src/outgoing.js), with the shell's disk and hash work queued as
+// receiving.js queues it: a block's digest is known only after the frames
+// that follow it were taken.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { BLOCK, encodeFrame, decodeFrame, offerParts } from '../src/control.js';
+import { Incoming } from '../src/incoming.js';
+import { Outgoing } from '../src/outgoing.js';
+
+const sha = (u8) => createHash('sha256').update(u8).digest('hex');
+const ID = '0123456789abcdef';
+
+/** A receiver whose shell queues writes and digests (as receiving.js). */
+function receiver(sizes) {
+  const inc = new Incoming();
+  const disk = sizes.map((n) => new Uint8Array(n));
+  const queue = [];
+  const sent = [];
+  const done = [];
+  const act = (actions) => {
+    for (const a of actions) {
+      switch (a.t) {
+        case 'send': sent.push(a.msg); break;
+        case 'write': queue.push(() => disk[a.file].set(a.data, a.offset)); break;
+        case 'digest': queue.push(() => act(inc.blockDigest(a.file, a.block, sha(a.data), a.data))); break;
+        case 'readBack': queue.push(() => { inc.readBack(a.file, disk[a.file].subarray(a.from)); act(inc.readBackDone(a.file)); }); break;
+        case 'fileDone': done.push(a); break;
+        default: break;
+      }
+    }
+  };
+  for (const m of offerParts(ID, sizes.map((size, i) => ({ path: `f${i}`, size })))) act(inc.onMessage(m));
+  act(inc.accept());
+  const drain = () => { while (queue.length) queue.shift()(); };
+  const frame = (file, offset, data) => act(inc.onData(decodeFrame(encodeFrame(file, offset, data))));
+  return { inc, disk, sent, done, act, drain, frame };
+}
+
+test('a block sent again while its first copy is being hashed cannot replace the verified bytes on disk', () => {
+  const good = new Uint8Array(1000).fill(0x41);
+  const evil = new Uint8Array(1000).fill(0x45);
+  const r = receiver([1000]);
+  r.act(r.inc.onMessage({ kind: 'hashes', id: ID, file: 0, first: 0, sha256: [sha(good)] }));
+  r.act(r.inc.onMessage({ kind: 'sent', id: ID, file: 0, sha256: sha(good) }));
+  r.frame(0, 0, good); // lands; its digest is queued
+  r.frame(0, 0, evil); // the same block again, before the digest is known
+  r.drain();
+  const ok = r.done.find((d) => d.ok);
+  assert.ok(ok, 'the file was verified');
+  // What the page shows as verified must be what is on disk.
+  assert.equal(sha(r.disk[0]), ok.sha256, 'the file on disk is not the file whose SHA-256 was shown as verified');
+});
+
+test('a block sent again after it landed and was hashed, before the sender gave its digest, leaves disk and digest in step', () => {
+  const size = 3 * BLOCK;
+  const blocks = [0, 1, 2].map((k) => new Uint8Array(BLOCK).fill(0x30 + k));
+  const whole = createHash('sha256');
+  blocks.forEach((b) => whole.update(b));
+  const r = receiver([size]);
+  r.frame(0, 0, blocks[0].subarray(0, 65536));
+  for (let o = 65536; o < BLOCK; o += 65536) r.frame(0, o, blocks[0].subarray(o, o + 65536));
+  r.drain(); // written and hashed; the sender's digest is still to come
+  const evil = new Uint8Array(BLOCK).fill(0x66);
+  for (let o = 0; o < BLOCK; o += 65536) r.frame(0, o, evil.subarray(o, o + 65536));
+  for (const k of [1, 2]) for (let o = 0; o < BLOCK; o += 65536) r.frame(0, k * BLOCK + o, blocks[k].subarray(o, o + 65536));
+  r.act(r.inc.onMessage({ kind: 'hashes', id: ID, file: 0, first: 0, sha256: blocks.map(sha) }));
+  r.act(r.inc.onMessage({ kind: 'sent', id: ID, file: 0, sha256: whole.digest('hex') }));
+  r.drain();
+  for (const d of r.done) assert.equal(sha(r.disk[0]), d.sha256, 'a file reported with a SHA-256 its disk copy does not have');
+});
+
+test('a receiver that claims in `resume` to hold blocks never sent is refused as unexpected, not reported as our own failure', () => {
+  const out = new Outgoing(ID, [{ path: 'a', size: 8 * BLOCK }]);
+  out.onMessage({ kind: 'accept', id: ID });
+  const b = out.next();
+  out.digested(b.file, b.block, sha(new Uint8Array(1)));
+  // Only block 0 went out; the peer says it holds blocks 0..8.
+  assert.throws(() => out.onMessage({ kind: 'resume', id: ID, files: [{ file: 0, have: [[0, 8]] }] }), (e) => e.kind === 'unexpected');
+});
