@@ -99,6 +99,8 @@ struct FileState {
     blocks: u64,
     theirs: BTreeMap<u64, String>,
     ours: BTreeMap<u64, String>,
+    /// Blocks written whose digest the caller is computing.
+    landing: BTreeSet<u64>,
     verified: BTreeSet<u64>,
     held: HashMap<u64, Arc<[u8]>>,
     hashed_to: u64,
@@ -118,6 +120,7 @@ impl FileState {
             blocks: blocks_of(size),
             theirs: BTreeMap::new(),
             ours: BTreeMap::new(),
+            landing: BTreeSet::new(),
             verified: BTreeSet::new(),
             held: HashMap::new(),
             hashed_to: 0,
@@ -557,8 +560,12 @@ impl Incoming {
                 "a data frame crosses a block boundary".into(),
             ));
         }
-        if f.done || f.verified.contains(&b) {
-            return Ok(Vec::new()); // resent after a resume: we have it
+        // Resent after a resume: we have it. A block that landed stays as
+        // it landed until its digest is compared (a mismatch asks for it
+        // again): taking another copy meanwhile would put on disk bytes
+        // other than those verified.
+        if f.done || f.verified.contains(&b) || f.landing.contains(&b) || f.ours.contains_key(&b) {
+            return Ok(Vec::new());
         }
         if offset == start {
             f.current = Some(Current {
@@ -588,6 +595,7 @@ impl Incoming {
             return Ok(Vec::new());
         };
         let data: Arc<[u8]> = c.buf.into();
+        f.landing.insert(b);
         Ok(vec![
             InAction::Write {
                 file: frame.file,
@@ -622,6 +630,7 @@ impl Incoming {
                 f.blocks
             )));
         }
+        f.landing.remove(&block);
         if f.verified.contains(&block) {
             return Ok(Vec::new());
         }
@@ -789,7 +798,13 @@ impl Incoming {
                 continue;
             }
             let mut have: Vec<[u64; 2]> = Vec::new();
-            let held: BTreeSet<u64> = f.ours.keys().chain(f.verified.iter()).copied().collect();
+            let held: BTreeSet<u64> = f
+                .ours
+                .keys()
+                .chain(f.verified.iter())
+                .chain(f.landing.iter())
+                .copied()
+                .collect();
             // As the web client: the scan stops once MAX_RANGES ranges
             // exist, even where the next block would extend the last one.
             for b in held {

@@ -312,6 +312,13 @@ impl Outgoing {
                         "resume of blocks past the file's end",
                     ));
                 }
+                // Only what we already sent can be held.
+                if b > self.hashed[i] {
+                    return Err(ControlError::Unexpected(format!(
+                        "resume of blocks up to {b} of file {i} when {} were sent",
+                        self.hashed[i]
+                    )));
+                }
                 ranges.push([a, b]);
             }
             // A file listed twice: the last list counts, as in the web client.

@@ -32,6 +32,7 @@ class FileState {
     // until its bytes do.
     this.theirs = new Map(); // block -> the sender's digest (hex)
     this.ours = new Map(); // block -> our digest of what landed, until verified
+    this.landing = new Set(); // blocks written whose digest the shell is computing
     this.verified = new Set();
     this.nVerified = 0;
     this.held = new Map(); // block -> data, until the whole-file hash takes it
@@ -209,7 +210,11 @@ export class Incoming {
     const b = Math.floor(offset / BLOCK);
     const start = b * BLOCK;
     if (offset + data.length > start + f.blockLength(b)) bad('bad_frame', 'a data frame crosses a block boundary');
-    if (f.done || f.verified.has(b)) return []; // resent after a resume: we have it
+    // Resent after a resume: we have it. A block that landed stays as it
+    // landed until its digest is compared (a mismatch asks for it again):
+    // taking another copy meanwhile would put on disk bytes other than
+    // those verified.
+    if (f.done || f.verified.has(b) || f.landing.has(b) || f.ours.has(b)) return [];
     if (offset === start) {
       f.current = { block: b, buf: new Uint8Array(f.blockLength(b)), filled: 0 };
     } else if (!f.current || f.current.block !== b || start + f.current.filled !== offset) {
@@ -220,6 +225,7 @@ export class Incoming {
     c.filled += data.length;
     if (c.filled < c.buf.length) return [];
     f.current = null;
+    f.landing.add(b);
     return [{ t: 'write', file, offset: start, data: c.buf }, { t: 'digest', file, block: b, data: c.buf }];
   }
 
@@ -227,6 +233,7 @@ export class Incoming {
   blockDigest(file, block, digest, data) {
     if (this.state !== 'receiving') return [];
     const f = this.file(file);
+    f.landing.delete(block);
     if (f.verified.has(block)) return [];
     if (!f.ours.has(block)) f.landed += f.blockLength(block);
     f.ours.set(block, digest);
@@ -346,7 +353,7 @@ export class Incoming {
       f.current = null;
       if (f.done || files.length >= MAX_RANGES) return;
       const have = [];
-      const held = [...f.verified, ...f.ours.keys()].sort((x, y) => x - y);
+      const held = [...f.verified, ...f.ours.keys(), ...f.landing].sort((x, y) => x - y);
       for (const b of held) {
         const last = have[have.length - 1];
         if (last && last[1] >= b + 1) continue;

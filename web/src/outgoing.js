@@ -80,6 +80,8 @@ export class Outgoing {
           const set = new Set();
           for (const [a, b] of have) {
             if (b > f.blocks) bad('malformed', `resume of blocks up to ${b} of a file of ${f.blocks}`);
+            // Only what we already sent can be held.
+            if (b > this.hashed[file]) bad('unexpected', `resume of blocks up to ${b} of file ${file} when ${this.hashed[file]} were sent`);
             for (let k = a; k < b; k++) set.add(k);
           }
           this.skip.set(file, set);
