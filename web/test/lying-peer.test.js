@@ -79,3 +79,49 @@ test('a receiver that claims in `resume` to hold blocks never sent is refused as
   // Only block 0 went out; the peer says it holds blocks 0..8.
   assert.throws(() => out.onMessage({ kind: 'resume', id: ID, files: [{ file: 0, have: [[0, 8]] }] }), (e) => e.kind === 'unexpected');
 });
+
+// --- memory a peer controls ------------------------------------------------------
+import v8 from 'node:v8';
+import vm from 'node:vm';
+
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc');
+const heap = () => { gc(); gc(); return process.memoryUsage().heapUsed; };
+const MiB = 1024 * 1024;
+
+test('digests a sender announces for blocks it never sends do not grow the receiving page without bound', () => {
+  const inc = new Incoming();
+  const size = Number.MAX_SAFE_INTEGER; // "8 PiB": the user accepted it
+  for (const m of offerParts(ID, [{ path: 'huge', size }])) inc.onMessage(m);
+  inc.accept();
+  const before = heap();
+  const digest = (n) => n.toString(16).padStart(64, '0');
+  let refused = null;
+  for (let first = 0; first < 1 << 20 && !refused; first += 256) {
+    try {
+      inc.onMessage({ kind: 'hashes', id: ID, file: 0, first, sha256: Array.from({ length: 256 }, (_, k) => digest(first + k)) });
+    } catch (e) { refused = e; }
+  }
+  const grown = (heap() - before) / MiB;
+  assert.ok(grown < 16, `a million digests of blocks never sent (64 MiB of messages) held ${grown.toFixed(0)} MiB of the page's memory`);
+  // Kept alive through the measurement.
+  assert.equal(inc.files.length, 1);
+});
+
+test('receiving a terabyte verifies its blocks on bounded memory (no per-block digest or mark kept)', () => {
+  const inc = new Incoming();
+  const blocks = 1 << 20; // 1 TiB
+  for (const m of offerParts(ID, [{ path: 'disk.img', size: blocks * BLOCK }])) inc.onMessage(m);
+  inc.accept();
+  const digest = (n) => n.toString(16).padStart(64, '0');
+  const before = heap();
+  // As the shell: the sender's digests a little ahead of the data, our
+  // digest of each block as it lands (not held: read back at the end).
+  for (let first = 0; first < blocks; first += 64) {
+    inc.onMessage({ kind: 'hashes', id: ID, file: 0, first, sha256: Array.from({ length: 64 }, (_, k) => digest(first + k)) });
+    for (let b = first; b < first + 64; b++) inc.blockDigest(0, b, digest(b));
+  }
+  const grown = (heap() - before) / MiB;
+  assert.equal(inc.state, 'receiving');
+  assert.ok(grown < 16, `a terabyte's blocks held ${grown.toFixed(0)} MiB of the page's memory once verified`);
+});
