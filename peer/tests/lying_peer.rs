@@ -198,3 +198,34 @@ fn a_resume_claiming_blocks_never_sent_is_unexpected() {
         .unwrap_err();
     assert!(matches!(e, ControlError::Unexpected(_)), "{e:?}");
 }
+
+#[test]
+fn a_block_wanted_many_times_goes_again_once() {
+    let mut out = Outgoing::new(
+        ID,
+        &[OfferedFile {
+            path: "a".into(),
+            size: 2 * BLOCK,
+        }],
+    );
+    out.on_message(&Message::Accept { id: ID.into() }).unwrap();
+    let b = out.next_block().unwrap();
+    out.digested(b.file, b.block, &sha(&[1])).unwrap();
+    for _ in 0..1000 {
+        out.on_message(&Message::Want {
+            id: ID.into(),
+            file: 0,
+            blocks: vec![0; 256],
+        })
+        .unwrap();
+    }
+    let mut sent = Vec::new();
+    while let Some(n) = out.next_block() {
+        sent.push(n.block);
+    }
+    assert_eq!(
+        sent,
+        vec![0, 1],
+        "256 000 copies of block 0 wanted in 1000 messages: it goes again once"
+    );
+}

@@ -125,3 +125,14 @@ test('receiving a terabyte verifies its blocks on bounded memory (no per-block d
   assert.equal(inc.state, 'receiving');
   assert.ok(grown < 16, `a terabyte's blocks held ${grown.toFixed(0)} MiB of the page's memory once verified`);
 });
+
+test('a receiver that wants one block many times gets it once, and the sender\'s queue stays bounded', () => {
+  const out = new Outgoing(ID, [{ path: 'a', size: 2 * BLOCK }]);
+  out.onMessage({ kind: 'accept', id: ID });
+  const b = out.next();
+  out.digested(b.file, b.block, sha(new Uint8Array(1)));
+  for (let k = 0; k < 1000; k++) out.onMessage({ kind: 'want', id: ID, file: 0, blocks: Array(256).fill(0) });
+  const sent = [];
+  for (let n = out.next(); n; n = out.next()) sent.push(n.block);
+  assert.deepEqual(sent, [0, 1], '256 000 copies of block 0 wanted in 1000 messages: it goes again once');
+});
