@@ -7,8 +7,10 @@
 //! verified or landed blocks waiting for the whole-file hash; beyond that
 //! the hash reads those blocks back from where they were written
 //! (`ReadBack`). Per-block bookkeeping is sparse, so an offer of huge files
-//! costs nothing until their blocks arrive (the web client allocates an
-//! array per file up front). Sans-IO; no message or frame makes it panic.
+//! costs nothing until their blocks arrive. The sender's digests are kept
+//! only until their block is verified, at most [`AHEAD`] of them in all;
+//! verified blocks are counted, not listed, while they come in order.
+//! Sans-IO; no message or frame makes it panic.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,6 +24,10 @@ use crate::paths::Allocator;
 
 /// Most verified blocks held in memory for the whole-file hash, per file.
 pub const HELD: usize = 16;
+
+/// Most digests of blocks not yet verified the sender may have given (an
+/// honest one announces a block just before its frames).
+pub const AHEAD: usize = 4096;
 
 /// A file of the offer, its path made safe and distinct.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +105,12 @@ struct FileState {
     blocks: u64,
     theirs: BTreeMap<u64, String>,
     ours: BTreeMap<u64, String>,
-    verified: BTreeSet<u64>,
+    /// Blocks written whose digest the caller is computing.
+    landing: BTreeSet<u64>,
+    /// Blocks below it are all verified.
+    verified_to: u64,
+    /// Verified blocks past `verified_to`.
+    verified_above: BTreeSet<u64>,
     held: HashMap<u64, Arc<[u8]>>,
     hashed_to: u64,
     read_back_from: Option<u64>,
@@ -118,7 +129,9 @@ impl FileState {
             blocks: blocks_of(size),
             theirs: BTreeMap::new(),
             ours: BTreeMap::new(),
-            verified: BTreeSet::new(),
+            landing: BTreeSet::new(),
+            verified_to: 0,
+            verified_above: BTreeSet::new(),
             held: HashMap::new(),
             hashed_to: 0,
             read_back_from: None,
@@ -128,6 +141,25 @@ impl FileState {
             done: false,
             sha256: String::new(),
             landed: 0,
+        }
+    }
+
+    fn is_verified(&self, b: u64) -> bool {
+        b < self.verified_to || self.verified_above.contains(&b)
+    }
+
+    fn n_verified(&self) -> u64 {
+        self.verified_to + self.verified_above.len() as u64
+    }
+
+    fn mark_verified(&mut self, b: u64) {
+        if b != self.verified_to {
+            self.verified_above.insert(b);
+            return;
+        }
+        self.verified_to += 1;
+        while self.verified_above.remove(&self.verified_to) {
+            self.verified_to += 1;
         }
     }
 
@@ -157,6 +189,8 @@ pub struct Incoming {
     files: Vec<FileState>,
     hashers: HashMap<u32, Sha256>,
     done_files: usize,
+    /// Digests given for blocks not yet verified, all files.
+    ahead: usize,
     stopped_by: Option<By>,
     final_word: Option<Message>,
 }
@@ -182,6 +216,7 @@ impl Incoming {
             files: Vec::new(),
             hashers: HashMap::new(),
             done_files: 0,
+            ahead: 0,
             stopped_by: None,
             final_word: None,
         }
@@ -468,11 +503,26 @@ impl Incoming {
         for (k, d) in sha256.iter().enumerate() {
             let b = first + k as u64;
             let f = &mut self.files[i];
-            // A digest once given stays: a sender that changes it is lying.
-            if f.theirs.get(&b).is_some_and(|t| t != d) {
-                return Err(ControlError::Malformed("a block was given two digests"));
+            // Given again after a break: a verified block needs it no more.
+            if f.is_verified(b) {
+                continue;
             }
-            f.theirs.insert(b, d.clone());
+            // A digest once given stays: a sender that changes it is lying.
+            match f.theirs.get(&b) {
+                Some(t) if t != d => {
+                    return Err(ControlError::Malformed("a block was given two digests"));
+                }
+                Some(_) => {}
+                None => {
+                    if self.ahead >= AHEAD {
+                        return Err(ControlError::Unexpected(format!(
+                            "digests of more than {AHEAD} blocks that have not arrived"
+                        )));
+                    }
+                    f.theirs.insert(b, d.clone());
+                    self.ahead += 1;
+                }
+            }
             out.extend(self.check(i, b));
         }
         Ok(out)
@@ -517,7 +567,7 @@ impl Incoming {
         }
         // Every digest of a file goes out before its `sent`, on the same
         // ordered channel: a block without one was never going to come.
-        if f.theirs.len() as u64 != f.blocks {
+        if f.n_verified() + f.theirs.len() as u64 != f.blocks {
             return Err(ControlError::SizeShort(format!(
                 "the sender finished file {} before announcing all its blocks",
                 i + 1
@@ -557,8 +607,12 @@ impl Incoming {
                 "a data frame crosses a block boundary".into(),
             ));
         }
-        if f.done || f.verified.contains(&b) {
-            return Ok(Vec::new()); // resent after a resume: we have it
+        // Resent after a resume: we have it. A block that landed stays as
+        // it landed until its digest is compared (a mismatch asks for it
+        // again): taking another copy meanwhile would put on disk bytes
+        // other than those verified.
+        if f.done || f.is_verified(b) || f.landing.contains(&b) || f.ours.contains_key(&b) {
+            return Ok(Vec::new());
         }
         if offset == start {
             f.current = Some(Current {
@@ -588,6 +642,7 @@ impl Incoming {
             return Ok(Vec::new());
         };
         let data: Arc<[u8]> = c.buf.into();
+        f.landing.insert(b);
         Ok(vec![
             InAction::Write {
                 file: frame.file,
@@ -622,7 +677,8 @@ impl Incoming {
                 f.blocks
             )));
         }
-        if f.verified.contains(&block) {
+        f.landing.remove(&block);
+        if f.is_verified(block) {
             return Ok(Vec::new());
         }
         if !f.ours.contains_key(&block) {
@@ -642,7 +698,7 @@ impl Incoming {
         let (Some(ours), Some(theirs)) = (f.ours.get(&b), f.theirs.get(&b)) else {
             return Vec::new();
         };
-        if f.verified.contains(&b) {
+        if f.is_verified(b) {
             return Vec::new();
         }
         if ours != theirs {
@@ -656,7 +712,10 @@ impl Incoming {
                 blocks: vec![b],
             })];
         }
-        f.verified.insert(b);
+        f.mark_verified(b);
+        f.ours.remove(&b);
+        f.theirs.remove(&b);
+        self.ahead -= 1;
         self.feed_hash(i);
         self.finish_file(i)
     }
@@ -664,10 +723,7 @@ impl Incoming {
     fn feed_hash(&mut self, i: usize) {
         let f = &mut self.files[i];
         let h = self.hashers.entry(i as u32).or_default();
-        while f.read_back_from.is_none()
-            && f.hashed_to < f.blocks
-            && f.verified.contains(&f.hashed_to)
-        {
+        while f.read_back_from.is_none() && f.hashed_to < f.blocks && f.is_verified(f.hashed_to) {
             let Some(data) = f.held.remove(&f.hashed_to) else {
                 f.read_back_from = Some(f.hashed_to * BLOCK); // the rest comes from the sink
                 break;
@@ -679,7 +735,7 @@ impl Incoming {
 
     fn finish_file(&mut self, i: usize) -> Vec<InAction> {
         let f = &mut self.files[i];
-        if f.done || f.sent.is_none() || (f.verified.len() as u64) < f.blocks {
+        if f.done || f.sent.is_none() || f.n_verified() < f.blocks {
             return Vec::new();
         }
         if let Some(from) = f.read_back_from {
@@ -789,16 +845,29 @@ impl Incoming {
                 continue;
             }
             let mut have: Vec<[u64; 2]> = Vec::new();
-            let held: BTreeSet<u64> = f.ours.keys().chain(f.verified.iter()).copied().collect();
-            // As the web client: the scan stops once MAX_RANGES ranges
-            // exist, even where the next block would extend the last one.
+            if f.verified_to > 0 {
+                have.push([0, f.verified_to]);
+            }
+            let held: BTreeSet<u64> = f
+                .ours
+                .keys()
+                .chain(f.verified_above.iter())
+                .chain(f.landing.iter())
+                .copied()
+                .collect();
+            // As the web client: a block extends the last range; once
+            // MAX_RANGES ranges exist, the first that would start another
+            // ends the scan.
             for b in held {
-                if b >= f.blocks || have.len() >= MAX_RANGES {
+                if b >= f.blocks {
                     break;
                 }
+                let n = have.len();
                 match have.last_mut() {
+                    Some(last) if last[1] > b => {}
                     Some(last) if last[1] == b => last[1] = b + 1,
-                    _ => have.push([b, b + 1]),
+                    _ if n < MAX_RANGES => have.push([b, b + 1]),
+                    _ => break,
                 }
             }
             if !have.is_empty() {

@@ -10,7 +10,7 @@
 //! batched), then the file's whole digest (`sent`), which the caller
 //! computes on the first, in-order read. Sans-IO; no message makes it panic.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use crate::control::{blocks_of, offer_parts, ControlError, Message, OfferedFile, BLOCK, MAX_LIST};
 
@@ -86,6 +86,8 @@ pub struct Outgoing {
     announced: Vec<bool>,
     announce_from: usize,
     wanted: VecDeque<(usize, u64)>,
+    /// The blocks in `wanted`: a block is queued once.
+    wanting: HashSet<(usize, u64)>,
     /// Per file, the block ranges the receiver holds (after a resume).
     skip: Vec<Vec<[u64; 2]>>,
     got_count: usize,
@@ -119,6 +121,7 @@ impl Outgoing {
             announced: vec![false; n],
             announce_from: 0,
             wanted: VecDeque::new(),
+            wanting: HashSet::new(),
             skip: vec![Vec::new(); n],
             got_count: 0,
             total: files.iter().fold(0u64, |t, f| t.saturating_add(f.size)),
@@ -242,7 +245,9 @@ impl Outgoing {
                             "want of block {b} before it was sent"
                         )));
                     }
-                    self.wanted.push_back((i, b));
+                    if self.wanting.insert((i, b)) {
+                        self.wanted.push_back((i, b));
+                    }
                 }
                 Ok(Vec::new())
             }
@@ -303,6 +308,7 @@ impl Outgoing {
             s.clear();
         }
         self.wanted.clear();
+        self.wanting.clear();
         for h in files {
             let i = self.file(h.file)?;
             let mut ranges = Vec::with_capacity(h.have.len());
@@ -311,6 +317,13 @@ impl Outgoing {
                     return Err(ControlError::Malformed(
                         "resume of blocks past the file's end",
                     ));
+                }
+                // Only what we already sent can be held.
+                if b > self.hashed[i] {
+                    return Err(ControlError::Unexpected(format!(
+                        "resume of blocks up to {b} of file {i} when {} were sent",
+                        self.hashed[i]
+                    )));
                 }
                 ranges.push([a, b]);
             }
@@ -402,6 +415,7 @@ impl Outgoing {
             return None;
         }
         while let Some((file, block)) = self.wanted.pop_front() {
+            self.wanting.remove(&(file, block));
             if self.files[file].got.is_none() {
                 return Some(self.block(file, block));
             }

@@ -13,14 +13,19 @@
 //
 // Memory: one block buffer per file in flight, and at most HELD verified
 // or landed blocks waiting for the whole-file hash; beyond that the hash
-// reads those blocks back from the sink at the end. Pure; tested in
-// test/incoming.test.js.
+// reads those blocks back from the sink at the end. The sender's digests
+// are kept only until their block is verified, at most AHEAD of them in
+// all; verified blocks are counted, not listed, while they come in order.
+// Pure; tested in test/transfer-machines.test.js and test/lying-peer.test.js.
 
 import { sha256 } from '@noble/hashes/sha2.js';
 import { BLOCK, blocksOf, ControlError, MAX_RANGES, parseTransfer } from './control.js';
 import { PathAllocator } from './paths.js';
 
 export const HELD = 16;
+/** Most digests of blocks not yet verified the sender may have given (an
+ * honest one announces a block just before its frames). */
+export const AHEAD = 4096;
 const hex = (u8) => Array.from(u8, (b) => b.toString(16).padStart(2, '0')).join('');
 const bad = (kind, message) => { throw new ControlError(kind, message); };
 
@@ -30,9 +35,11 @@ class FileState {
     this.blocks = blocksOf(size);
     // Sparse, filled as blocks arrive: an offer of huge files costs nothing
     // until its bytes do.
-    this.theirs = new Map(); // block -> the sender's digest (hex)
+    this.theirs = new Map(); // block -> the sender's digest (hex), until verified
     this.ours = new Map(); // block -> our digest of what landed, until verified
-    this.verified = new Set();
+    this.landing = new Set(); // blocks written whose digest the shell is computing
+    this.verifiedTo = 0; // blocks below it are all verified
+    this.verifiedAbove = new Set(); // verified blocks past verifiedTo
     this.nVerified = 0;
     this.held = new Map(); // block -> data, until the whole-file hash takes it
     this.hashedTo = 0; // blocks fed to the whole-file hash
@@ -41,6 +48,20 @@ class FileState {
     this.sent = null; // sender's whole-file digest
     this.done = false;
     this.landed = 0; // bytes of verified or landed blocks, for progress
+  }
+
+  isVerified(b) {
+    return b < this.verifiedTo || this.verifiedAbove.has(b);
+  }
+
+  markVerified(b) {
+    this.nVerified += 1;
+    if (b !== this.verifiedTo) {
+      this.verifiedAbove.add(b);
+      return;
+    }
+    this.verifiedTo += 1;
+    while (this.verifiedAbove.delete(this.verifiedTo)) this.verifiedTo += 1;
   }
 
   blockLength(b) {
@@ -58,6 +79,7 @@ export class Incoming {
     this.files = [];
     this.hashers = new Map();
     this.doneFiles = 0;
+    this.ahead = 0; // digests given for blocks not yet verified, all files
   }
 
   /** A sealed transfer message from the sender (already JSON). */
@@ -166,9 +188,16 @@ export class Incoming {
     const out = [];
     m.sha256.forEach((d, k) => {
       const b = m.first + k;
+      // Given again after a break: a verified block needs it no more.
+      if (f.isVerified(b)) return;
       // A digest once given stays: a sender that changes it is lying.
-      if (f.theirs.has(b) && f.theirs.get(b) !== d) bad('malformed', `block ${b} of file ${m.file} was given two digests`);
-      f.theirs.set(b, d);
+      if (f.theirs.has(b)) {
+        if (f.theirs.get(b) !== d) bad('malformed', `block ${b} of file ${m.file} was given two digests`);
+      } else {
+        if (this.ahead >= AHEAD) bad('unexpected', `digests of more than ${AHEAD} blocks that have not arrived`);
+        f.theirs.set(b, d);
+        this.ahead += 1;
+      }
       out.push(...this.check(m.file, b));
     });
     return out;
@@ -189,9 +218,9 @@ export class Incoming {
     if (f.sent !== null && f.sent !== m.sha256) bad('malformed', `file ${m.file} was given two digests`);
     // Every digest of a file goes out before its `sent`, on the same
     // ordered channel: a block without one was never going to come.
-    if (f.theirs.size < f.blocks) {
+    if (f.nVerified + f.theirs.size < f.blocks) {
       let missing = 0;
-      while (f.theirs.has(missing)) missing += 1;
+      while (f.isVerified(missing) || f.theirs.has(missing)) missing += 1;
       bad('size_short', `the sender finished file ${m.file + 1} after ${Math.min(f.size, missing * BLOCK)} of the ${f.size} bytes it announced`);
     }
     f.sent = m.sha256;
@@ -209,7 +238,11 @@ export class Incoming {
     const b = Math.floor(offset / BLOCK);
     const start = b * BLOCK;
     if (offset + data.length > start + f.blockLength(b)) bad('bad_frame', 'a data frame crosses a block boundary');
-    if (f.done || f.verified.has(b)) return []; // resent after a resume: we have it
+    // Resent after a resume: we have it. A block that landed stays as it
+    // landed until its digest is compared (a mismatch asks for it again):
+    // taking another copy meanwhile would put on disk bytes other than
+    // those verified.
+    if (f.done || f.isVerified(b) || f.landing.has(b) || f.ours.has(b)) return [];
     if (offset === start) {
       f.current = { block: b, buf: new Uint8Array(f.blockLength(b)), filled: 0 };
     } else if (!f.current || f.current.block !== b || start + f.current.filled !== offset) {
@@ -220,6 +253,7 @@ export class Incoming {
     c.filled += data.length;
     if (c.filled < c.buf.length) return [];
     f.current = null;
+    f.landing.add(b);
     return [{ t: 'write', file, offset: start, data: c.buf }, { t: 'digest', file, block: b, data: c.buf }];
   }
 
@@ -227,7 +261,8 @@ export class Incoming {
   blockDigest(file, block, digest, data) {
     if (this.state !== 'receiving') return [];
     const f = this.file(file);
-    if (f.verified.has(block)) return [];
+    f.landing.delete(block);
+    if (f.isVerified(block)) return [];
     if (!f.ours.has(block)) f.landed += f.blockLength(block);
     f.ours.set(block, digest);
     if (data && f.held.size < HELD && block >= f.hashedTo) f.held.set(block, data);
@@ -236,7 +271,7 @@ export class Incoming {
 
   check(file, b) {
     const f = this.files[file];
-    if (!f.ours.has(b) || !f.theirs.has(b) || f.verified.has(b)) return [];
+    if (!f.ours.has(b) || !f.theirs.has(b) || f.isVerified(b)) return [];
     if (f.ours.get(b) !== f.theirs.get(b)) {
       // Caught at once: only this block comes again.
       f.ours.delete(b);
@@ -244,9 +279,10 @@ export class Incoming {
       f.held.delete(b);
       return [{ t: 'send', msg: { kind: 'want', id: this.id, file, blocks: [b] } }];
     }
-    f.verified.add(b);
+    f.markVerified(b);
     f.ours.delete(b);
-    f.nVerified += 1;
+    f.theirs.delete(b);
+    this.ahead -= 1;
     this.feedHash(file);
     return this.finishFile(file);
   }
@@ -258,7 +294,7 @@ export class Incoming {
       h = this.createHasher();
       this.hashers.set(file, h);
     }
-    while (f.readBackFrom === null && f.hashedTo < f.blocks && f.verified.has(f.hashedTo)) {
+    while (f.readBackFrom === null && f.hashedTo < f.blocks && f.isVerified(f.hashedTo)) {
       const data = f.held.get(f.hashedTo);
       if (!data) {
         f.readBackFrom = f.hashedTo * BLOCK; // the rest comes from the sink
@@ -345,8 +381,8 @@ export class Incoming {
     this.files.forEach((f, i) => {
       f.current = null;
       if (f.done || files.length >= MAX_RANGES) return;
-      const have = [];
-      const held = [...f.verified, ...f.ours.keys()].sort((x, y) => x - y);
+      const have = f.verifiedTo > 0 ? [[0, f.verifiedTo]] : [];
+      const held = [...f.verifiedAbove, ...f.ours.keys(), ...f.landing].sort((x, y) => x - y);
       for (const b of held) {
         const last = have[have.length - 1];
         if (last && last[1] >= b + 1) continue;

@@ -29,6 +29,7 @@ export class Outgoing {
     this.announced = this.files.map(() => false); // `sent` went out
     this.announceFrom = 0;
     this.wanted = []; // [file, block] to send again first
+    this.wanting = new Set(); // `${file}/${block}` of each in `wanted`: a block is queued once
     this.skip = new Map(); // file -> Set of blocks the receiver holds (after resume)
     this.gotCount = 0;
     this.total = files.reduce((n, f) => n + f.size, 0);
@@ -65,6 +66,9 @@ export class Outgoing {
           if (b >= f.blocks) bad('malformed', `want of block ${b} of a file of ${f.blocks}`);
           // Only what we already sent can be wanted again.
           if (b >= this.hashed[m.file]) bad('unexpected', `want of block ${b} before it was sent`);
+          const key = `${m.file}/${b}`;
+          if (this.wanting.has(key)) continue;
+          this.wanting.add(key);
           this.wanted.push([m.file, b]);
         }
         return [];
@@ -75,11 +79,14 @@ export class Outgoing {
         if (accepted.length) this.state = 'sending';
         this.skip.clear();
         this.wanted = [];
+        this.wanting.clear();
         for (const { file, have } of m.files) {
           const f = this.file(file);
           const set = new Set();
           for (const [a, b] of have) {
             if (b > f.blocks) bad('malformed', `resume of blocks up to ${b} of a file of ${f.blocks}`);
+            // Only what we already sent can be held.
+            if (b > this.hashed[file]) bad('unexpected', `resume of blocks up to ${b} of file ${file} when ${this.hashed[file]} were sent`);
             for (let k = a; k < b; k++) set.add(k);
           }
           this.skip.set(file, set);
@@ -164,6 +171,7 @@ export class Outgoing {
     if (this.state !== 'sending') return null;
     while (this.wanted.length > 0) {
       const [file, block] = this.wanted.shift();
+      this.wanting.delete(`${file}/${block}`);
       if (this.files[file].got === null) return this.block(file, block);
     }
     for (;;) {
