@@ -14,6 +14,8 @@ export const MAX_LIST = 256; // digests per `hashes`, blocks per `want`
 export const MAX_RANGES = 64; // per file in `resume`
 export const MAX_REASON = 256;
 export const PART_BYTES = 32 * 1024; // the sender keeps each `files` part under this
+export const WINDOW = 16 * 1024 * 1024; // file bytes a sender may be ahead of the receiver's ack
+export const ACK_EVERY = 4 * 1024 * 1024; // the receiver acks each time this many more are finished
 const MAX_SIZE = Number.MAX_SAFE_INTEGER;
 const HEX64 = /^[0-9a-f]{64}$/;
 const ID = /^[0-9a-f]{16}$/;
@@ -107,13 +109,15 @@ export function parseTransfer(m) {
       if (typeof m.ok !== 'boolean') bad('malformed', 'got.ok must be a boolean');
       if (typeof m.sha256 !== 'string' || !HEX64.test(m.sha256)) bad('bad_digest', 'got.sha256 must be 64 lowercase hex digits');
       return { kind, id, file: int(m, 'file', MAX_FILES - 1), ok: m.ok, sha256: m.sha256 };
+    case 'ack':
+      return { kind, id, bytes: int(m, 'bytes') };
     default:
       return bad('unknown_type', `unknown transfer message ${String(kind).slice(0, 32)}`);
   }
 }
 
 /** The kinds parseTransfer takes. */
-export const TRANSFER_KINDS = new Set(['files', 'accept', 'decline', 'cancel', 'hashes', 'sent', 'want', 'resume', 'got']);
+export const TRANSFER_KINDS = new Set(['files', 'accept', 'decline', 'cancel', 'hashes', 'sent', 'want', 'resume', 'got', 'ack']);
 
 /** An offer's `files` messages, each part's JSON under PART_BYTES. */
 export function offerParts(id, files) {

@@ -19,7 +19,7 @@
 // Pure; tested in test/transfer-machines.test.js and test/lying-peer.test.js.
 
 import { sha256 } from '@noble/hashes/sha2.js';
-import { BLOCK, blocksOf, ControlError, MAX_RANGES, parseTransfer } from './control.js';
+import { ACK_EVERY, BLOCK, blocksOf, ControlError, MAX_RANGES, parseTransfer, WINDOW } from './control.js';
 import { PathAllocator } from './paths.js';
 
 export const HELD = 16;
@@ -80,6 +80,11 @@ export class Incoming {
     this.hashers = new Map();
     this.doneFiles = 0;
     this.ahead = 0; // digests given for blocks not yet verified, all files
+    // Flow control, per channel: file bytes of frames received, of those
+    // the shell finished with, and the count our last `ack` carried.
+    this.received = 0;
+    this.finished = 0;
+    this.ackSent = 0;
   }
 
   /** A sealed transfer message from the sender (already JSON). */
@@ -233,6 +238,8 @@ export class Incoming {
       if (this.state === 'stopped' || this.state === 'done') return [];
       bad('unexpected_data', `data in state ${this.state}`);
     }
+    this.received += data.length;
+    if (this.received > this.ackSent + WINDOW) bad('unexpected_data', `the sender went ${this.received - this.ackSent} bytes past our last ack, over the window of ${WINDOW}`);
     const f = this.file(file);
     if (offset + data.length > f.size) bad('size_exceeded', `bytes ${offset}..${offset + data.length} of file ${file} of ${f.size}`);
     const b = Math.floor(offset / BLOCK);
@@ -367,7 +374,19 @@ export class Incoming {
 
   /** A new data channel opened: a cancel or decline of ours goes again;
    * while receiving, `resume` tells the sender what we hold. */
+  /** The shell is finished with a frame of `bytes` file bytes (written
+   * out, or ignored): every ACK_EVERY of them, the sender hears so. */
+  consumed(bytes) {
+    this.finished += bytes;
+    if (this.state !== 'receiving' || this.finished - this.ackSent < ACK_EVERY) return [];
+    this.ackSent = this.finished;
+    return [{ t: 'send', msg: { kind: 'ack', id: this.id, bytes: this.finished } }];
+  }
+
   onChannel() {
+    this.received = 0;
+    this.finished = 0;
+    this.ackSent = 0;
     if (this.state === 'stopped' && this.stoppedBy === 'us' && this.finalWord) return [{ t: 'send', msg: this.finalWord }];
     if (this.state === 'offering') this.parts = [];
     return this.resume();

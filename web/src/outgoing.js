@@ -10,7 +10,7 @@
 // shell computes on the first, in-order read. Pure; tested in
 // test/outgoing.test.js.
 
-import { BLOCK, blocksOf, ControlError, MAX_LIST, offerParts, parseTransfer } from './control.js';
+import { BLOCK, blocksOf, ControlError, MAX_LIST, offerParts, parseTransfer, WINDOW } from './control.js';
 
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 const bad = (kind, message) => { throw new ControlError(kind, message); };
@@ -34,6 +34,11 @@ export class Outgoing {
     this.gotCount = 0;
     this.total = files.reduce((n, f) => n + f.size, 0);
     this.acked = 0; // bytes of files the receiver confirmed
+    // Flow control, per channel: file bytes of blocks started, and the
+    // receiver's last `ack`.
+    this.started = 0;
+    this.windowAcked = 0;
+    this.windowFull = false;
   }
 
   /** The offer's sealed messages. */
@@ -108,6 +113,12 @@ export class Outgoing {
         }
         return [...accepted, ...out, { t: 'resumed' }];
       }
+      case 'ack':
+        this.sending(m.kind);
+        if (m.bytes < this.windowAcked || m.bytes > this.started) bad('unexpected', `ack of ${m.bytes} bytes where ${this.windowAcked}..=${this.started} was possible`);
+        this.windowAcked = m.bytes;
+        this.windowFull = false;
+        return [];
       case 'got': {
         this.sending(m.kind);
         const f = this.file(m.file);
@@ -148,6 +159,9 @@ export class Outgoing {
    * of ours goes again. While sending, the receiver's `resume` leads.
    */
   onChannel() {
+    this.started = 0;
+    this.windowAcked = 0;
+    this.windowFull = false;
     if (this.state === 'offered') return this.offer().map((msg) => ({ t: 'send', msg }));
     if (this.state === 'stopped' && this.stoppedBy === 'us') return [{ t: 'send', msg: { kind: 'cancel', id: this.id, reason: this.stopReason } }];
     return [];
@@ -170,9 +184,16 @@ export class Outgoing {
   next() {
     if (this.state !== 'sending') return null;
     while (this.wanted.length > 0) {
-      const [file, block] = this.wanted.shift();
+      const [file, block] = this.wanted[0];
+      if (this.files[file].got === null) {
+        const b = this.block(file, block);
+        if (!this.fits(b)) return null;
+        this.wanted.shift();
+        this.wanting.delete(`${file}/${block}`);
+        return b;
+      }
+      this.wanted.shift();
       this.wanting.delete(`${file}/${block}`);
-      if (this.files[file].got === null) return this.block(file, block);
     }
     for (;;) {
       const { file, block } = this.cursor;
@@ -183,10 +204,32 @@ export class Outgoing {
         this.cursor = { file: file + 1, block: 0 };
         continue;
       }
+      if (this.skip.get(file)?.has(block)) {
+        this.cursor = { file, block: block + 1 };
+        continue;
+      }
+      const b = this.block(file, block);
+      if (!this.fits(b)) return null;
       this.cursor = { file, block: block + 1 };
-      if (this.skip.get(file)?.has(block)) continue;
-      return this.block(file, block);
+      return b;
     }
+  }
+
+  /** Whether block `b` fits in the window the receiver granted on this
+   * channel; if so it counts as started. */
+  fits(b) {
+    if (this.started + b.length > this.windowAcked + WINDOW) {
+      this.windowFull = true;
+      return false;
+    }
+    this.windowFull = false;
+    this.started += b.length;
+    return true;
+  }
+
+  /** Whether next() may have a block now (the shell's pump loops on it). */
+  sendable() {
+    return this.state === 'sending' && !this.windowFull && !this.drained();
   }
 
   block(file, block) {

@@ -48,7 +48,15 @@ export class Receiver {
   onFrame(buf) {
     this.lastActivity = Date.now();
     if (this.failed) return;
-    this.run(() => this.machine.onData(decodeFrame(buf)));
+    let frame;
+    this.run(() => this.machine.onData(frame = decodeFrame(buf)));
+    if (!frame) return;
+    // Once the disk work this frame caused is done, its bytes count
+    // toward the next `ack` (flow control); a frame of a channel since
+    // replaced counts for nothing on the new one.
+    const link = this.link;
+    const bytes = frame.data.length;
+    this.later(async () => { if (this.link === link) this.run(() => this.machine.consumed(bytes)); });
   }
 
   /** The user accepted: from their click, so a picker may open. */

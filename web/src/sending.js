@@ -15,6 +15,7 @@ const FLUSH_MS = 200;
 // a byte drained before we give up on it (the receiver has the same limit
 // for the sender's data).
 export const STALL_MS = 30_000;
+const READBACK_BYTES_PER_MS = 50_000; // a slow disk: 50 MB/s
 
 export class Sender {
   /**
@@ -84,8 +85,8 @@ export class Sender {
   }
 
   /**
-   * Everything went out (or a new link waits for the receiver's `resume`)
-   * and the receiver says nothing: a page that hung, or a peer that never
+   * Everything went out (or the window is full, or a new link waits for
+   * the receiver's `resume`) and the receiver says nothing: a page that hung, or a peer that never
    * confirms, would hold this one forever. A channel still draining is not
    * silence; no link at all is the reconnect's business, with its own limit.
    */
@@ -96,9 +97,12 @@ export class Sender {
       this.lastBuffered = buffered;
       this.lastActivity = now;
     }
-    if (!this.link?.open || !(this.machine.drained() || this.waitingResume)) return;
-    if (now - this.lastActivity > this.stallMs) {
-      this.cancel(`stalled: the receiver said nothing for ${this.stallMs / 1000} s`);
+    if (!this.link?.open || !(this.machine.drained() || this.waitingResume || this.machine.windowFull)) return;
+    // After the last byte the receiver may read a file back to hash it
+    // (blocks that came out of order): it gets time for that too.
+    const allowance = this.stallMs + (this.machine.drained() ? (this.total - this.machine.acked) / READBACK_BYTES_PER_MS : 0);
+    if (now - this.lastActivity > allowance) {
+      this.cancel(`stalled: the receiver said nothing for ${Math.round(allowance / 100) / 10} s`);
     }
   }
 
@@ -123,7 +127,7 @@ export class Sender {
     }).finally(() => {
       this.pumping = false;
       // Something may have arrived meanwhile (a want, a resume).
-      if (this.machine.state === 'sending' && !this.waitingResume && (this.machine.wanted.length || !this.machine.drained())) queueMicrotask(() => this.kick());
+      if (!this.waitingResume && this.machine.sendable()) queueMicrotask(() => this.kick());
     });
   }
 

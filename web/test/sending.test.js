@@ -127,3 +127,33 @@ test('after a break mid-file the next link resumes where the receiver says, and 
   s.onMessage({ kind: 'got', id: s.id, file: 0, ok: true, sha256: sent.sha256 });
   assert.ok(events.some(([e]) => e === 'done'));
 });
+
+test('a receiver that stops acknowledging leaves the sender at the window, then stalled', async () => {
+  const { s, events } = sender(24 * 1024 * 1024, { stallMs: 400 });
+  const link = fakeLink();
+  s.setLink(link);
+  s.onMessage({ kind: 'accept', id: s.id });
+  await sleep(1500);
+  assert.equal(link.frames * 65536, 16 * 1024 * 1024, 'the sender stopped at the window');
+  const stopped = events.find(([e]) => e === 'stopped');
+  assert.ok(stopped, 'no stop while the window stayed shut');
+  assert.match(stopped[1].why, /^stalled: /);
+});
+
+test('acks open the window as they come, and the file completes', async () => {
+  const { s, events } = sender(24 * 1024 * 1024 + 5, { stallMs: 5000 });
+  const link = fakeLink();
+  let bytes = 0;
+  link.data = (frame) => {
+    bytes += frame.length - 12;
+    // The receiver acks every 4 MiB it takes.
+    if (bytes % (4 * 1024 * 1024) === 0) queueMicrotask(() => s.onMessage({ kind: 'ack', id: s.id, bytes }));
+    return Promise.resolve();
+  };
+  s.setLink(link);
+  s.onMessage({ kind: 'accept', id: s.id });
+  for (let i = 0; i < 200 && !link.controls.some((m) => m.kind === 'sent'); i++) await sleep(20);
+  assert.equal(bytes, 24 * 1024 * 1024 + 5);
+  assert.equal(events.find(([e]) => e === 'stopped'), undefined);
+  s.finish();
+});

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { BLOCK, ControlError, decodeFrame, encodeFrame, MAX_PAYLOAD } from '../src/control.js';
+import { ACK_EVERY, BLOCK, ControlError, decodeFrame, encodeFrame, MAX_PAYLOAD, WINDOW } from '../src/control.js';
 import { Incoming } from '../src/incoming.js';
 import { Outgoing } from '../src/outgoing.js';
 
@@ -67,7 +67,13 @@ function wire(contents, { corrupt = () => false, held } = {}) {
     let moved = true;
     while (moved) {
       moved = false;
-      while (frames.length) { moved = true; onIncoming(inc.onData(decodeFrame(frames.shift()))); }
+      while (frames.length) {
+        moved = true;
+        const f = decodeFrame(frames.shift());
+        onIncoming(inc.onData(f));
+        // The shell is finished with the frame once its write is done.
+        onIncoming(inc.consumed(f.data.length));
+      }
       while (toReceiver.length) { moved = true; onIncoming(inc.onMessage(toReceiver.shift())); }
       while (toSender.length) { moved = true; onOutgoing(out.onMessage(toSender.shift())); }
     }
@@ -282,4 +288,69 @@ test('an offer of huge files costs nothing before their bytes arrive', { timeout
   const single = new Incoming();
   const [one] = new Outgoing('0123456789abcdef', [{ path: 'max', size: Number.MAX_SAFE_INTEGER }]).offer();
   assert.equal(single.onMessage(one)[0].offer.files[0].size, Number.MAX_SAFE_INTEGER);
+});
+
+test('flow control: the sender stays within the window the receiver acks, and a big file still moves', () => {
+  const contents = [{ data: randomBytes(40 * BLOCK + 123) }];
+  const w = wire(contents);
+  offerAndAccept(w);
+  // Without acks, the sender stops at the window.
+  w.pump();
+  assert.equal(w.sentBytes.n, WINDOW, 'the sender stops at 16 MiB without an ack');
+  assert.equal(w.out.next(), null);
+  let rounds = 0;
+  while (w.inc.state !== 'done' && rounds++ < 100) {
+    w.deliver();
+    w.pump();
+  }
+  w.deliver();
+  assert.equal(w.inc.state, 'done');
+  assert.equal(w.out.state, 'done');
+  assert.equal(sha(w.disk[0]), sha(contents[0].data));
+  assert.equal(w.sentBytes.n, contents[0].data.length, 'each byte once');
+  assert.ok(w.log.filter((t) => t === 'send').length >= 40 * BLOCK / ACK_EVERY, 'acks went out');
+});
+
+test('flow control: a sender that ignores the window is refused; acks that lie are refused', () => {
+  const contents = [{ data: randomBytes(20 * BLOCK) }];
+  const w = wire(contents);
+  offerAndAccept(w);
+  // The receiver takes WINDOW bytes without acking (its disk is slow) ...
+  let frames = 0;
+  const chunk = new Uint8Array(MAX_PAYLOAD);
+  for (; frames * MAX_PAYLOAD < WINDOW; frames++) w.inc.onData({ file: 0, offset: frames * MAX_PAYLOAD, data: chunk });
+  // ... and the next frame breaks the window.
+  assert.throws(() => w.inc.onData({ file: 0, offset: frames * MAX_PAYLOAD, data: chunk }), (e) => e instanceof ControlError && e.kind === 'unexpected_data');
+
+  const v = wire(contents);
+  offerAndAccept(v);
+  v.pump(2);
+  assert.throws(() => v.out.onMessage({ kind: 'ack', id: v.out.id, bytes: 2 * BLOCK + 1 }), (e) => e.kind === 'unexpected', 'an ack past what was sent');
+  const u = wire(contents);
+  offerAndAccept(u);
+  u.pump(2);
+  u.out.onMessage({ kind: 'ack', id: u.out.id, bytes: 2 * BLOCK });
+  assert.throws(() => u.out.onMessage({ kind: 'ack', id: u.out.id, bytes: BLOCK }), (e) => e.kind === 'unexpected', 'an ack going back');
+  assert.throws(() => u.inc.onMessage({ kind: 'ack', id: u.out.id, bytes: 0 }), (e) => e.kind === 'unexpected', 'an ack is for the sender');
+});
+
+test('flow control: a new channel starts the window afresh; a damaged block near the end still comes again', () => {
+  const contents = [{ data: randomBytes(30 * BLOCK) }];
+  let spoiled = false;
+  const w = wire(contents, { corrupt: (b, o) => { if (b.block === 28 && o === 0 && !spoiled) { spoiled = true; return true; } return false; } });
+  offerAndAccept(w);
+  w.pump();
+  w.deliver();
+  w.pump(3);
+  // The channel breaks with frames and acks in flight.
+  w.reconnect();
+  let rounds = 0;
+  while (w.inc.state !== 'done' && rounds++ < 100) {
+    w.deliver();
+    w.pump();
+  }
+  w.deliver();
+  assert.equal(w.inc.state, 'done');
+  assert.ok(spoiled);
+  assert.equal(sha(w.disk[0]), sha(contents[0].data));
 });
