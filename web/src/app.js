@@ -475,7 +475,7 @@ function linkError(e) {
 // --- transfers ---------------------------------------------------------------------
 
 const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, '0')).join('');
-const OUTGOING_KINDS = new Set(['accept', 'decline', 'want', 'resume', 'got']);
+const OUTGOING_KINDS = new Set(['accept', 'decline', 'want', 'resume', 'got', 'ack']);
 
 /** A control message on the link: to our transfer or to theirs. */
 function onControl(msg) {
