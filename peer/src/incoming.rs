@@ -657,6 +657,13 @@ impl Incoming {
         ])
     }
 
+    /// The caller is finished with `bytes` of the data frames taken on this
+    /// channel (written out, or ignored).
+    pub fn consumed(&mut self, bytes: u64) -> Vec<InAction> {
+        let _ = bytes;
+        Vec::new()
+    }
+
     /// Our SHA-256 (hex) of a block that landed; `data` the block, if the
     /// caller lets the machine hold it for the whole-file hash.
     pub fn block_digest(

@@ -370,7 +370,7 @@ impl Outgoing {
     /// A new data channel opened (the first, or one after a break). An
     /// offer not yet answered goes again; a cancel of ours goes again.
     /// While sending, the receiver's `resume` leads.
-    pub fn on_channel(&self) -> Result<Vec<OutAction>, ControlError> {
+    pub fn on_channel(&mut self) -> Result<Vec<OutAction>, ControlError> {
         match self.state {
             OutState::Offered => Ok(self.offer()?.into_iter().map(OutAction::Send).collect()),
             OutState::Stopped if self.stopped_by == Some(By::Us) => {
