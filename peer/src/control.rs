@@ -32,6 +32,12 @@ pub const PART_BYTES: usize = 32 * 1024;
 /// Largest size, offset or block number: 2^53 - 1, the largest integer
 /// JavaScript represents exactly.
 pub const MAX_SIZE: u64 = (1 << 53) - 1;
+/// Flow control ("Flow control"): on each data channel the sender may be at
+/// most this many file bytes ahead of the receiver's last `ack`.
+pub const WINDOW: u64 = 16 * 1024 * 1024;
+/// The receiver sends an `ack` whenever the bytes it finished with on the
+/// channel grew by this many since its last one.
+pub const ACK_EVERY: u64 = 4 * 1024 * 1024;
 
 /// Blocks in a file of `size` bytes.
 pub fn blocks_of(size: u64) -> u64 {
@@ -162,6 +168,13 @@ pub enum Message {
         ok: bool,
         sha256: String,
     },
+    /// The file bytes the receiver received and finished with on this data
+    /// channel ("Flow control"): the sender may start blocks up to
+    /// `bytes + WINDOW`.
+    Ack {
+        id: String,
+        bytes: u64,
+    },
 }
 
 impl Message {
@@ -176,7 +189,8 @@ impl Message {
             | Message::Sent { id, .. }
             | Message::Want { id, .. }
             | Message::Resume { id, .. }
-            | Message::Got { id, .. } => id,
+            | Message::Got { id, .. }
+            | Message::Ack { id, .. } => id,
         }
     }
 
@@ -192,6 +206,7 @@ impl Message {
             Message::Want { .. } => "want",
             Message::Resume { .. } => "resume",
             Message::Got { .. } => "got",
+            Message::Ack { .. } => "ack",
         }
     }
 
@@ -202,8 +217,8 @@ impl Message {
 }
 
 /// The kinds [`parse_message`] takes.
-pub const TRANSFER_KINDS: [&str; 9] = [
-    "files", "accept", "decline", "cancel", "hashes", "sent", "want", "resume", "got",
+pub const TRANSFER_KINDS: [&str; 10] = [
+    "files", "accept", "decline", "cancel", "hashes", "sent", "want", "resume", "got", "ack",
 ];
 
 fn is_hex(s: &str, len: usize) -> bool {
@@ -514,6 +529,16 @@ fn parse_value(doc: &Doc, m: usize) -> Result<Message, ControlError> {
                 ok,
                 sha256,
             })
+        }
+        "ack" => {
+            let bytes = int(
+                doc,
+                m,
+                "bytes",
+                MAX_SIZE,
+                "ack.bytes must be an integer in 0..=2^53-1",
+            )?;
+            Ok(Message::Ack { id, bytes })
         }
         other => Err(ControlError::UnknownType(other.chars().take(32).collect())),
     }

@@ -509,6 +509,7 @@ fn check_message(m: &TransferMessage) {
                 }
             }
         }
+        TransferMessage::Ack { bytes, .. } => assert!(*bytes <= MAX_SIZE),
         TransferMessage::Accept { .. } | TransferMessage::Decline { .. } => {}
     }
     assert_eq!(parse_message(m.to_json().as_bytes()).as_ref(), Ok(m));
@@ -565,7 +566,7 @@ fn check_offer(paths: &[String]) {
 }
 
 /// Honest messages of every kind, for the fuzzer to splice into.
-const HONEST: [&str; 9] = [
+const HONEST: [&str; 10] = [
     r#"{"kind":"files","id":"00112233445566aa","part":0,"parts":1,"count":2,"total":7,"files":[{"path":"dir/a.txt","size":3},{"path":"b","size":4}]}"#,
     r#"{"kind":"accept","id":"00112233445566aa"}"#,
     r#"{"kind":"decline","id":"00112233445566aa"}"#,
@@ -575,6 +576,7 @@ const HONEST: [&str; 9] = [
     r#"{"kind":"want","id":"00112233445566aa","file":0,"blocks":[0,5]}"#,
     r#"{"kind":"resume","id":"00112233445566aa","files":[{"file":0,"have":[[0,3],[5,6]]}]}"#,
     r#"{"kind":"got","id":"00112233445566aa","file":0,"ok":true,"sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}"#,
+    r#"{"kind":"ack","id":"00112233445566aa","bytes":4194304}"#,
 ];
 
 /// Hostile control records, data frames, offered paths and offers, and

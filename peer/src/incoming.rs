@@ -10,14 +10,21 @@
 //! costs nothing until their blocks arrive. The sender's digests are kept
 //! only until their block is verified, at most [`AHEAD`] of them in all;
 //! verified blocks are counted, not listed, while they come in order.
-//! Sans-IO; no message or frame makes it panic.
+//!
+//! Flow control ("Flow control"): per data channel, a frame that takes the
+//! bytes received past the last `ack` plus [`WINDOW`] is refused
+//! (`unexpected_data`); the caller reports the bytes of each frame it is
+//! finished with (`consumed`), and every [`ACK_EVERY`] of them an `ack`
+//! goes to the sender. Sans-IO; no message or frame makes it panic.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::control::{blocks_of, ControlError, Frame, Message, BLOCK, MAX_RANGES};
+use crate::control::{
+    blocks_of, ControlError, Frame, Message, ACK_EVERY, BLOCK, MAX_RANGES, WINDOW,
+};
 use crate::json::Doc;
 use crate::outgoing::By;
 use crate::paths::Allocator;
@@ -193,6 +200,11 @@ pub struct Incoming {
     ahead: usize,
     stopped_by: Option<By>,
     final_word: Option<Message>,
+    /// On this data channel: payload bytes of the frames taken, those the
+    /// caller is finished with, and the last `ack` sent.
+    received: u64,
+    finished: u64,
+    last_ack: u64,
 }
 
 impl Default for Incoming {
@@ -219,6 +231,9 @@ impl Incoming {
             ahead: 0,
             stopped_by: None,
             final_word: None,
+            received: 0,
+            finished: 0,
+            last_ack: 0,
         }
     }
 
@@ -577,7 +592,9 @@ impl Incoming {
         Ok(self.finish_file(i))
     }
 
-    /// A data frame (from `control::decode_frame`).
+    /// A data frame (from `control::decode_frame`). Once the caller is
+    /// finished with its bytes (written out, or ignored), it calls
+    /// `consumed` with their number.
     pub fn on_data(&mut self, frame: &Frame<'_>) -> Result<Vec<InAction>, ControlError> {
         if self.state != InState::Receiving {
             if matches!(self.state, InState::Stopped | InState::Done) {
@@ -588,6 +605,15 @@ impl Incoming {
                 self.state
             )));
         }
+        // The window, before anything else.
+        let received = self.received.saturating_add(frame.data.len() as u64);
+        if received > self.last_ack.saturating_add(WINDOW) {
+            return Err(ControlError::UnexpectedData(format!(
+                "{received} bytes on this channel, past the last ack ({}) and the window",
+                self.last_ack
+            )));
+        }
+        self.received = received;
         let i = self.file(frame.file)?;
         let f = &mut self.files[i];
         let (offset, len) = (frame.offset, frame.data.len() as u64);
@@ -655,6 +681,24 @@ impl Incoming {
                 data,
             },
         ])
+    }
+
+    /// The caller is finished with `bytes` of the data frames taken on this
+    /// channel (written out, or ignored): each frame's bytes once, and only
+    /// frames taken since the last `on_channel`. Whenever that count grew by
+    /// [`ACK_EVERY`] since the last `ack`, it goes to the sender as one. The
+    /// count never passes the bytes taken (`on_data`), so neither does an
+    /// `ack`. No `ack` once not receiving.
+    pub fn consumed(&mut self, bytes: u64) -> Vec<InAction> {
+        self.finished = self.finished.saturating_add(bytes).min(self.received);
+        if self.state != InState::Receiving || self.finished - self.last_ack < ACK_EVERY {
+            return Vec::new();
+        }
+        self.last_ack = self.finished;
+        vec![InAction::Send(Message::Ack {
+            id: self.id.clone().unwrap_or_default(),
+            bytes: self.finished,
+        })]
     }
 
     /// Our SHA-256 (hex) of a block that landed; `data` the block, if the
@@ -819,8 +863,12 @@ impl Incoming {
     }
 
     /// A new data channel opened: a cancel or decline of ours goes again;
-    /// while receiving, `resume` tells the sender what we hold.
+    /// while receiving, `resume` tells the sender what we hold. The window
+    /// starts afresh: nothing received, finished or acknowledged.
     pub fn on_channel(&mut self) -> Vec<InAction> {
+        self.received = 0;
+        self.finished = 0;
+        self.last_ack = 0;
         if self.state == InState::Stopped && self.stopped_by == Some(By::Us) {
             if let Some(w) = &self.final_word {
                 return vec![InAction::Send(w.clone())];

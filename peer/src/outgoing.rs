@@ -8,11 +8,19 @@
 //! again comes before anything new; after a resume, blocks the receiver
 //! holds are skipped. Each block's digest is announced once (in `hashes`,
 //! batched), then the file's whole digest (`sent`), which the caller
-//! computes on the first, in-order read. Sans-IO; no message makes it panic.
+//! computes on the first, in-order read.
+//!
+//! Flow control ("Flow control"): on each data channel a block is handed
+//! out only while the bytes of the blocks started on it stay within
+//! [`WINDOW`] of the receiver's last `ack`; a block that does not fit stays
+//! where it is (next in the cursor or the wanted queue) until an `ack`
+//! makes room. Sans-IO; no message makes it panic.
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::control::{blocks_of, offer_parts, ControlError, Message, OfferedFile, BLOCK, MAX_LIST};
+use crate::control::{
+    blocks_of, offer_parts, ControlError, Message, OfferedFile, BLOCK, MAX_LIST, WINDOW,
+};
 
 /// SHA-256 of no bytes: the whole digest of an empty file.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -93,6 +101,10 @@ pub struct Outgoing {
     got_count: usize,
     total: u64,
     acked: u64,
+    /// On this data channel: file bytes of the blocks handed out, and the
+    /// last `ack`'s `bytes`.
+    started: u64,
+    granted: u64,
     stopped_by: Option<By>,
     stop_reason: String,
 }
@@ -126,6 +138,8 @@ impl Outgoing {
             got_count: 0,
             total: files.iter().fold(0u64, |t, f| t.saturating_add(f.size)),
             acked: 0,
+            started: 0,
+            granted: 0,
             stopped_by: None,
             stop_reason: String::new(),
         }
@@ -147,6 +161,17 @@ impl Outgoing {
     /// Bytes of the files the receiver confirmed.
     pub fn acked(&self) -> u64 {
         self.acked
+    }
+
+    /// File bytes of the blocks handed out on this data channel.
+    pub fn started(&self) -> u64 {
+        self.started
+    }
+
+    /// The last `ack` on this data channel (0 before the first): blocks are
+    /// handed out up to `granted() + WINDOW`.
+    pub fn granted(&self) -> u64 {
+        self.granted
     }
 
     /// Blocks of file `i`, if it is in the offer.
@@ -252,6 +277,17 @@ impl Outgoing {
                 Ok(Vec::new())
             }
             Message::Resume { files, .. } => self.on_resume(files),
+            Message::Ack { bytes, .. } => {
+                self.check_sending("ack")?;
+                if *bytes < self.granted || *bytes > self.started {
+                    return Err(ControlError::Unexpected(format!(
+                        "ack of {bytes} bytes after an ack of {} with {} started",
+                        self.granted, self.started
+                    )));
+                }
+                self.granted = *bytes;
+                Ok(Vec::new())
+            }
             Message::Got {
                 file, ok, sha256, ..
             } => {
@@ -369,8 +405,11 @@ impl Outgoing {
 
     /// A new data channel opened (the first, or one after a break). An
     /// offer not yet answered goes again; a cancel of ours goes again.
-    /// While sending, the receiver's `resume` leads.
-    pub fn on_channel(&self) -> Result<Vec<OutAction>, ControlError> {
+    /// While sending, the receiver's `resume` leads. The window starts
+    /// afresh: nothing started, nothing acknowledged.
+    pub fn on_channel(&mut self) -> Result<Vec<OutAction>, ControlError> {
+        self.started = 0;
+        self.granted = 0;
         match self.state {
             OutState::Offered => Ok(self.offer()?.into_iter().map(OutAction::Send).collect()),
             OutState::Stopped if self.stopped_by == Some(By::Us) => {
@@ -409,16 +448,37 @@ impl Outgoing {
             .any(|&[a, b]| a <= block && block < b)
     }
 
-    /// The next block to read and send, or None when nothing is left for now.
+    /// Whether a block of `length` bytes fits in the window.
+    fn fits(&self, length: u64) -> bool {
+        self.started.saturating_add(length) <= self.granted.saturating_add(WINDOW)
+    }
+
+    /// Counts a block handed out against the window.
+    fn start(&mut self, b: NextBlock) -> Option<NextBlock> {
+        self.started = self.started.saturating_add(b.length);
+        Some(b)
+    }
+
+    /// The next block to read and send, or None when nothing is left for
+    /// now: everything went out (`drained`), or the next block does not
+    /// fit in the window (it comes once an `ack` makes room).
     pub fn next_block(&mut self) -> Option<NextBlock> {
         if self.state != OutState::Sending {
             return None;
         }
-        while let Some((file, block)) = self.wanted.pop_front() {
-            self.wanting.remove(&(file, block));
-            if self.files[file].got.is_none() {
-                return Some(self.block(file, block));
+        while let Some(&(file, block)) = self.wanted.front() {
+            if self.files[file].got.is_some() {
+                self.wanted.pop_front();
+                self.wanting.remove(&(file, block));
+                continue;
             }
+            let b = self.block(file, block);
+            if !self.fits(b.length) {
+                return None;
+            }
+            self.wanted.pop_front();
+            self.wanting.remove(&(file, block));
+            return self.start(b);
         }
         loop {
             let (file, block) = self.cursor;
@@ -432,11 +492,16 @@ impl Outgoing {
                 self.cursor = (file + 1, 0);
                 continue;
             }
-            self.cursor = (file, block + 1);
             if self.skipped(file, block) {
+                self.cursor = (file, block + 1);
                 continue;
             }
-            return Some(self.block(file, block));
+            let b = self.block(file, block);
+            if !self.fits(b.length) {
+                return None;
+            }
+            self.cursor = (file, block + 1);
+            return self.start(b);
         }
     }
 
@@ -531,7 +596,8 @@ impl Outgoing {
         out
     }
 
-    /// Whether every byte went out and only confirmations are awaited.
+    /// Whether every byte went out and only confirmations are awaited (a
+    /// sender waiting for room in the window is not drained).
     pub fn drained(&self) -> bool {
         self.state == OutState::Sending
             && self.wanted.is_empty()

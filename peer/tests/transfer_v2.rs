@@ -220,3 +220,69 @@ fn deep_nesting_and_long_input_do_not_overflow() {
         "malformed"
     );
 }
+
+#[test]
+fn ack_parses_with_its_bytes_and_serialises_as_sent() {
+    // docs/PROTOCOL.md, "Parsing a control record": `ack`: `bytes` in
+    // 0..=2^53-1, as the other integer fields.
+    let id = "00112233445566aa";
+    let ack = |bytes: &str| format!(r#"{{"kind":"ack","id":"{id}","bytes":{bytes}}}"#);
+    for (bytes, n) in [
+        ("0", 0u64),
+        ("4194304", 4 << 20),
+        ("5.0", 5),
+        ("5e0", 5),
+        ("-0", 0),
+        ("9007199254740991", (1 << 53) - 1),
+    ] {
+        let m = parse_message(ack(bytes).as_bytes()).unwrap_or_else(|e| panic!("{bytes}: {e}"));
+        assert_eq!(m.kind(), "ack");
+        assert_eq!(m.id(), id);
+        // Serialised as the web client sends it, and back to the same.
+        assert_eq!(m.to_json(), ack(&n.to_string()));
+        assert_eq!(parse_message(m.to_json().as_bytes()), Ok(m));
+    }
+    // Extra fields are ignored; a repeated key counts by its last value.
+    let m = parse_message(
+        format!(r#"{{"kind":"ack","id":"{id}","bytes":1,"file":3,"bytes":2}}"#).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(m.to_json(), ack("2"));
+    for bytes in [
+        "1.5",
+        "-1",
+        "1e400",
+        "9007199254740992",
+        "\"5\"",
+        "null",
+        "true",
+        "[5]",
+        "{}",
+    ] {
+        assert_eq!(
+            parse_message(ack(bytes).as_bytes()).unwrap_err().kind(),
+            "malformed",
+            "bytes {bytes}"
+        );
+    }
+    let missing = format!(r#"{{"kind":"ack","id":"{id}"}}"#);
+    assert_eq!(
+        parse_message(missing.as_bytes()).unwrap_err().kind(),
+        "malformed"
+    );
+    // The order of the checks: id before kind before fields.
+    assert_eq!(
+        parse_message(br#"{"kind":"ack","id":"00112233445566AA","bytes":"x"}"#)
+            .unwrap_err()
+            .kind(),
+        "malformed"
+    );
+    assert_eq!(
+        parse_message(format!(r#"{{"kind":"Ack","id":"{id}","bytes":1}}"#).as_bytes())
+            .unwrap_err()
+            .kind(),
+        "unknown_type"
+    );
+    assert_eq!(tallow_peer::control::TRANSFER_KINDS.len(), 10);
+    assert!(tallow_peer::control::TRANSFER_KINDS.contains(&"ack"));
+}
