@@ -442,6 +442,9 @@ async fn every_response_carries_security_headers() {
         ] {
             assert!(csp.contains(directive), "{path}: {csp}");
         }
+        for refused in ["'unsafe-eval'", "'unsafe-inline'", "*"] {
+            assert!(!csp.contains(refused), "{path}: {csp}");
+        }
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
         assert_eq!(h["x-frame-options"], "DENY", "{path}");

@@ -17,7 +17,7 @@ import { Link } from './link.js';
 import { Sender } from './sending.js';
 import { Receiver } from './receiving.js';
 import { clearBrowserStore } from './sink.js';
-import { prepareHashing } from './hashing.js';
+import { hashEngine, prepareHashing } from './hashing.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -978,7 +978,7 @@ const missing = missingCapability();
 if (missing) showUnsupported(missing);
 else {
   atLoad();
-  prepareHashing().then(connect).then(() => {
+  prepareHashing().then(() => { document.body.dataset.hashing = hashEngine; }).then(connect).then(() => {
     if (document.body.dataset.fromLink) {
       ui.status('The code from your link is filled in: press Join.');
       $('join').focus();

@@ -8,6 +8,8 @@ import { sha256 } from '@noble/hashes/sha2.js';
 
 const hex = (u8) => Array.from(u8, (b) => b.toString(16).padStart(2, '0')).join('');
 let worker = null;
+/** Where whole-file hashes run: 'worker, wasm', 'worker, js' or 'page, js'. */
+export let hashEngine = 'page, js';
 let nextId = 0;
 const waiting = new Map();
 
@@ -22,13 +24,13 @@ export async function prepareHashing() {
     worker = false;
     return;
   }
-  w.onmessage = ({ data: { id, hex: digest } }) => {
-    waiting.get(id)?.(digest);
+  w.onmessage = ({ data: { id, hex: digest, engine } }) => {
+    waiting.get(id)?.(digest, engine);
     waiting.delete(id);
   };
   const id = nextId++;
   const ok = await Promise.race([
-    new Promise((resolve) => { waiting.set(id, () => resolve(true)); w.postMessage({ id, op: 'ping' }); }),
+    new Promise((resolve) => { waiting.set(id, (_, engine) => { hashEngine = `worker, ${engine}`; resolve(true); }); w.postMessage({ id, op: 'ping' }); }),
     new Promise((resolve) => { w.onerror = () => resolve(false); }),
     new Promise((resolve) => { setTimeout(() => resolve(false), 5000); }),
   ]);

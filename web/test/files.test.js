@@ -88,6 +88,8 @@ test('a folder of 200 files in nested directories arrives with every path and SH
   assert.equal(await a.locator('#files li[data-status="done"]').count(), 200);
   assert.equal(await b.locator('#saves a').count(), 200, 'a Save link per file');
   for (const [p, who] of [[a, 'sender'], [b, 'receiver']]) {
+    // The CSP lets the hashing worker compile its WebAssembly SHA-256.
+    assert.equal(await p.evaluate(() => document.body.dataset.hashing), 'worker, wasm', who);
     const lines = await p.evaluate(() => window.fileLines);
     const files = new Set(lines.map((l) => l.match(/^File (\d+) of 200: project\/\S+ · (\d+)% \(/)?.[1]).filter(Boolean));
     assert.ok(files.size > 100, `the ${who} showed per-file progress for ${files.size} files: ${lines.slice(0, 3).join(' | ')}`);

@@ -16,7 +16,7 @@ const serverBin = process.env.TALLOW_SERVER_BIN ?? `${root}target/debug/tallow-s
 // The policy tallow-server sends on every response (signaling/src/server.rs);
 // startServer checks that the server really sends it, so the pages below are
 // held to the server's own headers.
-export const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+export const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
   + "connect-src 'self' ws: wss:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
   + "form-action 'none'; frame-ancestors 'none'";
 
