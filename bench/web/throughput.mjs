@@ -132,7 +132,11 @@ async function app(browser, server, relay, path) {
   return [SIZE / 1e6 / s, peak / 1048576];
 }
 
-const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+const median = (xs) => {
+  const s = [...xs].sort((x, y) => x - y);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 
 const path = join(scratch, 'bench.bin');
 randomFile(path, SIZE);
@@ -162,7 +166,8 @@ const lines = [
   '## Web client: a file between two pages vs the bare data channel',
   '',
   `Written by \`scripts/bench-web.sh\` (${new Date().toISOString().slice(0, 10)}; ${chromium}, headless, on this machine's 2 cores;`,
-  `${MIB} MiB, ${ROUNDS} alternating round(s), medians). The ceiling is a bare RTCDataChannel pump between two pages in the same`,
+  `${MIB} MiB, ${ROUNDS} alternating round(s), medians; app / ceiling is the median of each round's ratio, the app run right after`,
+  'its ceiling, so that this shared machine\'s drift between rounds cancels). The ceiling is a bare RTCDataChannel pump between two pages in the same',
   'browser (64 KiB messages of the app\'s record size, the same 8/2 MiB bufferedAmount marks, nothing else); the app moves the',
   'same bytes through its whole path: offer and accept, File.slice reads, SHA-256 per block and per file, AES-256-GCM records,',
   'writes to the browser\'s storage, verification. Receiver heap: the peak of `Runtime.getHeapUsage` sampled every 250 ms.',
@@ -173,7 +178,8 @@ const lines = [
 for (const mode of ['direct', 'relay']) {
   const c = median(runs[mode].ceiling);
   const x = median(runs[mode].app);
-  lines.push(`| ${mode === 'direct' ? 'direct (host candidates)' : 'embedded TURN relay (UDP)'} | ${c.toFixed(1)} | ${x.toFixed(1)} | ${(x / c).toFixed(2)} | ${Math.max(...runs[mode].heap).toFixed(1)} MiB |`);
+  const ratio = median(runs[mode].app.map((a, i) => a / runs[mode].ceiling[i]));
+  lines.push(`| ${mode === 'direct' ? 'direct (host candidates)' : 'embedded TURN relay (UDP)'} | ${c.toFixed(1)} | ${x.toFixed(1)} | ${ratio.toFixed(2)} | ${Math.max(...runs[mode].heap).toFixed(1)} MiB |`);
 }
 lines.push('', 'Raw runs (MB/s, ceiling / app):', '');
 for (const mode of ['direct', 'relay']) lines.push(`- ${mode}: ${runs[mode].ceiling.map((c, i) => `${c.toFixed(1)} / ${runs[mode].app[i].toFixed(1)}`).join('; ')}`);

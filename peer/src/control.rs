@@ -21,6 +21,9 @@ pub const MAX_FILES: u64 = 100_000;
 pub const MAX_PARTS: u64 = 4096;
 /// Longest offered `path`, in UTF-8 bytes (before sanitising).
 pub const MAX_PATH_BYTES: usize = 4096;
+/// Most UTF-8 bytes of all of an offer's paths together: what a receiver
+/// holds before the person sees the offer.
+pub const MAX_OFFER_PATH_BYTES: usize = 16 * 1024 * 1024;
 /// Most digests in a `hashes`, block numbers in a `want`.
 pub const MAX_LIST: usize = 256;
 /// Most files in a `resume`, and ranges per file.
@@ -54,6 +57,11 @@ pub enum ControlError {
     BadSize(&'static str),
     #[error("offered path of {0} UTF-8 bytes exceeds {MAX_PATH_BYTES}")]
     BadName(usize),
+    #[error(
+        "the files' names and folders add up to {0} bytes, over the 16 MiB one offer may hold: \
+         offer fewer files at a time"
+    )]
+    OfferNames(usize),
     #[error("bad digest: {0}")]
     BadDigest(&'static str),
     #[error("unknown transfer message {0:?}")]
@@ -80,7 +88,7 @@ impl ControlError {
         match self {
             ControlError::Malformed(_) => "malformed",
             ControlError::BadSize(_) => "bad_size",
-            ControlError::BadName(_) => "bad_name",
+            ControlError::BadName(_) | ControlError::OfferNames(_) => "bad_name",
             ControlError::BadDigest(_) => "bad_digest",
             ControlError::UnknownType(_) => "unknown_type",
             ControlError::BadFrame(_) => "bad_frame",
@@ -557,6 +565,10 @@ pub fn offer_parts(id: &str, files: &[OfferedFile]) -> Result<Vec<Message>, Cont
         ))?;
     if files.is_empty() || files.len() as u64 > MAX_FILES {
         return Err(ControlError::Malformed("an offer holds 1..=100000 files"));
+    }
+    let names: usize = files.iter().map(|f| f.path.len()).sum();
+    if names > MAX_OFFER_PATH_BYTES {
+        return Err(ControlError::OfferNames(names));
     }
     let mut pages: Vec<Vec<OfferedFile>> = Vec::new();
     let mut page: Vec<OfferedFile> = Vec::new();

@@ -23,7 +23,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::control::{
-    blocks_of, ControlError, Frame, Message, ACK_EVERY, BLOCK, MAX_RANGES, WINDOW,
+    blocks_of, ControlError, Frame, Message, ACK_EVERY, BLOCK, MAX_OFFER_PATH_BYTES, MAX_RANGES,
+    WINDOW,
 };
 use crate::json::Doc;
 use crate::outgoing::By;
@@ -192,6 +193,8 @@ pub struct Incoming {
     id: Option<String>,
     reply_id: Option<String>,
     parts: Vec<(u32, u32, u64, Vec<crate::control::OfferedFile>)>,
+    /// UTF-8 bytes of the paths in `parts`, counted as they come.
+    part_names: usize,
     offer: Option<Offer>,
     files: Vec<FileState>,
     hashers: HashMap<u32, Sha256>,
@@ -224,6 +227,7 @@ impl Incoming {
             id: None,
             reply_id: None,
             parts: Vec::new(),
+            part_names: 0,
             offer: None,
             files: Vec::new(),
             hashers: HashMap::new(),
@@ -346,6 +350,7 @@ impl Incoming {
         }
         if *part == 0 {
             self.parts.clear(); // sent again from the start
+            self.part_names = 0;
         }
         if *part as usize != self.parts.len() {
             return Err(ControlError::Unexpected(format!(
@@ -359,6 +364,12 @@ impl Incoming {
                     "offer parts disagree on parts, count or total",
                 ));
             }
+        }
+        // Counted as the parts come, so a lying offer is refused before
+        // it is held whole.
+        self.part_names += files.iter().map(|f| f.path.len()).sum::<usize>();
+        if self.part_names > MAX_OFFER_PATH_BYTES {
+            return Err(ControlError::OfferNames(self.part_names));
         }
         self.parts.push((*parts, *count, *total, files.clone()));
         let listed: usize = self.parts.iter().map(|p| p.3.len()).sum();

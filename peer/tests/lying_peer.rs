@@ -229,3 +229,51 @@ fn a_block_wanted_many_times_goes_again_once() {
         "256 000 copies of block 0 wanted in 1000 messages: it goes again once"
     );
 }
+
+/// A lying sender's offer of 32 MB of names, sent part by part past
+/// `offer_parts`'s own check, is refused once it passes 16 MiB, before the
+/// receiver holds it whole; `offer_parts` refuses such an offer itself.
+#[test]
+fn an_offer_whose_names_pass_16_mib_is_refused_as_it_arrives() {
+    use tallow_peer::control::MAX_OFFER_PATH_BYTES;
+    let long = |i: usize| format!("{i:08}/{}", "x".repeat(3991));
+    let mut inc = Incoming::new();
+    let parts = 1000u32;
+    let mut refused = None;
+    for p in 0..parts {
+        let files: Vec<OfferedFile> = (0..8)
+            .map(|k| OfferedFile {
+                path: long(p as usize * 8 + k),
+                size: 1,
+            })
+            .collect();
+        let m = Message::Files {
+            id: ID.into(),
+            part: p,
+            parts,
+            count: parts * 8,
+            total: u64::from(parts) * 8,
+            files,
+        };
+        if let Err(e) = inc.on_message(&m) {
+            refused = Some((e, p));
+            break;
+        }
+    }
+    let (e, p) = refused.expect("an offer of 32 MB of names was taken");
+    assert_eq!(e.kind(), "bad_name", "{e}");
+    assert!(
+        p as usize * 8 * 4000 <= MAX_OFFER_PATH_BYTES + 8 * 4000,
+        "refused only at part {p}"
+    );
+    let files: Vec<OfferedFile> = (0..4200)
+        .map(|i| OfferedFile {
+            path: long(i),
+            size: 1,
+        })
+        .collect();
+    let e = offer_parts(ID, &files).unwrap_err();
+    assert_eq!(e.kind(), "bad_name");
+    assert!(e.to_string().contains("16 MiB"), "{e}");
+    assert!(offer_parts(ID, &files[..4000]).is_ok());
+}

@@ -547,6 +547,12 @@ async function offerFiles(entries) {
   const files = entries.filter((e) => e.file);
   if (files.length === 0) return;
   const sender = new Sender(randomId(), files, { on: (event, detail) => onSenderEvent(sender, event, detail) });
+  try {
+    sender.machine.offer(); // too many files, or names too long, for one offer
+  } catch (e) {
+    ui.notice(`Cannot offer these files: ${e.message}.`);
+    return;
+  }
   state.outgoing = sender;
   sessionStorage.setItem('tallow-active', '1');
   lastAnnounced = -1;

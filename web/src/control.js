@@ -10,6 +10,7 @@ export const HEADER = 12; // file index (4), offset (8), inside a sealed data re
 export const MAX_FILES = 100_000;
 export const MAX_PARTS = 4096;
 export const MAX_PATH_BYTES = 4096;
+export const MAX_OFFER_PATH_BYTES = 16 * 1024 * 1024; // all of an offer's paths, UTF-8
 export const MAX_LIST = 256; // digests per `hashes`, blocks per `want`
 export const MAX_RANGES = 64; // per file in `resume`
 export const MAX_REASON = 256;
@@ -124,6 +125,8 @@ export function offerParts(id, files) {
   const total = files.reduce((n, f) => n + f.size, 0);
   if (!Number.isSafeInteger(total)) bad('bad_size', 'the files add up to more than 2^53-1 bytes');
   if (files.length === 0 || files.length > MAX_FILES) bad('malformed', `an offer holds 1..=${MAX_FILES} files`);
+  const names = files.reduce((n, f) => n + utf8Length(f.path), 0);
+  if (names > MAX_OFFER_PATH_BYTES) bad('bad_name', `the files' names and folders add up to ${names} bytes, over the 16 MiB one offer may hold: offer fewer files at a time`);
   const pages = [];
   let page = [];
   let bytes = 0;

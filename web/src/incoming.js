@@ -19,7 +19,7 @@
 // Pure; tested in test/transfer-machines.test.js and test/lying-peer.test.js.
 
 import { sha256 } from '@noble/hashes/sha2.js';
-import { ACK_EVERY, BLOCK, blocksOf, ControlError, MAX_RANGES, parseTransfer, WINDOW } from './control.js';
+import { ACK_EVERY, BLOCK, blocksOf, ControlError, MAX_OFFER_PATH_BYTES, MAX_RANGES, parseTransfer, WINDOW } from './control.js';
 import { PathAllocator } from './paths.js';
 
 export const HELD = 16;
@@ -28,6 +28,7 @@ export const HELD = 16;
 export const AHEAD = 4096;
 const hex = (u8) => Array.from(u8, (b) => b.toString(16).padStart(2, '0')).join('');
 const bad = (kind, message) => { throw new ControlError(kind, message); };
+const enc = new TextEncoder();
 
 class FileState {
   constructor(size) {
@@ -118,12 +119,22 @@ export class Incoming {
       return this.answerAgain();
     }
     if (this.id === null) this.id = m.id;
-    if (m.part === 0) this.parts = []; // sent again from the start
+    if (m.part === 0) {
+      // Sent again from the start.
+      this.parts = [];
+      this.partFiles = 0;
+      this.partNames = 0;
+    }
     const first = this.parts[0];
     if (m.part !== this.parts.length) bad('unexpected', `offer part ${m.part} where ${this.parts.length} was due`);
     if (first && (m.parts !== first.parts || m.count !== first.count || m.total !== first.total)) bad('malformed', 'offer parts disagree on parts, count or total');
+    // Counted as the parts come, so a lying offer is refused before the
+    // page holds it whole.
+    for (const f of m.files) this.partNames += enc.encode(f.path).length;
+    if (this.partNames > MAX_OFFER_PATH_BYTES) bad('bad_name', `the offer's paths add up to more than ${MAX_OFFER_PATH_BYTES} bytes`);
     this.parts.push(m);
-    const files = this.parts.reduce((n, p) => n + p.files.length, 0);
+    this.partFiles += m.files.length;
+    const files = this.partFiles;
     if (files > m.count) bad('malformed', `the offer lists more than its ${m.count} files`);
     if (m.part < m.parts - 1) return [];
     if (files !== m.count) bad('malformed', `the offer lists ${files} files, not ${m.count}`);

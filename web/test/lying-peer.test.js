@@ -165,3 +165,29 @@ test('a sender faster than the receiver\'s disk does not fill the receiving page
     clearInterval(r.stallTimer);
   }
 });
+
+test('an offer whose names add up past 16 MiB is refused as it arrives, before the page holds it', async () => {
+  const { MAX_OFFER_PATH_BYTES, ControlError } = await import('../src/control.js');
+  // 4000 paths of 4000 bytes: 16 MB of names, in parts the receiver
+  // takes one by one (a lying sender skips offerParts' own check).
+  const long = (i) => `${String(i).padStart(8, '0')}/${'x'.repeat(3991)}`;
+  const inc = new Incoming();
+  let refused = null;
+  const parts = 1000;
+  for (let p = 0; p < parts && !refused; p++) {
+    const files = Array.from({ length: 8 }, (_, k) => ({ path: long(p * 8 + k), size: 1 }));
+    try {
+      inc.onMessage({ kind: 'files', id: ID, part: p, parts, count: parts * 8, total: parts * 8, files });
+    } catch (e) {
+      refused = { e, p };
+    }
+  }
+  assert.ok(refused, 'an offer of 32 MB of names was taken');
+  assert.ok(refused.e instanceof ControlError && refused.e.kind === 'bad_name', String(refused.e));
+  assert.ok(refused.p * 8 * 4000 <= MAX_OFFER_PATH_BYTES + 8 * 4000, `refused only at part ${refused.p}`);
+  // The sender's own paging refuses the same offer with a clear error.
+  const files = Array.from({ length: 4200 }, (_, i) => ({ path: long(i), size: 1 }));
+  assert.throws(() => offerParts(ID, files), (e) => e.kind === 'bad_name' && /16 MiB/.test(e.message));
+  // Just under the limit goes.
+  assert.equal(offerParts(ID, files.slice(0, 4000)).length > 0, true);
+});
