@@ -191,3 +191,41 @@ test('an offer whose names add up past 16 MiB is refused as it arrives, before t
   // Just under the limit goes.
   assert.equal(offerParts(ID, files.slice(0, 4000)).length > 0, true);
 });
+
+// The window counts the bytes of frames, but a frame that starts a block
+// makes the page allocate the whole block, and landed blocks are held for
+// the whole-file hash: a sender spreading itself over many files must not
+// turn a small window into a large heap.
+const buffers = () => { gc(); gc(); return process.memoryUsage().arrayBuffers; };
+
+test('one-byte frames starting a block in each of many files do not allocate a block per file', () => {
+  const files = 256;
+  const { inc, frame, drain } = receiver(Array(files).fill(BLOCK));
+  const before = buffers();
+  for (let i = 0; i < files; i++) {
+    frame(i, 0, new Uint8Array(1));
+    drain();
+    inc.consumed(1);
+  }
+  const grown = (buffers() - before) / MiB;
+  assert.equal(inc.state, 'receiving');
+  assert.ok(grown < 32, `${files} bytes of frames made the page hold ${grown.toFixed(0)} MiB of partial blocks`);
+});
+
+test('blocks held for the whole-file hash are bounded across files, not per file', () => {
+  const files = 16;
+  const { inc, frame, drain } = receiver(Array(files).fill(17 * BLOCK));
+  const before = buffers();
+  const chunk = new Uint8Array(65536);
+  for (let i = 0; i < files; i++) {
+    // Every block but the first: none can be hashed in order, all wait.
+    for (let b = 1; b <= 16; b++) {
+      for (let o = 0; o < BLOCK; o += chunk.length) frame(i, b * BLOCK + o, chunk);
+      drain();
+      inc.consumed(BLOCK);
+    }
+  }
+  const grown = (buffers() - before) / MiB;
+  assert.equal(inc.state, 'receiving');
+  assert.ok(grown < 64, `${files} files of held blocks grew the page by ${grown.toFixed(0)} MiB`);
+});
