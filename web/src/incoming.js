@@ -11,8 +11,8 @@
 //   { t: 'fileDone', file, ok, sha256 } the file is complete (ok) or bad
 //   { t: 'done' } / { t: 'stopped', why, by }
 //
-// Memory: one block buffer per file in flight, and at most HELD verified
-// or landed blocks waiting for the whole-file hash; beyond that the hash
+// Memory: one block buffer being filled, and at most HELD verified or
+// landed blocks (all files together) waiting for the whole-file hash; beyond that the hash
 // reads those blocks back from the sink at the end. The sender's digests
 // are kept only until their block is verified, at most AHEAD of them in
 // all; verified blocks are counted, not listed, while they come in order.
@@ -81,6 +81,11 @@ export class Incoming {
     this.hashers = new Map();
     this.doneFiles = 0;
     this.ahead = 0; // digests given for blocks not yet verified, all files
+    // Memory, across files (a sender spread over many files gains
+    // nothing): blocks held for the whole-file hash, and the one file
+    // whose block is partly received.
+    this.heldBlocks = 0;
+    this.partial = null;
     // Flow control, per channel: file bytes of frames received, of those
     // the shell finished with, and the count our last `ack` carried.
     this.received = 0;
@@ -188,6 +193,8 @@ export class Incoming {
       f.held.clear();
       f.current = null;
     }
+    this.heldBlocks = 0;
+    this.partial = null;
     return [{ t: 'stopped', why, by }];
   }
 
@@ -262,6 +269,10 @@ export class Incoming {
     // those verified.
     if (f.done || f.isVerified(b) || f.landing.has(b) || f.ours.has(b)) return [];
     if (offset === start) {
+      // One block at a time is partly received (an honest sender sends
+      // each block's frames together): starting one abandons any other.
+      if (this.partial !== null && this.partial !== file) this.files[this.partial].current = null;
+      this.partial = file;
       f.current = { block: b, buf: new Uint8Array(f.blockLength(b)), filled: 0 };
     } else if (!f.current || f.current.block !== b || start + f.current.filled !== offset) {
       bad('bad_frame', `bytes at ${offset} of file ${file} do not continue block ${b}`);
@@ -271,6 +282,7 @@ export class Incoming {
     c.filled += data.length;
     if (c.filled < c.buf.length) return [];
     f.current = null;
+    this.partial = null;
     f.landing.add(b);
     return [{ t: 'write', file, offset: start, data: c.buf }, { t: 'digest', file, block: b, data: c.buf }];
   }
@@ -283,7 +295,11 @@ export class Incoming {
     if (f.isVerified(block)) return [];
     if (!f.ours.has(block)) f.landed += f.blockLength(block);
     f.ours.set(block, digest);
-    if (data && f.held.size < HELD && block >= f.hashedTo) f.held.set(block, data);
+    if (data && f.held.has(block)) f.held.set(block, data);
+    else if (data && this.heldBlocks < HELD && block >= f.hashedTo && f.readBackFrom === null) {
+      f.held.set(block, data);
+      this.heldBlocks += 1;
+    }
     return this.check(file, block);
   }
 
@@ -294,7 +310,7 @@ export class Incoming {
       // Caught at once: only this block comes again.
       f.ours.delete(b);
       f.landed -= f.blockLength(b);
-      f.held.delete(b);
+      if (f.held.delete(b)) this.heldBlocks -= 1;
       return [{ t: 'send', msg: { kind: 'want', id: this.id, file, blocks: [b] } }];
     }
     f.markVerified(b);
@@ -320,6 +336,7 @@ export class Incoming {
       }
       h.update(data);
       f.held.delete(f.hashedTo);
+      this.heldBlocks -= 1;
       f.hashedTo += 1;
     }
   }
@@ -369,6 +386,7 @@ export class Incoming {
     const ok = ours === f.sent;
     f.done = true;
     f.sha256 = ours;
+    this.heldBlocks -= f.held.size;
     f.held.clear();
     this.doneFiles += 1;
     const out = [
@@ -408,6 +426,7 @@ export class Incoming {
   resume() {
     if (this.state !== 'receiving') return [];
     const files = [];
+    this.partial = null;
     this.files.forEach((f, i) => {
       f.current = null;
       if (f.done || files.length >= MAX_RANGES) return;
