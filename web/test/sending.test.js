@@ -157,3 +157,37 @@ test('acks open the window as they come, and the file completes', async () => {
   assert.equal(events.find(([e]) => e === 'stopped'), undefined);
   s.finish();
 });
+
+test('a receiver reading a finished file back to hash it, while the window is shut on the next file, is not taken for silent', async () => {
+  const { decodeFrame } = await import('../src/control.js');
+  const MiB = 1 << 20;
+  const sizes = [25 * MiB, 20 * MiB];
+  const events = [];
+  const files = sizes.map((size, i) => ({ file: new Blob([new Uint8Array(size)]), path: `f${i}` }));
+  const s = new Sender('00112233445566aa', files, { on: (e, d) => events.push([e, d]), stallMs: 200 });
+  const link = fakeLink();
+  let bytes = 0;
+  link.data = (frame) => { bytes += decodeFrame(frame).data.length; return Promise.resolve(); };
+  s.setLink(link);
+  s.onMessage({ kind: 'accept', id: s.id });
+  // The receiver acks all it gets until file 1's `sent`; then it reads
+  // file 1 back (25 MiB: half a second at the 50 MB/s allowed for) and
+  // says nothing while the sender fills the window with file 2.
+  let acked = 0;
+  const acker = setInterval(() => {
+    if (link.controls.some((m) => m.kind === 'sent' && m.file === 0)) return;
+    if (bytes > acked) s.onMessage({ kind: 'ack', id: s.id, bytes: (acked = bytes) });
+  }, 10);
+  try {
+    for (let i = 0; i < 500 && !s.machine.windowFull; i++) await sleep(10);
+    assert.ok(s.machine.windowFull, 'the window never shut');
+    await sleep(500);
+    assert.equal(events.find(([e]) => e === 'stopped'), undefined, 'stopped while the receiver was reading back a 25 MiB file');
+    // A receiver that stays silent is still caught.
+    await sleep(1500);
+    assert.ok(events.find(([e]) => e === 'stopped'), 'never stopped');
+  } finally {
+    clearInterval(acker);
+    s.finish();
+  }
+});
