@@ -98,9 +98,16 @@ export class Sender {
       this.lastActivity = now;
     }
     if (!this.link?.open || !(this.machine.drained() || this.waitingResume || this.machine.windowFull)) return;
-    // After the last byte the receiver may read a file back to hash it
-    // (blocks that came out of order): it gets time for that too.
-    const allowance = this.stallMs + (this.machine.drained() ? (this.total - this.machine.acked) / READBACK_BYTES_PER_MS : 0);
+    if (now - this.lastActivity <= this.stallMs) return;
+    // The receiver may be reading a file back to hash it (blocks that came
+    // out of order), which holds up its acks too: it gets time for every
+    // file whose `sent` went out and that it has not confirmed (after the
+    // last block, for all it has not confirmed).
+    const m = this.machine;
+    let reading = 0;
+    if (m.drained()) reading = this.total - m.acked;
+    else m.files.forEach((f, i) => { if (m.announced[i] && f.got === null) reading += f.size; });
+    const allowance = this.stallMs + reading / READBACK_BYTES_PER_MS;
     if (now - this.lastActivity > allowance) {
       this.cancel(`stalled: the receiver said nothing for ${Math.round(allowance / 100) / 10} s`);
     }
