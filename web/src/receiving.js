@@ -15,7 +15,7 @@ const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padSt
 
 export class Receiver {
   /** on(event, detail): 'offer', 'progress', 'file', 'done', 'stopped'. */
-  constructor({ on }) {
+  constructor({ on, stallMs = STALL_MS }) {
     this.machine = new Incoming({ createHasher });
     this.link = null;
     this.on = on;
@@ -24,6 +24,8 @@ export class Receiver {
     this.complete = new Set();
     this.failed = false;
     this.lastActivity = Date.now();
+    this.busy = 0; // queued disk and hash steps not yet finished
+    this.lastProgress = Date.now(); // when one last finished, or read on
     // A sender that goes silent on a working channel is caught; during a
     // break the reconnect has its own limit.
     this.stallTimer = setInterval(() => {
@@ -31,10 +33,15 @@ export class Receiver {
         if (['done', 'stopped'].includes(this.machine.state)) clearInterval(this.stallTimer);
         return;
       }
-      if (this.link?.open && Date.now() - this.lastActivity > STALL_MS) {
-        this.fail(new ControlError('stalled', `nothing arrived from the sender for ${STALL_MS / 1000} s`));
+      // Our own disk and hash work, while it moves, is not the sender's
+      // silence: reading a big file back to hash it can take minutes, and
+      // meanwhile the sender waits for us. A disk that stops moving is
+      // caught by this limit once its work stops counting.
+      if (this.busy > 0 && Date.now() - this.lastProgress < stallMs) this.lastActivity = Date.now();
+      if (this.link?.open && Date.now() - this.lastActivity > stallMs) {
+        this.fail(new ControlError('stalled', `nothing arrived from the sender for ${stallMs / 1000} s`));
       }
-    }, 1000);
+    }, Math.min(1000, stallMs / 3));
   }
 
   get offer() { return this.machine.offer; }
@@ -126,7 +133,10 @@ export class Receiver {
         case 'readBack': {
           const { file, from } = a;
           this.later(async () => {
-            for await (const chunk of this.sink.read(file, from)) this.machine.readBack(file, chunk);
+            for await (const chunk of this.sink.read(file, from)) {
+              this.machine.readBack(file, chunk);
+              this.lastProgress = Date.now();
+            }
             this.run(() => this.machine.readBackDone(file));
           });
           break;
@@ -153,9 +163,20 @@ export class Receiver {
         case 'done': this.later(async () => this.on('done')); break;
         case 'stopped': {
           const why = a;
+          // Said after the disk work before it, so that files it finished
+          // are reported first; but a disk that hangs must not keep the
+          // page from hearing it: after 2 s it is said anyway.
+          let said = false;
+          const say = () => {
+            if (said) return;
+            said = true;
+            this.on('stopped', { ...why, error: this.failure ?? null });
+          };
+          const late = setTimeout(say, 2000);
           this.later(async () => {
             await this.sink?.abort(this.complete);
-            this.on('stopped', { ...why, error: this.failure ?? null });
+            clearTimeout(late);
+            say();
           }, true);
           break;
         }
@@ -166,6 +187,10 @@ export class Receiver {
 
   /** Queues disk work; an error stops the transfer (unless stopping). */
   later(fn, always = false) {
-    this.queue = this.queue.then(() => (this.failed && !always ? undefined : fn())).catch((e) => this.fail(e));
+    this.busy += 1;
+    this.queue = this.queue.then(() => (this.failed && !always ? undefined : fn())).catch((e) => this.fail(e)).finally(() => {
+      this.busy -= 1;
+      this.lastProgress = Date.now();
+    });
   }
 }

@@ -148,6 +148,9 @@ export class Sender {
     let reading = this.read(b);
     while (b) {
       const data = await reading;
+      // A new link (and its `resume`) may have come while we read: the
+      // next block is then the new channel's pump's to take, not ours.
+      if (this.link !== link || this.machine.state !== 'sending') throw Object.assign(new Error('the link changed'), { linkClosed: true });
       if (data.length !== b.length) throw new Error(`${this.blobs[b.file].name} changed while it was being sent`);
       const next = this.machine.next();
       reading = this.read(next); // read ahead while this block goes out

@@ -133,7 +133,8 @@ test('a receiver that stops acknowledging leaves the sender at the window, then 
   const link = fakeLink();
   s.setLink(link);
   s.onMessage({ kind: 'accept', id: s.id });
-  await sleep(1500);
+  // However slow this machine is at reading and hashing 16 MiB.
+  for (let i = 0; i < 300 && !events.some(([e]) => e === 'stopped'); i++) await sleep(50);
   assert.equal(link.frames * 65536, 16 * 1024 * 1024, 'the sender stopped at the window');
   const stopped = events.find(([e]) => e === 'stopped');
   assert.ok(stopped, 'no stop while the window stayed shut');
@@ -190,4 +191,36 @@ test('a receiver reading a finished file back to hash it, while the window is sh
     clearInterval(acker);
     s.finish();
   }
+});
+
+test('a link replaced while a block is being read: the old pump takes nothing from the new channel', async () => {
+  const { s, events, file } = sender(4 * 1024 * 1024, { stallMs: 5000 });
+  // Reads wait for the test to let them through.
+  const gates = [];
+  const slice = file.slice;
+  file.slice = (a, b) => {
+    const blob = slice(a, b);
+    return { arrayBuffer: () => new Promise((res) => gates.push(() => res(blob.arrayBuffer()))) };
+  };
+  const first = fakeLink();
+  s.setLink(first);
+  s.onMessage({ kind: 'accept', id: s.id });
+  await sleep(20);
+  // The old pump waits on its first read; the channel breaks, a new one
+  // opens and the receiver says it holds nothing.
+  first.open = false;
+  const second = fakeLink();
+  const offsets = [];
+  second.data = (frame) => { offsets.push(Number(new DataView(frame.buffer, frame.byteOffset).getBigUint64(4))); return Promise.resolve(); };
+  s.setLink(second);
+  s.onMessage({ kind: 'resume', id: s.id, files: [] });
+  // Let every read through, as they come.
+  for (let i = 0; i < 200 && !second.controls.some((m) => m.kind === 'sent'); i++) {
+    while (gates.length) gates.shift()();
+    await sleep(10);
+  }
+  const blocks = new Set(offsets.filter((o) => o % (1024 * 1024) === 0));
+  assert.deepEqual([...blocks].sort((x, y) => x - y), [0, 1, 2, 3].map((k) => k * 1024 * 1024), 'every block goes on the new channel');
+  assert.ok(second.controls.some((m) => m.kind === 'sent'), `no sent; ${events.map(([e, d]) => `${e}:${d?.why ?? ''}`).join(',')}`);
+  s.finish();
 });
