@@ -3,8 +3,8 @@
 //! (`web/src/incoming.js`). It takes the sender's messages, the data frames
 //! and the digests the caller computed, and returns actions.
 //!
-//! Memory: one block buffer per file in flight, and at most [`HELD`]
-//! verified or landed blocks waiting for the whole-file hash; beyond that
+//! Memory: one block buffer being filled, and at most [`HELD`] verified or
+//! landed blocks (all files together) waiting for the whole-file hash; beyond that
 //! the hash reads those blocks back from where they were written
 //! (`ReadBack`). Per-block bookkeeping is sparse, so an offer of huge files
 //! costs nothing until their blocks arrive. The sender's digests are kept
@@ -30,7 +30,8 @@ use crate::json::Doc;
 use crate::outgoing::By;
 use crate::paths::Allocator;
 
-/// Most verified blocks held in memory for the whole-file hash, per file.
+/// Most verified or landed blocks held in memory for the whole-file hash,
+/// all files together.
 pub const HELD: usize = 16;
 
 /// Most digests of blocks not yet verified the sender may have given (an
@@ -201,6 +202,11 @@ pub struct Incoming {
     done_files: usize,
     /// Digests given for blocks not yet verified, all files.
     ahead: usize,
+    /// Memory, across files (a sender spread over many files gains
+    /// nothing): blocks held for the whole-file hash, and the one file
+    /// whose block is partly received.
+    held_blocks: usize,
+    partial: Option<usize>,
     stopped_by: Option<By>,
     final_word: Option<Message>,
     /// On this data channel: payload bytes of the frames taken, those the
@@ -233,6 +239,8 @@ impl Incoming {
             hashers: HashMap::new(),
             done_files: 0,
             ahead: 0,
+            held_blocks: 0,
+            partial: None,
             stopped_by: None,
             final_word: None,
             received: 0,
@@ -493,6 +501,8 @@ impl Incoming {
             f.held.clear();
             f.current = None;
         }
+        self.held_blocks = 0;
+        self.partial = None;
         vec![InAction::Stopped { why, by }]
     }
 
@@ -652,9 +662,17 @@ impl Incoming {
             return Ok(Vec::new());
         }
         if offset == start {
-            f.current = Some(Current {
+            // One block at a time is partly received (an honest sender
+            // sends each block's frames together): starting one abandons
+            // any other.
+            let length = f.block_length(b) as usize;
+            if let Some(p) = self.partial.filter(|&p| p != i) {
+                self.files[p].current = None;
+            }
+            self.partial = Some(i);
+            self.files[i].current = Some(Current {
                 block: b,
-                buf: vec![0; f.block_length(b) as usize],
+                buf: vec![0; length],
                 filled: 0,
             });
         } else if !f
@@ -667,6 +685,7 @@ impl Incoming {
                 frame.file
             )));
         }
+        let f = &mut self.files[i];
         let Some(c) = f.current.as_mut() else {
             return Ok(Vec::new());
         };
@@ -678,6 +697,7 @@ impl Incoming {
         let Some(c) = f.current.take() else {
             return Ok(Vec::new());
         };
+        self.partial = None;
         let data: Arc<[u8]> = c.buf.into();
         f.landing.insert(b);
         Ok(vec![
@@ -740,9 +760,15 @@ impl Incoming {
             f.landed += f.block_length(block);
         }
         f.ours.insert(block, digest.to_owned());
+        // At most HELD blocks of all files together; none newly for a
+        // file that has to be read back anyway.
         if let Some(data) = data {
-            if f.held.len() < HELD && block >= f.hashed_to {
+            if let Some(h) = f.held.get_mut(&block) {
+                *h = data;
+            } else if self.held_blocks < HELD && block >= f.hashed_to && f.read_back_from.is_none()
+            {
                 f.held.insert(block, data);
+                self.held_blocks += 1;
             }
         }
         Ok(self.check(i, block))
@@ -760,7 +786,9 @@ impl Incoming {
             // Caught at once: only this block comes again.
             f.ours.remove(&b);
             f.landed -= f.block_length(b);
-            f.held.remove(&b);
+            if f.held.remove(&b).is_some() {
+                self.held_blocks -= 1;
+            }
             return vec![InAction::Send(Message::Want {
                 id: self.id.clone().unwrap_or_default(),
                 file: i as u32,
@@ -784,6 +812,7 @@ impl Incoming {
                 break;
             };
             h.update(&data);
+            self.held_blocks -= 1;
             f.hashed_to += 1;
         }
     }
@@ -836,6 +865,7 @@ impl Incoming {
         let ok = f.sent.as_deref() == Some(ours.as_str());
         f.done = true;
         f.sha256 = ours.clone();
+        self.held_blocks -= f.held.len();
         f.held.clear();
         self.done_files += 1;
         let id = self.id.clone().unwrap_or_default();
@@ -898,6 +928,7 @@ impl Incoming {
             return Vec::new();
         }
         let mut files = Vec::new();
+        self.partial = None;
         for (i, f) in self.files.iter_mut().enumerate() {
             f.current = None;
             if f.done || files.len() >= MAX_RANGES {
