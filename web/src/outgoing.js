@@ -185,15 +185,12 @@ export class Outgoing {
     if (this.state !== 'sending') return null;
     while (this.wanted.length > 0) {
       const [file, block] = this.wanted[0];
-      if (this.files[file].got === null) {
-        const b = this.block(file, block);
-        if (!this.fits(b)) return null;
-        this.wanted.shift();
-        this.wanting.delete(`${file}/${block}`);
-        return b;
-      }
+      // A wanted block of a file since confirmed is dropped unsent.
+      const b = this.files[file].got === null ? this.block(file, block) : null;
+      if (b && !this.fits(b)) return null;
       this.wanted.shift();
       this.wanting.delete(`${file}/${block}`);
+      if (b) return b;
     }
     for (;;) {
       const { file, block } = this.cursor;

@@ -87,7 +87,16 @@ function wire(contents, { corrupt = () => false, held } = {}) {
     onOutgoing(out.onChannel());
     onIncoming(inc.onChannel());
   }
-  return { out, inc, disk, log, pump, deliver, sentBytes, frames, cut: (up) => { channelUp = up; if (!up) frames.length = 0; }, reconnect, toReceiver, toSender, onIncoming, onOutgoing };
+  /** Pumps and delivers, as acks open the window, until the receiver is
+   * done (at most 100 rounds). */
+  function untilDone() {
+    for (let rounds = 0; inc.state !== 'done' && rounds < 100; rounds++) {
+      deliver();
+      pump();
+    }
+    deliver();
+  }
+  return { out, inc, disk, log, pump, deliver, untilDone, sentBytes, frames, cut: (up) => { channelUp = up; if (!up) frames.length = 0; }, reconnect, toReceiver, toSender, onIncoming, onOutgoing };
 }
 
 function offerAndAccept(w) {
@@ -298,12 +307,7 @@ test('flow control: the sender stays within the window the receiver acks, and a 
   w.pump();
   assert.equal(w.sentBytes.n, WINDOW, 'the sender stops at 16 MiB without an ack');
   assert.equal(w.out.next(), null);
-  let rounds = 0;
-  while (w.inc.state !== 'done' && rounds++ < 100) {
-    w.deliver();
-    w.pump();
-  }
-  w.deliver();
+  w.untilDone();
   assert.equal(w.inc.state, 'done');
   assert.equal(w.out.state, 'done');
   assert.equal(sha(w.disk[0]), sha(contents[0].data));
@@ -344,12 +348,7 @@ test('flow control: a new channel starts the window afresh; a damaged block near
   w.pump(3);
   // The channel breaks with frames and acks in flight.
   w.reconnect();
-  let rounds = 0;
-  while (w.inc.state !== 'done' && rounds++ < 100) {
-    w.deliver();
-    w.pump();
-  }
-  w.deliver();
+  w.untilDone();
   assert.equal(w.inc.state, 'done');
   assert.ok(spoiled);
   assert.equal(sha(w.disk[0]), sha(contents[0].data));
