@@ -47,12 +47,32 @@ impl fmt::Display for IpKey {
     }
 }
 
-/// The client's address: the socket peer, or, behind a trusted proxy, the
-/// last `X-Forwarded-For` entry, which is the one that proxy appended.
-/// Entries before it are whatever the client sent, so they are never used:
-/// if the last one does not parse, the proxy's own address is the answer.
-pub fn client_ip(trust_forwarded_for: bool, remote: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if !trust_forwarded_for {
+impl std::str::FromStr for IpKey {
+    type Err = std::net::AddrParseError;
+
+    /// Back from [`IpKey`]'s text (as stored with a room membership).
+    fn from_str(s: &str) -> Result<IpKey, Self::Err> {
+        match s.split_once('/') {
+            Some((net, prefix)) => Ok(IpKey::V6 {
+                net: net.parse()?,
+                prefix: prefix.parse().unwrap_or(128),
+            }),
+            None => Ok(IpKey::V4(s.parse()?)),
+        }
+    }
+}
+
+/// The client's address: the socket peer, or, when that peer is one of the
+/// `trusted` proxies, the last `X-Forwarded-For` entry, which is the one
+/// that proxy appended. Entries before it are whatever the client sent, so
+/// they are never used: if the last one does not parse, the proxy's own
+/// address is the answer. From any other peer the header is ignored.
+pub fn client_ip(trusted: &[ipnet::IpNet], remote: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let peer = match remote {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(remote, IpAddr::V4),
+        v4 => v4,
+    };
+    if !trusted.iter().any(|net| net.contains(&peer)) {
         return remote;
     }
     // Bytes, not `to_str`: a non-ASCII byte the client put in its own part
@@ -101,7 +121,8 @@ mod tests {
     #[test]
     fn only_the_last_forwarded_entry_counts() {
         let remote: IpAddr = "10.0.0.1".parse().unwrap();
-        let ip = |h: &HeaderMap| client_ip(true, remote, h);
+        let proxies: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |h: &HeaderMap| client_ip(&proxies, remote, h);
         assert_eq!(
             ip(&headers(&["198.51.100.1"])),
             "198.51.100.1".parse::<IpAddr>().unwrap()
@@ -125,9 +146,29 @@ mod tests {
             axum::http::HeaderValue::from_bytes(b"\xc3\xa9, 198.51.100.1").unwrap(),
         );
         assert_eq!(ip(&h), "198.51.100.1".parse::<IpAddr>().unwrap());
-        assert_eq!(
-            client_ip(false, remote, &headers(&["198.51.100.1"])),
-            remote
-        );
+        assert_eq!(client_ip(&[], remote, &headers(&["198.51.100.1"])), remote);
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_a_trusted_proxy() {
+        let proxies: Vec<ipnet::IpNet> = vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "2001:db8::7/128".parse().unwrap(),
+        ];
+        let h = headers(&["198.51.100.1"]);
+        let via = |r: &str| client_ip(&proxies, r.parse().unwrap(), &h).to_string();
+        assert_eq!(via("127.0.0.1"), "198.51.100.1");
+        assert_eq!(via("::ffff:127.0.0.1"), "198.51.100.1");
+        assert_eq!(via("2001:db8::7"), "198.51.100.1");
+        assert_eq!(via("2001:db8::8"), "2001:db8::8");
+        assert_eq!(via("192.0.2.4"), "192.0.2.4");
+    }
+
+    #[test]
+    fn keys_read_back_from_their_text() {
+        for s in ["198.51.100.7", "2001:db8:1:2::/64"] {
+            assert_eq!(s.parse::<IpKey>().unwrap().to_string(), s);
+        }
+        assert!("nonsense".parse::<IpKey>().is_err());
     }
 }

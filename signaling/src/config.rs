@@ -59,6 +59,18 @@ pub struct Config {
     #[arg(long = "trust-forwarded-for", env = "TALLOW_TRUST_FORWARDED_FOR", default_value_t = false, action = ArgAction::Set)]
     pub trust_forwarded_for: bool,
 
+    /// Addresses and networks (CIDR) of the proxies whose X-Forwarded-For
+    /// is believed when TALLOW_TRUST_FORWARDED_FOR is on; from any other
+    /// peer the header is ignored.
+    #[arg(
+        long = "trusted-proxies",
+        env = "TALLOW_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128",
+        value_parser = parse_net
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Seconds to drain connections on SIGTERM/SIGINT before exiting.
     #[arg(
         long = "shutdown-timeout-secs",
@@ -72,6 +84,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub limits: Limits,
+
+    #[command(flatten)]
+    pub rooms: RoomLimits,
 
     #[command(flatten)]
     pub turn: TurnConfig,
@@ -260,6 +275,65 @@ pub struct Limits {
     pub max_queued_bytes: usize,
 }
 
+/// Rooms and nearby discovery.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RoomLimits {
+    /// Members a room holds at most (its creator may choose fewer).
+    #[arg(
+        long = "room-max-members",
+        env = "TALLOW_ROOM_MAX_MEMBERS",
+        default_value_t = 10
+    )]
+    pub room_max_members: usize,
+
+    /// How long a room lives unless its creator asks for less.
+    #[arg(
+        long = "room-ttl-secs",
+        env = "TALLOW_ROOM_TTL_SECS",
+        default_value_t = 3600
+    )]
+    pub room_ttl_secs: u64,
+
+    /// The longest life a creator may ask for.
+    #[arg(
+        long = "room-max-ttl-secs",
+        env = "TALLOW_ROOM_MAX_TTL_SECS",
+        default_value_t = 86400
+    )]
+    pub room_max_ttl_secs: u64,
+
+    /// Room memberships (named and nearby) one address holds at once.
+    #[arg(
+        long = "max-rooms-per-ip",
+        env = "TALLOW_MAX_ROOMS_PER_IP",
+        default_value_t = 8
+    )]
+    pub max_rooms_per_ip: usize,
+
+    /// Invitations (pairwise sessions) one member may open per minute.
+    #[arg(
+        long = "room-invites-per-min",
+        env = "TALLOW_ROOM_INVITES_PER_MIN",
+        default_value_t = 30
+    )]
+    pub room_invites_per_min: u32,
+
+    /// Clients one address's nearby room shows at most.
+    #[arg(
+        long = "nearby-max-members",
+        env = "TALLOW_NEARBY_MAX_MEMBERS",
+        default_value_t = 32
+    )]
+    pub nearby_max_members: usize,
+}
+
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or a network such as 10.0.0.0/8"))
+}
+
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -315,11 +389,39 @@ impl Config {
                 "TALLOW_MAX_UPGRADES_PER_IP_PER_MIN",
                 u64::from(l.max_upgrades_per_ip_per_min),
             ),
+            (
+                "TALLOW_ROOM_MAX_MEMBERS",
+                self.rooms.room_max_members as u64,
+            ),
+            ("TALLOW_ROOM_TTL_SECS", self.rooms.room_ttl_secs),
+            ("TALLOW_ROOM_MAX_TTL_SECS", self.rooms.room_max_ttl_secs),
+            (
+                "TALLOW_MAX_ROOMS_PER_IP",
+                self.rooms.max_rooms_per_ip as u64,
+            ),
+            (
+                "TALLOW_ROOM_INVITES_PER_MIN",
+                u64::from(self.rooms.room_invites_per_min),
+            ),
+            (
+                "TALLOW_NEARBY_MAX_MEMBERS",
+                self.rooms.nearby_max_members as u64,
+            ),
         ];
         for (name, v) in positive {
             if v == 0 {
                 return Err(ConfigError(format!("{name} must be greater than 0")));
             }
+        }
+        if self.rooms.room_ttl_secs > self.rooms.room_max_ttl_secs {
+            return Err(ConfigError(
+                "TALLOW_ROOM_TTL_SECS must not exceed TALLOW_ROOM_MAX_TTL_SECS".into(),
+            ));
+        }
+        if self.rooms.room_max_members < 2 {
+            return Err(ConfigError(
+                "TALLOW_ROOM_MAX_MEMBERS must be at least 2".into(),
+            ));
         }
         if l.idle_timeout_secs <= l.ping_interval_secs {
             return Err(ConfigError(

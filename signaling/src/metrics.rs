@@ -22,6 +22,8 @@ pub struct Metrics {
     pub nameplates: Gauge,
     pub sessions_created: Counter,
     pub sessions_paired: Counter,
+    pub rooms_created: Counter,
+    pub room_invites: Counter,
     pub messages_forwarded: Counter,
     pub errors: Family<CodeLabel, Counter>,
 }
@@ -40,6 +42,8 @@ impl Metrics {
             nameplates: Gauge::default(),
             sessions_created: Counter::default(),
             sessions_paired: Counter::default(),
+            rooms_created: Counter::default(),
+            room_invites: Counter::default(),
             messages_forwarded: Counter::default(),
             errors: Family::default(),
             registry: Registry::default(),
@@ -73,6 +77,16 @@ impl Metrics {
             "sessions_paired",
             "Sessions paired on this node",
             m.sessions_paired.clone(),
+        );
+        registry.register(
+            "rooms_created",
+            "Rooms created on this node",
+            m.rooms_created.clone(),
+        );
+        registry.register(
+            "room_invites",
+            "Pairwise sessions opened by room invitations on this node",
+            m.room_invites.clone(),
         );
         registry.register(
             "messages_forwarded",

@@ -48,6 +48,34 @@ pub enum ClientMsg {
     /// Reclaim a seat after a disconnect. `last_seq` is the highest `message`
     /// seq this client received.
     Resume { token: String, last_seq: u64 },
+    /// Open a named room; `display_name` is how the other members see
+    /// this one. The creator's client appends secret words to the
+    /// nameplate it gets back; they never reach the server.
+    RoomCreate {
+        #[serde(default)]
+        name: String,
+        display_name: String,
+        #[serde(default)]
+        max_members: Option<usize>,
+        #[serde(default)]
+        ttl_secs: Option<u64>,
+    },
+    /// Enter the named room behind `nameplate`.
+    RoomJoin {
+        nameplate: String,
+        display_name: String,
+    },
+    /// Become visible to the clients that reach the server from the same
+    /// public address (opt-in).
+    NearbyJoin { display_name: String },
+    /// Take a room membership back after a disconnect.
+    RoomResume { token: String },
+    /// Leave the room for good; the others are told.
+    RoomLeave {},
+    /// End the room for everyone (its owner only).
+    RoomClose {},
+    /// Open one pairwise session with each of `to` (member ids).
+    RoomInvite { to: Vec<u32> },
     /// Application-level liveness check, answered with `pong`.
     Ping {
         #[serde(default)]
@@ -57,7 +85,21 @@ pub enum ClientMsg {
 
 /// Type names clients may send, to tell `unknown_type` from `bad_message`.
 const CLIENT_TYPES: &[&str] = &[
-    "create", "join", "send", "hello", "ack", "leave", "resume", "ping",
+    "create",
+    "join",
+    "send",
+    "hello",
+    "ack",
+    "leave",
+    "resume",
+    "ping",
+    "room_create",
+    "room_join",
+    "nearby_join",
+    "room_resume",
+    "room_leave",
+    "room_close",
+    "room_invite",
 ];
 
 /// Limits announced in `welcome`.
@@ -80,6 +122,15 @@ pub struct IceServer {
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+}
+
+/// One member as the others see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RoomMember {
+    pub member: u32,
+    pub name: String,
+    /// Connected now (an away member may come back within the grace).
+    pub present: bool,
 }
 
 /// Messages the server sends.
@@ -127,6 +178,76 @@ pub enum ServerMsg {
         /// when its peer joined.
         #[serde(skip_serializing_if = "Option::is_none")]
         ice_servers: Option<Vec<IceServer>>,
+    },
+    RoomCreated {
+        room: String,
+        nameplate: String,
+        member: u32,
+        resume_token: String,
+        expires_in_secs: u64,
+    },
+    RoomJoined {
+        room: String,
+        kind: String,
+        member: u32,
+        resume_token: String,
+    },
+    RoomResumed {
+        room: String,
+        kind: String,
+        member: u32,
+        resume_token: String,
+    },
+    /// The whole room as this member may see it.
+    RoomState {
+        room: String,
+        kind: String,
+        name: String,
+        owner: Option<u32>,
+        you: u32,
+        max_members: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_in_secs: Option<u64>,
+        members: Vec<RoomMember>,
+    },
+    RoomMemberJoined {
+        member: u32,
+        name: String,
+    },
+    RoomMemberLeft {
+        member: u32,
+        reason: String,
+    },
+    RoomMemberAway {
+        member: u32,
+    },
+    RoomMemberBack {
+        member: u32,
+    },
+    /// Ownership passed to `member` (the owner left).
+    RoomOwner {
+        member: u32,
+    },
+    /// Member `from` opened a session with this one: take seat 1 with
+    /// `resume` under `resume_token`.
+    RoomInvite {
+        from: u32,
+        session: String,
+        resume_token: String,
+    },
+    /// The session this member opened with `to`: take seat 0 with
+    /// `resume` under `resume_token`.
+    RoomInvited {
+        to: u32,
+        session: String,
+        resume_token: String,
+    },
+    RoomClosed {
+        reason: String,
+    },
+    /// This connection is no longer in its room.
+    RoomLeft {
+        reason: String,
     },
     PeerAway {},
     PeerBack {},
@@ -187,6 +308,14 @@ pub enum ErrorCode {
     PresenceUnavailable,
     PqRequired,
     BadPqKey,
+    UnknownRoom,
+    RoomFull,
+    NotRoomOwner,
+    AlreadyInRoom,
+    NoRoom,
+    TooManyRooms,
+    UnknownMember,
+    TooManyInvites,
     Internal,
 }
 
@@ -214,6 +343,14 @@ impl ErrorCode {
         ErrorCode::PresenceUnavailable,
         ErrorCode::PqRequired,
         ErrorCode::BadPqKey,
+        ErrorCode::UnknownRoom,
+        ErrorCode::RoomFull,
+        ErrorCode::NotRoomOwner,
+        ErrorCode::AlreadyInRoom,
+        ErrorCode::NoRoom,
+        ErrorCode::TooManyRooms,
+        ErrorCode::UnknownMember,
+        ErrorCode::TooManyInvites,
         ErrorCode::Internal,
     ];
 
@@ -241,6 +378,14 @@ impl ErrorCode {
             ErrorCode::PresenceUnavailable => "presence_unavailable",
             ErrorCode::PqRequired => "pq_required",
             ErrorCode::BadPqKey => "bad_pq_key",
+            ErrorCode::UnknownRoom => "unknown_room",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::NotRoomOwner => "not_room_owner",
+            ErrorCode::AlreadyInRoom => "already_in_room",
+            ErrorCode::NoRoom => "no_room",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::UnknownMember => "unknown_member",
+            ErrorCode::TooManyInvites => "too_many_invites",
             ErrorCode::Internal => "internal",
         }
     }
@@ -256,6 +401,8 @@ impl ErrorCode {
                 | ErrorCode::ServerFull
                 | ErrorCode::MailboxFull
                 | ErrorCode::PresenceUnavailable
+                | ErrorCode::TooManyRooms
+                | ErrorCode::TooManyInvites
                 | ErrorCode::Internal
         )
     }

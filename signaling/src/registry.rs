@@ -46,6 +46,9 @@ pub enum Event {
     /// Notices may have been lost (a store reconnected): fetch again.
     /// Addressed to every connection of the node.
     Resync,
+    /// The connection's room changed (the notice's `session` is the room
+    /// id): read it again.
+    Room,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,6 +296,55 @@ impl Registry {
             session,
             nameplate: n,
         })
+    }
+
+    /// Open a session whose two seats are both reserved and unclaimed: an
+    /// invitation inside a room. Each seat is taken with `resume` under its
+    /// token within `resume_grace`, or the session ends. Both seats count
+    /// against their addresses from now on.
+    pub fn create_pair(
+        &mut self,
+        cfg: &RegistryConfig,
+        session: String,
+        tokens: [String; 2],
+        ips: [IpKey; 2],
+        now: Instant,
+    ) -> Result<String, RegistryError> {
+        let taking = if ips[0] == ips[1] { 2 } else { 1 };
+        let need = |ip: &IpKey| taking + self.seats_of(ip);
+        if ips.iter().any(|ip| need(ip) > cfg.max_seats_per_ip) {
+            return Err(RegistryError::TooManySessions(cfg.max_seats_per_ip));
+        }
+        let until = now + cfg.resume_grace;
+        let [t0, t1] = tokens;
+        let seat = |token: String, ip: IpKey| SeatRec {
+            owner: None,
+            away_until: Some(until),
+            ..new_seat(
+                cfg,
+                token,
+                Owner {
+                    node: Arc::from(""),
+                    conn: 0,
+                },
+                ip,
+            )
+        };
+        for ip in ips {
+            *self.seats_by_ip.entry(ip).or_insert(0) += 1;
+        }
+        self.tokens.insert(t0.clone(), (session.clone(), 0));
+        self.tokens.insert(t1.clone(), (session.clone(), 1));
+        self.sessions.insert(
+            session.clone(),
+            SessionRec {
+                nameplate: None,
+                nameplate_expires: now,
+                seats: [Some(seat(t0, ips[0])), Some(seat(t1, ips[1]))],
+            },
+        );
+        self.deadlines.push(Reverse((until, session.clone())));
+        Ok(session)
     }
 
     /// Take seat 1 of the session behind `nameplate`, releasing the nameplate.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
@@ -28,8 +28,11 @@ use crate::ip_limits::{IpLimits, IpLimitsConfig, Refusal};
 use crate::metrics::Metrics;
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
-use crate::presence::{Event, Notice, Owner, Presence, PresenceConfig, PresenceError, Seat};
+use crate::presence::{Event, Notice, Presence, PresenceConfig, PresenceError};
 use crate::protocol::{AnnouncedLimits, ErrorCode, ServerMsg, PROTOCOL_VERSION};
+use crate::room::RoomRules;
+use crate::rooms::{self, RoomsConfig};
+pub use crate::state::AppState;
 
 /// How long readiness waits for the presence store.
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,52 +52,22 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
 }
 
-/// State shared by every connection and route of one node.
-pub struct AppState {
-    pub(crate) cfg: Config,
-    pub(crate) node: Arc<str>,
-    pub(crate) presence: Arc<dyn Presence>,
-    pub(crate) metrics: Metrics,
-    pub(crate) ice: IceConfig,
-    pub(crate) welcome: String,
-    pub(crate) conns: Mutex<HashMap<u64, mpsc::UnboundedSender<Notice>>>,
-    pub(crate) ip_limits: Mutex<IpLimits>,
-    /// Seats whose detach failed (store down), retried by the timers.
-    pub(crate) pending_detach: Mutex<Vec<(String, Seat, Owner)>>,
-    /// Seats whose leave (after the peer left) failed, retried likewise.
-    pub(crate) pending_leave: Mutex<Vec<(String, Seat, Owner)>>,
-    /// Seats a request in limbo may have given a connection that is gone
-    /// (token, leave rather than detach, owner): `Presence::abandon`.
-    pub(crate) pending_abandon: Mutex<Vec<(String, bool, Owner)>>,
-    pub(crate) next_conn: AtomicU64,
-    pub(crate) open: AtomicUsize,
-    pub(crate) shutdown: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl AppState {
-    pub(crate) fn lock_conns(&self) -> MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<Notice>>> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn lock_ip_limits(&self) -> MutexGuard<'_, IpLimits> {
-        self.ip_limits.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn lock_pending_detach(&self) -> MutexGuard<'_, Vec<(String, Seat, Owner)>> {
-        self.pending_detach
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn lock_pending_leave(&self) -> MutexGuard<'_, Vec<(String, Seat, Owner)>> {
-        self.pending_leave.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn lock_pending_abandon(&self) -> MutexGuard<'_, Vec<(String, bool, Owner)>> {
-        self.pending_abandon
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+fn rooms_config(cfg: &Config) -> RoomsConfig {
+    let r = &cfg.rooms;
+    let grace_ms = cfg.limits.resume_grace_secs * 1000;
+    RoomsConfig {
+        rules: RoomRules {
+            grace_ms,
+            nearby_ttl_ms: 3_600_000,
+            linger_ms: 60_000,
+            invites_per_min: r.room_invites_per_min,
+            pending_invites: 16,
+        },
+        max_members: r.room_max_members,
+        nearby_max_members: r.nearby_max_members,
+        default_ttl: Duration::from_secs(r.room_ttl_secs),
+        max_ttl: Duration::from_secs(r.room_max_ttl_secs),
+        max_per_ip: r.max_rooms_per_ip,
     }
 }
 
@@ -214,6 +187,7 @@ impl Server {
             open: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            rooms: rooms_config(&cfg),
             cfg,
         });
 
@@ -232,6 +206,7 @@ impl Server {
             tokio::spawn(route_notices(state.clone(), notices)),
             tokio::spawn(run_timers(state.clone())),
             tokio::spawn(run_retries(state.clone())),
+            tokio::spawn(run_rooms(state.clone())),
         ];
         let app = router(state.clone(), metrics_listener.is_none());
         if let Some(l) = metrics_listener {
@@ -412,6 +387,45 @@ async fn run_timers(st: Arc<AppState>) {
     }
 }
 
+/// Rooms' timers, in a task of their own so that they never hold up the
+/// heartbeat: expiries and grace periods due, members of dead nodes, and
+/// memberships of this node whose connection is gone without a word.
+async fn run_rooms(st: Arc<AppState>) {
+    const BATCH: usize = 256;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        match st.presence.rooms_due(&st.node, BATCH).await {
+            Ok(due) => {
+                for id in &due.rooms {
+                    if let Err(e) =
+                        rooms::sweep_one(&*st.presence, &st.rooms, id, &due.dead_nodes).await
+                    {
+                        tracing::warn!(error = %e, "room sweep failed");
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "room sweep failed"),
+        }
+        // Every 5 s: a cheap read, and a write only where something is off.
+        if ticks % 10 == 0 {
+            let live = |c: u64| st.lock_conns().contains_key(&c);
+            match rooms::detach_orphans(&*st.presence, &st.rooms, &st.node, live).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    memberships = n,
+                    "detached room memberships of closed connections"
+                ),
+                Err(e) => tracing::warn!(error = %e, "room orphan check failed"),
+            }
+        }
+    }
+}
+
 /// Store calls that failed while the store was unreachable, retried once a
 /// second. A task of its own: after a long outage thousands may wait, and
 /// working them off must not hold up the heartbeat.
@@ -545,7 +559,12 @@ async fn signal(
     if st.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let ip = client_addr::client_ip(st.cfg.trust_forwarded_for, remote.ip(), &headers);
+    let trusted: &[ipnet::IpNet] = if st.cfg.trust_forwarded_for {
+        &st.cfg.trusted_proxies
+    } else {
+        &[]
+    };
+    let ip = client_addr::client_ip(trusted, remote.ip(), &headers);
     let ip = IpKey::new(ip, st.cfg.limits.ipv6_prefix);
     // Refused before the upgrade, where a refusal costs the least. The slot
     // is released when the connection ends (conn::run).

@@ -10,17 +10,22 @@ use async_trait::async_trait;
 use rand::RngExt;
 use tokio::sync::mpsc;
 
+use super::room_table::RoomTable;
 use super::{
-    Counts, Created, Joined, Notice, Owner, Presence, PresenceConfig, PresenceError, PushOutcome,
-    Resumed, Seat, SeatStatus,
+    Counts, Created, Event, Joined, Notice, Owner, Presence, PresenceConfig, PresenceError,
+    PushOutcome, Resumed, RoomKey, RoomPut, RoomWrite, RoomsDue, Seat, SeatStatus,
 };
 use crate::client_addr::IpKey;
 use crate::mailbox::Envelope;
 use crate::registry::{Pushed, Registry, RegistryConfig};
+use crate::room::Room;
 
 pub struct MemoryPresence {
     cfg: RegistryConfig,
     registry: Mutex<Registry>,
+    rooms: Mutex<RoomTable>,
+    /// The rooms' clock: milliseconds since the store was made.
+    epoch: Instant,
     nodes: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Notice>>>,
 }
 
@@ -35,6 +40,8 @@ impl MemoryPresence {
                 max_seats_per_ip: cfg.max_seats_per_ip,
             },
             registry: Mutex::new(Registry::default()),
+            rooms: Mutex::new(RoomTable::default()),
+            epoch: Instant::now(),
             nodes: Mutex::new(HashMap::new()),
         }
     }
@@ -43,6 +50,14 @@ impl MemoryPresence {
         // A panic while holding the lock would be a bug in the registry; the
         // data is still consistent per operation, so keep serving.
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, RoomTable> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn deliver(&self, notices: impl IntoIterator<Item = Notice>) {
@@ -191,6 +206,49 @@ impl Presence for MemoryPresence {
             .abandon(&self.cfg, token, owner, leave, Instant::now());
         self.deliver(notices);
         Ok(())
+    }
+
+    async fn create_pair(
+        &self,
+        tokens: [String; 2],
+        ips: [IpKey; 2],
+    ) -> Result<String, PresenceError> {
+        Ok(self
+            .registry()
+            .create_pair(&self.cfg, random_id(), tokens, ips, Instant::now())?)
+    }
+
+    async fn room_get(&self, key: &RoomKey) -> Result<(Option<Room>, u64), PresenceError> {
+        Ok((self.rooms().get(key), self.now_ms()))
+    }
+
+    async fn room_put(&self, w: &RoomWrite<'_>) -> Result<RoomPut, PresenceError> {
+        let put = self.rooms().put(w);
+        if put == RoomPut::Saved {
+            self.deliver(w.notify.iter().filter_map(|o| {
+                let (node, conn) = o.rsplit_once('|')?;
+                Some(Notice {
+                    to: Owner {
+                        node: Arc::from(node),
+                        conn: conn.parse().ok()?,
+                    },
+                    session: w.id.to_owned(),
+                    event: Event::Room,
+                })
+            }));
+        }
+        Ok(put)
+    }
+
+    async fn rooms_due(&self, _node: &str, max: usize) -> Result<RoomsDue, PresenceError> {
+        Ok(RoomsDue {
+            rooms: self.rooms().due(self.now_ms(), max),
+            dead_nodes: Vec::new(),
+        })
+    }
+
+    async fn rooms_of(&self, node: &str) -> Result<Vec<String>, PresenceError> {
+        Ok(self.rooms().of_node(node))
     }
 
     fn subscribe(&self, node: &str) -> mpsc::UnboundedReceiver<Notice> {

@@ -14,6 +14,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod room_table;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::mailbox::Envelope;
 pub use crate::registry::{
     Created, Event, Joined, LeftReason, Notice, Owner, RegistryError, Resumed, Seat, SeatStatus,
 };
+use crate::room::{IndexOp, Room};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PresenceError {
@@ -54,6 +56,55 @@ pub struct PresenceConfig {
 pub struct Counts {
     pub sessions: usize,
     pub nameplates: usize,
+}
+
+/// How a room record is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomKey {
+    Id(String),
+    /// A named room's nameplate.
+    Nameplate(u32),
+    /// A member's resume token.
+    Token(String),
+    /// The nearby room of an address.
+    Nearby(String),
+}
+
+/// One compare-and-set write of a room record and its indexes.
+#[derive(Debug, Clone)]
+pub struct RoomWrite<'a> {
+    pub id: &'a str,
+    /// The version the writer read; `None`: the record must not exist.
+    pub expected: Option<u64>,
+    /// The new record; `None` deletes it.
+    pub room: Option<&'a Room>,
+    pub ops: Vec<IndexOp>,
+    /// Connections (`node|conn`) to wake with `Event::Room`.
+    pub notify: Vec<String>,
+    /// When a sweep must look at the room next.
+    pub deadline: Option<u64>,
+    /// How long the store keeps the record and its keys without a sweep.
+    pub ttl_ms: u64,
+}
+
+/// Outcome of a [`RoomWrite`]; nothing was written unless `Saved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomPut {
+    Saved,
+    /// Another write came first: read again.
+    Conflict,
+    /// A unique key (nameplate, nearby address) belongs to another room.
+    Taken,
+    /// An address holds its maximum of room memberships.
+    Limit,
+}
+
+/// Rooms a sweep must look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomsDue {
+    pub rooms: Vec<String>,
+    /// Nodes taken for dead: their members go away.
+    pub dead_nodes: Vec<String>,
 }
 
 /// Whether a `push` stored the message or recognised it as a resend.
@@ -147,6 +198,29 @@ pub trait Presence: Send + Sync + 'static {
     /// let it go: `leave` it (a seat whose token the client never learnt)
     /// or detach it (a resumed seat, which the client may resume again).
     async fn abandon(&self, token: &str, owner: &Owner, leave: bool) -> Result<(), PresenceError>;
+
+    /// Open a session whose two seats are reserved for `tokens` and taken
+    /// with `resume` within the resume grace (a room invitation). Seat 0
+    /// counts against `ips[0]`, seat 1 against `ips[1]`.
+    async fn create_pair(
+        &self,
+        tokens: [String; 2],
+        ips: [IpKey; 2],
+    ) -> Result<String, PresenceError>;
+
+    /// A room record and the store's clock, in milliseconds.
+    async fn room_get(&self, key: &RoomKey) -> Result<(Option<Room>, u64), PresenceError>;
+
+    /// Write a room record if it is still at the version read.
+    async fn room_put(&self, w: &RoomWrite<'_>) -> Result<RoomPut, PresenceError>;
+
+    /// Rooms whose deadline has come or that have members on nodes taken
+    /// for dead (judged as `sweep` does), at most `max`.
+    async fn rooms_due(&self, node: &str, max: usize) -> Result<RoomsDue, PresenceError>;
+
+    /// Rooms with a member connected to `node`, to find memberships whose
+    /// connection is gone without a word (a detach that never landed).
+    async fn rooms_of(&self, node: &str) -> Result<Vec<String>, PresenceError>;
 
     /// Notices for connections of `node`. Called once per node.
     fn subscribe(&self, node: &str) -> mpsc::UnboundedReceiver<Notice>;

@@ -3,7 +3,7 @@
 //! pub/sub.
 //!
 //! Every operation is one Lua script (atomic on the server), built from the
-//! shared prelude in `redis.lua` and a body here. Notices are published by
+//! shared prelude in `prelude.lua` and a body here. Notices are published by
 //! the scripts themselves to `tallow:ch:<node>`, so a state change and its
 //! notice cannot be separated. A lost notice (pub/sub is fire-and-forget) is
 //! harmless: messages wait in Redis until fetched, connections fetch on
@@ -24,13 +24,17 @@ use tokio::sync::mpsc;
 
 use super::{
     Counts, Created, Event, Joined, LeftReason, Notice, Owner, Presence, PresenceConfig,
-    PresenceError, PushOutcome, RegistryError, Resumed, Seat, SeatStatus,
+    PresenceError, PushOutcome, RegistryError, Resumed, RoomKey, RoomPut, RoomWrite, RoomsDue,
+    Seat, SeatStatus,
 };
 use crate::client_addr::IpKey;
 use crate::mailbox::Envelope;
 use crate::nameplate;
+use crate::room::Room;
 
-const PRELUDE: &str = include_str!("redis.lua");
+mod rooms;
+
+const PRELUDE: &str = include_str!("prelude.lua");
 
 /// Nameplate candidates drawn per digit length for one `create`.
 const CANDIDATES: usize = 16;
@@ -289,7 +293,9 @@ if streak and now - streak >= node_ttl then
           detach(sid, tonumber(seat), owner, grace, key_ttl, now)
         end
       end
-      if redis.call('SCARD', ns) == 0 then
+      -- A dead node's beat stays while rooms still list its members, so
+      -- that the room sweep can tell them away too.
+      if redis.call('SCARD', ns) == 0 and redis.call('EXISTS', P .. 'rns:' .. node) == 0 then
         redis.call('HDEL', P .. 'beats', node)
         redis.call('HDEL', P .. 'streaks', node)
       else
@@ -345,6 +351,7 @@ redis.call('PEXPIRE', beats, key_ttl)
 redis.call('PEXPIRE', streaks, key_ttl)
 local ns = P .. 'ns:' .. node
 local next_cursor = '0'
+redis.call('PEXPIRE', P .. 'rns:' .. node, key_ttl)
 if redis.call('EXISTS', ns) == 1 then
   redis.call('PEXPIRE', ns, key_ttl)
   local card = redis.call('SCARD', ns)
@@ -414,6 +421,7 @@ pub struct RedisPresence {
     client: Client,
     conn: ConnectionManager,
     scripts: Scripts,
+    rooms: rooms::RoomScripts,
     cfg: PresenceConfig,
     /// TTL of every session key: long enough to outlive the nameplate and
     /// the resume grace even when no node refreshes it.
@@ -466,6 +474,7 @@ impl RedisPresence {
             client,
             conn,
             scripts: Scripts::new(),
+            rooms: rooms::RoomScripts::new(),
             cfg,
             key_ttl,
             refresh_cursor: std::sync::Mutex::new("0".to_owned()),
@@ -476,15 +485,22 @@ impl RedisPresence {
         })
     }
 
-    async fn run(
+    /// Run a script; its reply as it came, refusals included.
+    async fn run_raw(
         &self,
         inv: &mut redis::ScriptInvocation<'_>,
     ) -> Result<Vec<String>, PresenceError> {
         let mut conn = self.conn.clone();
-        let reply: Vec<String> = inv
-            .invoke_async(&mut conn)
+        inv.invoke_async(&mut conn)
             .await
-            .map_err(|e| PresenceError::Unavailable(e.to_string()))?;
+            .map_err(|e| PresenceError::Unavailable(e.to_string()))
+    }
+
+    async fn run(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<String>, PresenceError> {
+        let reply = self.run_raw(inv).await?;
         match reply.first().map(String::as_str) {
             Some("ok") | Some("dup") => Ok(reply),
             Some("err") => Err(PresenceError::Rejected(rejection(&reply))),
@@ -558,6 +574,7 @@ fn parse_notice(node: &Arc<str>, payload: &str) -> Option<Notice> {
         "left:timeout" => Event::PeerLeft(LeftReason::Timeout),
         "expired" => Event::NameplateExpired,
         "superseded" => Event::Superseded,
+        "room" => Event::Room,
         _ => return None,
     };
     Some(Notice {
@@ -842,6 +859,30 @@ impl Presence for RedisPresence {
             .arg(Self::ms(self.cfg.resume_grace))
             .arg(Self::ms(self.key_ttl));
         self.run(&mut inv).await.map(drop)
+    }
+
+    async fn create_pair(
+        &self,
+        tokens: [String; 2],
+        ips: [IpKey; 2],
+    ) -> Result<String, PresenceError> {
+        self.do_create_pair(tokens, ips).await
+    }
+
+    async fn room_get(&self, key: &RoomKey) -> Result<(Option<Room>, u64), PresenceError> {
+        self.do_room_get(key).await
+    }
+
+    async fn room_put(&self, w: &RoomWrite<'_>) -> Result<RoomPut, PresenceError> {
+        self.do_room_put(w).await
+    }
+
+    async fn rooms_due(&self, node: &str, max: usize) -> Result<RoomsDue, PresenceError> {
+        self.do_rooms_due(node, max).await
+    }
+
+    async fn rooms_of(&self, node: &str) -> Result<Vec<String>, PresenceError> {
+        self.do_rooms_of(node).await
     }
 
     fn subscribe(&self, node: &str) -> mpsc::UnboundedReceiver<Notice> {

@@ -2,6 +2,8 @@
 //! and the presence store, frames out. Each connection is one task that owns
 //! its socket; notices from other connections arrive on a channel.
 
+mod room;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use crate::presence::{
 };
 use crate::protocol::{self, close, ClientMsg, ErrorCode, ServerMsg};
 use crate::ratelimit::TokenBucket;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Messages fetched from the mailbox per presence round trip.
 const FETCH_BATCH: usize = 256;
@@ -82,6 +84,10 @@ struct Conn {
     uncertain: bool,
     /// A seat request whose outcome the store never told.
     limbo: Option<Limbo>,
+    /// The room membership this connection holds (instead of a seat).
+    room: Option<room::Membership>,
+    /// The token of a room request whose outcome the store never told.
+    room_limbo: Option<String>,
     /// Close after the current step (set where a reply is not a `Flow`).
     closing: Option<(u16, &'static str)>,
     last_heard: Instant,
@@ -146,6 +152,8 @@ pub(crate) async fn run(st: Arc<AppState>, mut ws: WebSocket, ip: IpKey, host: O
         seat: None,
         uncertain: false,
         limbo: None,
+        room: None,
+        room_limbo: None,
         closing: None,
         last_heard: now,
         dropped_in_a_row: 0,
@@ -219,6 +227,7 @@ impl Conn {
     /// After the socket is done: keep the seat for resume, and let go of a
     /// seat the store may have given this connection without saying so.
     async fn finish(&mut self) {
+        self.leave_room_for_now().await;
         if let Some(l) = self.limbo.take() {
             let res = self
                 .st
@@ -316,6 +325,24 @@ impl Conn {
             ClientMsg::Leave {} => return self.on_leave().await,
             ClientMsg::Resume { token, last_seq } => self.on_resume(&token, last_seq).await?,
             ClientMsg::Ping { id } => self.send(&ServerMsg::Pong { id }).await?,
+            ClientMsg::RoomCreate {
+                name,
+                display_name,
+                max_members,
+                ttl_secs,
+            } => {
+                self.on_room_create(&name, &display_name, max_members, ttl_secs)
+                    .await?
+            }
+            ClientMsg::RoomJoin {
+                nameplate,
+                display_name,
+            } => self.on_room_join(&nameplate, &display_name).await?,
+            ClientMsg::NearbyJoin { display_name } => self.on_nearby_join(&display_name).await?,
+            ClientMsg::RoomResume { token } => self.on_room_resume(&token).await?,
+            ClientMsg::RoomLeave {} => self.on_room_leave().await?,
+            ClientMsg::RoomClose {} => self.on_room_close().await?,
+            ClientMsg::RoomInvite { to } => self.on_room_invite(to).await?,
         }
         Ok(Flow::Continue)
     }
@@ -353,6 +380,14 @@ impl Conn {
     }
 
     async fn on_join(&mut self, nameplate: &str) -> Result<(), Gone> {
+        if self.room.is_some() {
+            return self
+                .error(
+                    ErrorCode::AlreadyInRoom,
+                    "this connection is in a room; use another one for the session",
+                )
+                .await;
+        }
         if self.seat.is_some() {
             return self
                 .error(
@@ -787,6 +822,14 @@ impl Conn {
     /// Check the seat preconditions; on refusal the client has been told
     /// why. Seats per address are counted by the store.
     async fn may_take_seat(&mut self) -> Result<bool, Gone> {
+        if self.room.is_some() {
+            self.error(
+                ErrorCode::AlreadyInRoom,
+                "this connection is in a room; use another one for the session",
+            )
+            .await?;
+            return Ok(false);
+        }
         if self.seat.is_some() {
             self.error(
                 ErrorCode::AlreadyInSession,
@@ -800,7 +843,13 @@ impl Conn {
 
     async fn on_notice(&mut self, n: Notice) -> Result<Flow, Gone> {
         if n.event == Event::Resync {
+            if self.room.is_some() {
+                return self.room_sync(false).await;
+            }
             return self.reconcile().await;
+        }
+        if n.event == Event::Room {
+            return self.room_sync(false).await;
         }
         let current = self.seat.as_ref().is_some_and(|s| s.session == n.session);
         if !current {
@@ -826,7 +875,7 @@ impl Conn {
                 );
                 self.error(ErrorCode::NameplateExpired, msg).await?;
             }
-            Event::Resync => {}
+            Event::Resync | Event::Room => {}
             Event::Superseded => {
                 // The seat now belongs to the other connection: do not detach.
                 self.seat = None;
@@ -844,6 +893,9 @@ impl Conn {
             return Ok(Flow::Close(close::IDLE_TIMEOUT, "idle timeout"));
         }
         self.write(Message::Ping(Default::default())).await?;
+        if self.room.is_some() {
+            return self.room_sync(false).await;
+        }
         // A store whose notices can be lost (Redis pub/sub) still delivers
         // within one ping interval; a connection whose last store call
         // failed checks that it still holds its seat.
@@ -1031,6 +1083,10 @@ impl Conn {
         // Best effort: the client may already be gone.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.send(frame)).await;
     }
+}
+
+fn random_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 fn new_token() -> String {
