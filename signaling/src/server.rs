@@ -412,7 +412,7 @@ async fn run_rooms(st: Arc<AppState>) {
             Err(e) => tracing::warn!(error = %e, "room sweep failed"),
         }
         // Every 5 s: a cheap read, and a write only where something is off.
-        if ticks % 10 == 0 {
+        if ticks.is_multiple_of(10) {
             let live = |c: u64| st.lock_conns().contains_key(&c);
             match rooms::detach_orphans(&*st.presence, &st.rooms, &st.node, live).await {
                 Ok(0) => {}
