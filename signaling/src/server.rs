@@ -207,6 +207,7 @@ impl Server {
             tokio::spawn(run_timers(state.clone())),
             tokio::spawn(run_retries(state.clone())),
             tokio::spawn(run_rooms(state.clone())),
+            tokio::spawn(run_heartbeat(state.clone())),
         ];
         let app = router(state.clone(), metrics_listener.is_none());
         if let Some(l) = metrics_listener {
@@ -376,14 +377,28 @@ async fn run_timers(st: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        // Beat first: a sweep must never find this node's own beat stale.
-        if let Err(e) = st.presence.heartbeat(&st.node).await {
-            tracing::warn!(error = %e, "presence heartbeat failed");
-        }
         if let Err(e) = st.presence.sweep(&st.node).await {
             tracing::warn!(error = %e, "presence sweep failed");
         }
         st.lock_ip_limits().sweep(std::time::Instant::now());
+    }
+}
+
+/// The heartbeat has a task of its own: a sweep slowed by a store that just
+/// came back from a stall (each call may wait out its timeout) must not keep
+/// this node from beating, or the other nodes take it for dead. A sweep
+/// never judges its own node, so the two need no ordering.
+async fn run_heartbeat(st: Arc<AppState>) {
+    let l = &st.cfg.limits;
+    let period = (l.nameplate_ttl().min(l.resume_grace()) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = st.presence.heartbeat(&st.node).await {
+            tracing::warn!(error = %e, "presence heartbeat failed");
+        }
     }
 }
 

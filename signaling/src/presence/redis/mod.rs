@@ -275,11 +275,11 @@ return {'ok'}
 const SWEEP: &str = r#"
 local me, grace, key_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local node_ttl, batch = tonumber(ARGV[4]), tonumber(ARGV[5])
+local interval = tonumber(ARGV[6])
 local now = now_ms()
 local budget = batch
 local more = '0'
-local streak = tonumber(redis.call('HGET', P .. 'streaks', me) or '')
-if streak and now - streak >= node_ttl then
+if may_judge(me, now, node_ttl, interval) then
   local beats = redis.call('HGETALL', P .. 'beats')
   for i = 1, #beats, 2 do
     local node, beat = beats[i], tonumber(beats[i + 1])
@@ -944,7 +944,8 @@ impl Presence for RedisPresence {
                 .arg(Self::ms(self.cfg.resume_grace))
                 .arg(Self::ms(self.key_ttl))
                 .arg(Self::ms(NODE_TTL))
-                .arg(SWEEP_BATCH);
+                .arg(SWEEP_BATCH)
+                .arg(Self::ms(NODE_HEARTBEAT));
             let reply = self.run(&mut inv).await?;
             if reply.get(1).is_none_or(|m| m != "1") {
                 break;

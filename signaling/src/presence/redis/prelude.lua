@@ -182,3 +182,14 @@ local function check_owner(sid, seat, owner)
   if o ~= owner then return {'err', 'not_owner'} end
   return nil
 end
+
+-- Whether node `me` may judge other nodes dead now: it has beaten without a
+-- gap for a whole node TTL (so every live node had the chance to beat since
+-- the store came back), and its own last beat is fresh (a sweep that runs
+-- before this node's first beat after a stall would otherwise read the
+-- streak from before the stall).
+local function may_judge(me, now, node_ttl, interval)
+  local streak = tonumber(redis.call('HGET', P .. 'streaks', me) or '')
+  local beat = tonumber(redis.call('HGET', P .. 'beats', me) or '')
+  return streak and beat and now - streak >= node_ttl and now - beat <= 2 * interval
+end

@@ -83,10 +83,10 @@ return {'ok'}
 /// without a gap for a whole node TTL).
 const ROOMS_DUE: &str = r#"
 local me, node_ttl, batch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local interval = tonumber(ARGV[4])
 local now = now_ms()
 local dead, rooms = {}, {}
-local streak = tonumber(redis.call('HGET', P .. 'streaks', me) or '')
-if streak and now - streak >= node_ttl then
+if may_judge(me, now, node_ttl, interval) then
   local beats = redis.call('HGETALL', P .. 'beats')
   for i = 1, #beats, 2 do
     if beats[i] ~= me and now - tonumber(beats[i + 1]) > node_ttl then
