@@ -20,6 +20,7 @@ pub struct Metrics {
     pub connections_total: Counter,
     pub sessions: Gauge,
     pub nameplates: Gauge,
+    pub rooms: Gauge,
     pub sessions_created: Counter,
     pub sessions_paired: Counter,
     pub rooms_created: Counter,
@@ -40,6 +41,7 @@ impl Metrics {
             connections_total: Counter::default(),
             sessions: Gauge::default(),
             nameplates: Gauge::default(),
+            rooms: Gauge::default(),
             sessions_created: Counter::default(),
             sessions_paired: Counter::default(),
             rooms_created: Counter::default(),
@@ -67,6 +69,11 @@ impl Metrics {
             "nameplates",
             "Nameplates waiting for a joiner",
             m.nameplates.clone(),
+        );
+        registry.register(
+            "rooms",
+            "Rooms live in the presence store (named and nearby)",
+            m.rooms.clone(),
         );
         registry.register(
             "sessions_created",

@@ -112,6 +112,9 @@ pub struct AnnouncedLimits {
     pub resume_grace_secs: u64,
     pub nameplate_ttl_secs: u64,
     pub max_queued_messages: usize,
+    pub room_max_members: usize,
+    pub room_ttl_secs: u64,
+    pub room_max_ttl_secs: u64,
 }
 
 /// One entry of an RTCConfiguration `iceServers` list.

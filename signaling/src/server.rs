@@ -130,6 +130,9 @@ impl Server {
                 resume_grace_secs: l.resume_grace_secs,
                 nameplate_ttl_secs: l.nameplate_ttl_secs,
                 max_queued_messages: l.max_queued_messages,
+                room_max_members: cfg.rooms.room_max_members,
+                room_ttl_secs: cfg.rooms.room_ttl_secs,
+                room_max_ttl_secs: cfg.rooms.room_max_ttl_secs,
             },
         }
         .to_json();
@@ -705,6 +708,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     if let Ok(c) = st.presence.counts().await {
         st.metrics.sessions.set(c.sessions as i64);
         st.metrics.nameplates.set(c.nameplates as i64);
+        st.metrics.rooms.set(c.rooms as i64);
     }
     (
         [(

@@ -26,6 +26,9 @@ async fn welcome_announces_version_limits_and_server_id(store: Store) {
         "resume_grace_secs",
         "nameplate_ttl_secs",
         "max_queued_messages",
+        "room_max_members",
+        "room_ttl_secs",
+        "room_max_ttl_secs",
     ] {
         assert!(
             w["limits"][key].as_u64().is_some_and(|v| v > 0),

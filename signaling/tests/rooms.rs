@@ -414,7 +414,26 @@ async fn forged_forwarded_for(store: Store) {
     }
 }
 
+async fn rooms_gauge(store: Store) {
+    let env = store.start(&[]).await;
+    let addr = env.local_addr();
+    let gauge = || async move {
+        let (_, m) = common::http_get(addr, "/metrics").await;
+        m.lines()
+            .find_map(|l| l.strip_prefix("tallow_rooms "))
+            .map(|v| v.trim().to_owned())
+    };
+    assert_eq!(gauge().await.as_deref(), Some("0"));
+    let (_a, _) = create(addr, "Ada", json!({})).await;
+    let mut n = Client::connect(addr).await;
+    n.send(json!({"type": "nearby_join", "display_name": "N"}))
+        .await;
+    n.expect("room_joined").await;
+    assert_eq!(gauge().await.as_deref(), Some("2"));
+}
+
 on_both_stores!(
+    rooms_gauge,
     lifecycle,
     member_limit_and_names,
     expiry_and_grace,

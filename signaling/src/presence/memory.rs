@@ -276,10 +276,12 @@ impl Presence for MemoryPresence {
     }
 
     async fn counts(&self) -> Result<Counts, PresenceError> {
+        let rooms = self.rooms().len();
         let r = self.registry();
         Ok(Counts {
             sessions: r.sessions(),
             nameplates: r.nameplates(),
+            rooms,
         })
     }
 }

@@ -56,6 +56,7 @@ pub struct PresenceConfig {
 pub struct Counts {
     pub sessions: usize,
     pub nameplates: usize,
+    pub rooms: usize,
 }
 
 /// How a room record is found.

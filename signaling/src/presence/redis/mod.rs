@@ -377,7 +377,9 @@ for d = 1, 9 do
   redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
   nameplates = nameplates + redis.call('ZCARD', z)
 end
-return {'ok', tostring(redis.call('ZCARD', P .. 'sl')), tostring(nameplates)}
+-- Every live room has a deadline (its expiry at the latest).
+return {'ok', tostring(redis.call('ZCARD', P .. 'sl')), tostring(nameplates),
+  tostring(redis.call('ZCARD', P .. 'rdl'))}
 "#;
 
 struct Scripts {
@@ -975,6 +977,7 @@ impl Presence for RedisPresence {
         Ok(Counts {
             sessions: r.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
             nameplates: r.get(2).and_then(|s| s.parse().ok()).unwrap_or(0),
+            rooms: r.get(3).and_then(|s| s.parse().ok()).unwrap_or(0),
         })
     }
 }
