@@ -66,6 +66,8 @@ async fn lifecycle(store: Store) {
     let (mut a, created) = create(addr, "Ada", json!({})).await;
     assert_eq!(created["member"], 1);
     let np = created["nameplate"].clone();
+    // Long enough that the failed-join limit keeps it out of reach.
+    assert!(np.as_str().unwrap().len() >= 6, "{np}");
     let (mut b, joined_b, state_b) = join(addr, &np, "Bob").await;
     assert_eq!(joined_b["member"], 2);
     assert_eq!(state_b["name"], "team");

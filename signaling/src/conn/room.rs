@@ -137,8 +137,12 @@ impl Conn {
         let me = self.owner_str();
         let mut outcome = Err(RoomOpError::Taken);
         for attempt in 0..NAMEPLATE_TRIES {
-            // Short codes first; longer ones once short ones keep colliding.
-            let digits = 3 + (attempt / 3) as u32;
+            // Six digits at least: a room's nameplate lives for hours, and
+            // whoever guesses it sees the members' display names (not the
+            // words, which no one can test offline), so it must not be
+            // within reach of the failed-join limit. Longer ones once
+            // those keep colliding.
+            let digits = (6 + (attempt / 3) as u32).min(9);
             let nameplate = rand::random_range(10u32.pow(digits - 1)..10u32.pow(digits));
             let id = super::random_id();
             let creator = self.new_member(display.clone(), token.clone());
