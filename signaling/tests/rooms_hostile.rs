@@ -1,0 +1,87 @@
+//! Rooms under hostile clients and faults: limits that must not be
+//! sidestepped, records and index keys that must not outlive their room,
+//! and memberships that must stay with the address they belong to.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Client, Store};
+use serde_json::{json, Value};
+
+async fn create(addr: SocketAddr, who: &str, extra: Value) -> (Client, Value) {
+    create_with(addr, &[], who, extra).await
+}
+
+async fn create_with(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    who: &str,
+    extra: Value,
+) -> (Client, Value) {
+    let mut c = Client::connect_with(addr, headers).await.unwrap();
+    let mut msg = json!({"type": "room_create", "name": "team", "display_name": who});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        msg[k] = v.clone();
+    }
+    c.send(msg).await;
+    let created = c.expect("room_created").await;
+    c.expect("room_state").await;
+    (c, created)
+}
+
+/// Room keys left in Redis (records and their indexes).
+async fn room_keys(env: &common::Env) -> Vec<String> {
+    match &env.redis {
+        Some(r) => r
+            .keys()
+            .await
+            .into_iter()
+            .filter(|k| {
+                [":r:", ":rnp:", ":rtok:", ":rip:", ":near:"]
+                    .iter()
+                    .any(|p| k.contains(p))
+            })
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// A named room everyone left (or timed out of) is over: its code no longer
+/// lets anyone in, and nothing of it is kept. Otherwise one address could
+/// hold any number of rooms and codes for their whole life (creating and
+/// leaving, memberships are all `TALLOW_MAX_ROOMS_PER_IP` counts), and a
+/// newcomer would find a room nobody owns and nobody can close.
+async fn an_emptied_named_room_ends(store: Store) {
+    let env = store
+        .start(&["--resume-grace-secs", "1", "--max-rooms-per-ip", "1"])
+        .await;
+    let addr = env.local_addr();
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let (mut a, created) = create(addr, "Ada", json!({})).await;
+        a.send(json!({"type": "room_leave"})).await;
+        a.expect("room_left").await;
+        codes.push(created["nameplate"].clone());
+    }
+    // The creator's connection drops and does not come back in time.
+    let (b, created) = create(addr, "Bob", json!({})).await;
+    drop(b);
+    codes.push(created["nameplate"].clone());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut e = Client::connect(addr).await;
+    for np in &codes {
+        e.send(json!({"type": "room_join", "nameplate": np, "display_name": "Eve"}))
+            .await;
+        let v = e.recv().await;
+        assert_eq!(
+            (v["type"].as_str(), v["code"].as_str()),
+            (Some("error"), Some("unknown_room")),
+            "room {np} has nobody in it: {v}"
+        );
+    }
+    assert_eq!(room_keys(&env).await, Vec::<String>::new());
+}
+
+on_both_stores!(an_emptied_named_room_ends,);
