@@ -85,3 +85,34 @@ async fn an_emptied_named_room_ends(store: Store) {
 }
 
 on_both_stores!(an_emptied_named_room_ends,);
+
+/// A room record that vanished from Redis without a sweep (every node was
+/// down past its end, so its key expired) leaves its id in the deadline
+/// index. Such ids must be dropped, not handed to every sweep forever: a
+/// sweep takes the earliest 256, so enough of them would keep every live
+/// room from ever expiring or timing its members out.
+#[tokio::test]
+async fn deadlines_of_vanished_rooms_do_not_starve_the_sweep() {
+    let env = Store::Redis.start(&[]).await;
+    let redis = env.redis.as_ref().unwrap();
+    let mut conn = redis.conn().await;
+    // What expired records leave behind: due ids with no record.
+    for i in 0..300 {
+        let _: () = ::redis::cmd("ZADD")
+            .arg("tallow:rdl")
+            .arg(1)
+            .arg(format!("gone{i:04}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let (mut a, _) = create(env.local_addr(), "Ada", json!({"ttl_secs": 1})).await;
+    let closed = a.expect("room_closed").await;
+    assert_eq!(closed["reason"], "expired");
+    let left: u64 = ::redis::cmd("ZCARD")
+        .arg("tallow:rdl")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left <= 1, "{left} deadlines left in tallow:rdl");
+}
