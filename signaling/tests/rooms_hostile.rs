@@ -84,7 +84,62 @@ async fn an_emptied_named_room_ends(store: Store) {
     assert_eq!(room_keys(&env).await, Vec::<String>::new());
 }
 
-on_both_stores!(an_emptied_named_room_ends,);
+/// A nearby membership belongs to the address it was made from: its token
+/// does not let a client elsewhere (a visitor gone home, a stolen token)
+/// keep watching who is at that address.
+async fn a_nearby_membership_does_not_follow_its_token_elsewhere(store: Store) {
+    let env = store
+        .start(&[
+            "--trust-forwarded-for",
+            "true",
+            "--trusted-proxies",
+            "127.0.0.1",
+        ])
+        .await;
+    let addr = env.local_addr();
+    let at = |ip: &'static str| [("x-forwarded-for", ip)];
+    let mut x = Client::connect_with(addr, &at("198.51.100.1"))
+        .await
+        .unwrap();
+    x.send(json!({"type": "nearby_join", "display_name": "visitor"}))
+        .await;
+    let joined = x.expect("room_joined").await;
+    x.expect("room_state").await;
+    let mut y = Client::connect_with(addr, &at("198.51.100.1"))
+        .await
+        .unwrap();
+    y.send(json!({"type": "nearby_join", "display_name": "resident"}))
+        .await;
+    y.expect("room_joined").await;
+    y.expect("room_state").await;
+    drop(x);
+    y.expect("room_member_away").await;
+
+    let mut home = Client::connect_with(addr, &at("203.0.113.9"))
+        .await
+        .unwrap();
+    home.send(json!({"type": "room_resume", "token": joined["resume_token"]}))
+        .await;
+    let v = home.recv().await;
+    assert_eq!(v["type"], "error", "resumed from another address: {v}");
+    assert_eq!(v["code"], "invalid_resume_token", "{v}");
+    home.assert_alive().await;
+
+    // From the address it belongs to, the same token works.
+    let mut back = Client::connect_with(addr, &at("198.51.100.1"))
+        .await
+        .unwrap();
+    back.send(json!({"type": "room_resume", "token": joined["resume_token"]}))
+        .await;
+    back.expect("room_resumed").await;
+    back.expect("room_state").await;
+    y.expect("room_member_back").await;
+}
+
+on_both_stores!(
+    an_emptied_named_room_ends,
+    a_nearby_membership_does_not_follow_its_token_elsewhere,
+);
 
 /// A room record that vanished from Redis without a sweep (every node was
 /// down past its end, so its key expired) leaves its id in the deadline
