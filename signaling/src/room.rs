@@ -363,6 +363,17 @@ impl Room {
         Ok(id)
     }
 
+    /// Whether a connection from address `ip` may resume a membership
+    /// here: a nearby room is for the clients at its address only, so its
+    /// token is no good elsewhere (a client that moved on to another
+    /// network, or a token that left it).
+    pub fn resumable_from(&self, ip: &str) -> Result<(), RoomError> {
+        match &self.nearby_key {
+            Some(key) if key != ip => Err(RoomError::InvalidToken),
+            _ => Ok(()),
+        }
+    }
+
     /// Give the membership behind `token` to `owner`. Returns the member
     /// and the connection that held it before, if another one did.
     pub fn resume(
@@ -724,6 +735,17 @@ mod tests {
             r.resume("t2", "node-b|9", 2_000),
             Err(RoomError::InvalidToken)
         );
+    }
+
+    #[test]
+    fn a_nearby_membership_is_resumed_only_from_its_address() {
+        let n = Room::nearby("n".into(), "192.0.2.1".into(), 8, nm(1), 0, &RULES);
+        assert_eq!(n.resumable_from("192.0.2.1"), Ok(()));
+        assert_eq!(
+            n.resumable_from("198.51.100.4"),
+            Err(RoomError::InvalidToken)
+        );
+        assert_eq!(room().resumable_from("198.51.100.4"), Ok(()));
     }
 
     #[test]

@@ -357,6 +357,7 @@ impl Conn {
             return Ok(());
         }
         let me = self.owner_str();
+        let here = self.ip.to_string();
         let res = update(
             &*self.st.presence,
             &self.st.rooms,
@@ -364,6 +365,7 @@ impl Conn {
             Some(&me),
             |room, now| {
                 let mut room = room.ok_or(RoomError::InvalidToken)?;
+                room.resumable_from(&here)?;
                 let (member, _) = room.resume(token, &me, now)?;
                 let out = (room.id.clone(), member, room.kind);
                 Ok(Change::Write(Some(room), out))
