@@ -855,4 +855,25 @@ mod tests {
         assert!(clean_name("a\nb", 40, true).is_err());
         assert!(clean_name("a\u{2067}b", 40, true).is_err());
     }
+
+    #[test]
+    fn every_direction_mark_and_line_break_is_refused() {
+        // The Arabic letter mark is a direction mark like U+200F; the
+        // deprecated format controls U+206A-F change shaping and mirroring.
+        for c in ['\u{061c}', '\u{2028}', '\u{2029}', '\u{206a}', '\u{206f}'] {
+            assert!(clean_name(&format!("Ada{c}x"), 40, true).is_err(), "{c:?}");
+        }
+        // A name of nothing visible is no name.
+        for c in ['\u{200b}', '\u{2060}', '\u{feff}'] {
+            assert!(clean_name(&c.to_string(), 40, true).is_err(), "{c:?}");
+        }
+        // Joiners are part of emoji and of several scripts.
+        assert!(clean_name("\u{1f469}\u{200d}\u{1f4bb}", 40, true).is_ok());
+        assert!(clean_name(
+            "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}",
+            40,
+            true
+        )
+        .is_ok());
+    }
 }
