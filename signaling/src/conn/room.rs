@@ -54,15 +54,30 @@ impl View {
 /// another member's).
 fn clean_name(raw: &str, max: usize, required: bool) -> Result<String, String> {
     let name = raw.trim();
-    if required && name.is_empty() {
+    // Zero-width spaces and the word joiner show nothing (the joiners
+    // U+200C/D stay: emoji and several scripts need them).
+    let invisible = |c: char| matches!(c, '\u{200b}' | '\u{2060}' | '\u{feff}');
+    if required && name.chars().all(invisible) {
         return Err("a display name is required".into());
     }
     if name.chars().count() > max {
         return Err(format!("a name has at most {max} characters"));
     }
+    // Controls, line and paragraph separators, every bidirectional mark,
+    // embedding and isolate (U+061C is the Arabic letter mark), and the
+    // deprecated format controls U+206A-F.
     let bad = |c: char| {
         c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{206f}'
+            )
     };
     if name.chars().any(bad) {
         return Err("a name may not hold control or direction characters".into());
