@@ -31,6 +31,20 @@ async fn create_with(
     (c, created)
 }
 
+async fn join_with(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    nameplate: &Value,
+    who: &str,
+) -> (Client, Value) {
+    let mut c = Client::connect_with(addr, headers).await.unwrap();
+    c.send(json!({"type": "room_join", "nameplate": nameplate, "display_name": who}))
+        .await;
+    let joined = c.expect("room_joined").await;
+    c.expect("room_state").await;
+    (c, joined)
+}
+
 /// Room keys left in Redis (records and their indexes).
 async fn room_keys(env: &common::Env) -> Vec<String> {
     match &env.redis {
@@ -170,4 +184,181 @@ async fn deadlines_of_vanished_rooms_do_not_starve_the_sweep() {
         .await
         .unwrap();
     assert!(left <= 1, "{left} deadlines left in tallow:rdl");
+}
+
+fn node(redis: &common::RedisServer, extra: &[(&str, &str)]) -> common::Binary {
+    let url = redis.url();
+    let mut env = vec![
+        ("REDIS_URL", url.as_str()),
+        ("TALLOW_RESUME_GRACE_SECS", "2"),
+        ("TALLOW_MAX_ROOMS_PER_IP", "2"),
+    ];
+    env.extend_from_slice(extra);
+    common::Binary::spawn(&env)
+}
+
+/// Poll until `f` holds, for at most `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node SIGKILLed with room members: the others hear them go away and
+/// time out; a room whose members were all there ends; nothing of either
+/// is left in Redis, and the address they counted against is free again
+/// (on any node).
+#[tokio::test]
+async fn members_of_a_killed_node_go_away_time_out_and_leave_nothing() {
+    let redis = common::RedisServer::start();
+    let mut n1 = node(&redis, &[]);
+    let n2 = node(&redis, &[]);
+    let (mut a, created) = create(n2.addr, "Ada", json!({})).await;
+    let (_b, _) = join_with(n1.addr, &[], &created["nameplate"], "Bob").await;
+    a.expect("room_member_joined").await;
+    // The address holds its two memberships, across the nodes.
+    let mut c = Client::connect(n1.addr).await;
+    c.send(json!({"type": "nearby_join", "display_name": "Cy"}))
+        .await;
+    c.expect_error("too_many_rooms").await;
+    drop(c);
+    n1.kill9();
+    assert_eq!(a.expect("room_member_away").await["member"], 2);
+    let left = a.expect("room_member_left").await;
+    assert_eq!(
+        (left["member"].clone(), left["reason"].clone()),
+        (json!(2), json!("timeout"))
+    );
+    // Bob's membership no longer counts: another fits.
+    let mut d = Client::connect(n2.addr).await;
+    d.send(json!({"type": "nearby_join", "display_name": "Dee"}))
+        .await;
+    d.expect("room_joined").await;
+    d.expect("room_state").await;
+    d.send(json!({"type": "room_leave"})).await;
+    d.expect("room_left").await;
+    a.send(json!({"type": "room_leave"})).await;
+    a.expect("room_left").await;
+    eventually(Duration::from_secs(10), "room keys gone", || async {
+        redis.keys().await.iter().all(|k| {
+            !k.contains(":r:")
+                && !k.contains(":rtok:")
+                && !k.contains(":rip:")
+                && !k.contains(":rns:")
+                && !k.contains(":rnp:")
+                && !k.contains(":near:")
+        })
+    })
+    .await;
+}
+
+/// A room whose only members were on a node that was SIGKILLed ends once
+/// their grace runs out, with nothing left in Redis.
+#[tokio::test]
+async fn a_room_entirely_on_a_killed_node_ends() {
+    let redis = common::RedisServer::start();
+    let mut n1 = node(&redis, &[]);
+    let n2 = node(&redis, &[]);
+    let (_a, created) = create(n1.addr, "Ada", json!({})).await;
+    let (_b, _) = join_with(n1.addr, &[], &created["nameplate"], "Bob").await;
+    n1.kill9();
+    let mut e = Client::connect(n2.addr).await;
+    // Within node TTL + grace + a sweep or two, the room is gone.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    e.send(json!({"type": "room_join", "nameplate": created["nameplate"], "display_name": "Eve"}))
+        .await;
+    e.expect_error("unknown_room").await;
+    eventually(Duration::from_secs(10), "only n2's keys remain", || async {
+        redis.keys().await == ["tallow:beats", "tallow:streaks"]
+    })
+    .await;
+}
+
+/// Redis stalls (SIGSTOP) for longer than the node TTL under a room with
+/// members on two nodes: afterwards no member hears a false departure, and
+/// the room works as before.
+#[tokio::test]
+async fn a_redis_stall_tells_no_member_a_false_departure() {
+    let redis = common::RedisServer::start();
+    let n1 = node(&redis, &[("TALLOW_RESUME_GRACE_SECS", "3")]);
+    let n2 = node(&redis, &[("TALLOW_RESUME_GRACE_SECS", "3")]);
+    let (mut a, created) = create(n1.addr, "Ada", json!({})).await;
+    let (mut b, _) = join_with(n2.addr, &[], &created["nameplate"], "Bob").await;
+    a.expect("room_member_joined").await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    redis.cont();
+    let mut seen = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => break,
+            e = a.next_event() => seen.push(("a", e)),
+            e = b.next_event() => seen.push(("b", e)),
+        }
+    }
+    let seen: Vec<String> = seen
+        .into_iter()
+        .map(|(who, e)| match e {
+            common::Event::Json(v) => format!("{who}: {v}"),
+            common::Event::Closed(c, r) => format!("{who}: closed {c} {r}"),
+        })
+        .collect();
+    assert!(seen.is_empty(), "after the stall: {seen:?}");
+    b.send(json!({"type": "room_invite", "to": [1]})).await;
+    b.expect("room_invited").await;
+    assert_eq!(a.expect("room_invite").await["from"], 2);
+}
+
+/// Two addresses behind the trusted proxy: `hostile` invites `victim`
+/// (its fellow room member) without ever taking the sessions. Each
+/// invitation reserves a seat for the victim, counted against the
+/// victim's address: a member can keep another from opening any session.
+#[tokio::test]
+#[ignore = "design: an invitation charges a seat to the invitee's address before it accepts"]
+async fn invitations_cannot_use_up_the_invitees_session_quota() {
+    let env = Store::Memory
+        .start(&[
+            "--trust-forwarded-for",
+            "true",
+            "--trusted-proxies",
+            "127.0.0.1",
+            "--max-sessions-per-ip",
+            "4",
+        ])
+        .await;
+    let addr = env.local_addr();
+    let (mut hostile, created) =
+        create_with(addr, &[("x-forwarded-for", "203.0.113.66")], "H", json!({})).await;
+    let (mut victim, _) = join_with(
+        addr,
+        &[("x-forwarded-for", "198.51.100.5")],
+        &created["nameplate"],
+        "V",
+    )
+    .await;
+    hostile.expect("room_member_joined").await;
+    // Within the hostile address's own quota, and the pending limit.
+    for _ in 0..4 {
+        hostile
+            .send(json!({"type": "room_invite", "to": [2]}))
+            .await;
+        hostile.expect("room_invited").await;
+        victim.expect("room_invite").await;
+    }
+    let mut own = Client::connect_with(addr, &[("x-forwarded-for", "198.51.100.5")])
+        .await
+        .unwrap();
+    own.send(json!({"type": "create"})).await;
+    let v = own.recv().await;
+    assert_eq!(v["type"], "created", "the victim's own session: {v}");
 }
