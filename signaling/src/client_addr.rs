@@ -150,6 +150,23 @@ mod tests {
     }
 
     #[test]
+    fn a_forwarded_entry_with_a_port_is_the_address_it_names() {
+        // Some proxies (Azure Application Gateway, for one) append
+        // `address:port`. Taken for garbage, every client behind such a
+        // proxy would count as the proxy: one address for all the limits,
+        // and one nearby room for everyone.
+        let remote: IpAddr = "10.0.0.1".parse().unwrap();
+        let proxies: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |v: &str| client_ip(&proxies, remote, &headers(&[v])).to_string();
+        assert_eq!(ip("198.51.100.1:52731"), "198.51.100.1");
+        assert_eq!(ip("203.0.113.9, 198.51.100.1:443"), "198.51.100.1");
+        assert_eq!(ip("[2001:db8::5]:52731"), "2001:db8::5");
+        assert_eq!(ip("[2001:db8::5]"), "2001:db8::5");
+        assert_eq!(ip("198.51.100.1:notaport"), "10.0.0.1");
+        assert_eq!(ip("[2001:db8::5"), "10.0.0.1");
+    }
+
+    #[test]
     fn forwarded_for_counts_only_from_a_trusted_proxy() {
         let proxies: Vec<ipnet::IpNet> = vec![
             "127.0.0.0/8".parse().unwrap(),
