@@ -63,8 +63,8 @@ impl std::str::FromStr for IpKey {
 }
 
 /// The client's address: the socket peer, or, when that peer is one of the
-/// `trusted` proxies, the last `X-Forwarded-For` entry, which is the one
-/// that proxy appended. Entries before it are whatever the client sent, so
+/// `trusted` proxies, the last `X-Forwarded-For` entry (with or without a
+/// port), which is the one that proxy appended. Entries before it are whatever the client sent, so
 /// they are never used: if the last one does not parse, the proxy's own
 /// address is the answer. From any other peer the header is ignored.
 pub fn client_ip(trusted: &[ipnet::IpNet], remote: IpAddr, headers: &HeaderMap) -> IpAddr {
@@ -87,8 +87,26 @@ pub fn client_ip(trusted: &[ipnet::IpNet], remote: IpAddr, headers: &HeaderMap) 
     };
     std::str::from_utf8(last)
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|s| forwarded_addr(s.trim()))
         .unwrap_or(remote)
+}
+
+/// An `X-Forwarded-For` entry's address: a bare address, or one with a port
+/// as some proxies write it (`198.51.100.1:52731`, `[2001:db8::5]:52731`),
+/// or a bracketed IPv6 address.
+fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(sa) = entry.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    entry
+        .strip_prefix('[')?
+        .strip_suffix(']')?
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 #[cfg(test)]
