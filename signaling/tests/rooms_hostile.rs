@@ -153,6 +153,8 @@ async fn a_nearby_membership_does_not_follow_its_token_elsewhere(store: Store) {
 on_both_stores!(
     an_emptied_named_room_ends,
     a_nearby_membership_does_not_follow_its_token_elsewhere,
+    odd_requests_are_refused_and_change_nothing,
+    tokens_of_ended_memberships_are_dead,
 );
 
 /// A room record that vanished from Redis without a sweep (every node was
@@ -361,4 +363,137 @@ async fn invitations_cannot_use_up_the_invitees_session_quota() {
     own.send(json!({"type": "create"})).await;
     let v = own.recv().await;
     assert_eq!(v["type"], "created", "the victim's own session: {v}");
+}
+
+/// Hostile input: every odd request is refused with a reason (never a
+/// crash, never a close), and the connection and its room carry on.
+async fn odd_requests_are_refused_and_change_nothing(store: Store) {
+    let env = store.start(&[]).await;
+    let addr = env.local_addr();
+    let (mut a, created) = create(addr, "Ada", json!({})).await;
+    let (mut b, _) = join_with(addr, &[], &created["nameplate"], "Bob").await;
+    a.expect("room_member_joined").await;
+    let many: Vec<u32> = (0..10_000).collect();
+    let odd = [
+        r#"{"type":"room_invite","to":[-1]}"#.to_owned(),
+        r#"{"type":"room_invite","to":["2"]}"#.to_owned(),
+        r#"{"type":"room_invite","to":[2.5]}"#.to_owned(),
+        r#"{"type":"room_invite","to":[4294967296]}"#.to_owned(),
+        r#"{"type":"room_invite","to":2}"#.to_owned(),
+        r#"{"type":"room_invite","to":null}"#.to_owned(),
+        r#"{"type":"room_invite","to":[]}"#.to_owned(),
+        json!({"type": "room_invite", "to": many}).to_string(),
+        r#"{"type":"room_invite","to":[1]}"#.to_owned(),
+        r#"{"type":"room_invite","to":[99]}"#.to_owned(),
+        r#"{"type":"room_join","nameplate":417,"display_name":"x"}"#.to_owned(),
+        r#"{"type":"room_create","display_name":"x","max_members":-1}"#.to_owned(),
+        r#"{"type":"room_create","display_name":"x","ttl_secs":1e20}"#.to_owned(),
+        r#"{"type":"room_create","display_name":{"a":1}}"#.to_owned(),
+        r#"{"type":"room_resume","token":null}"#.to_owned(),
+        r#"{"type":"room_resume","token":"x","token":"y"}"#.to_owned(),
+        json!({"type": "room_resume", "token": created["resume_token"]}).to_string(),
+        json!({"type": "room_create", "display_name": "\u{202e}".repeat(10)}).to_string(),
+        json!({"type": "resume", "token": created["resume_token"], "last_seq": 0}).to_string(),
+    ];
+    for frame in &odd {
+        a.send_text(frame).await;
+        let v = a.recv().await;
+        assert_eq!(v["type"], "error", "{frame} -> {v}");
+    }
+    a.assert_alive().await;
+    // The room is as it was, and b heard nothing of all that.
+    b.assert_alive().await;
+    b.send(json!({"type": "room_invite", "to": [1]})).await;
+    b.expect("room_invited").await;
+    assert_eq!(a.expect("room_invite").await["from"], 2);
+    // A room token is no session token, nor the other way round.
+    let mut s = Client::connect(addr).await;
+    s.send(json!({"type": "create"})).await;
+    let seat = s.expect("created").await;
+    let mut t = Client::connect(addr).await;
+    t.send(json!({"type": "room_resume", "token": seat["resume_token"]}))
+        .await;
+    t.expect_error("invalid_resume_token").await;
+}
+
+/// Tokens after the fact: a membership left, or a room closed, cannot be
+/// resumed; the taker of a live membership supersedes its holder (4001).
+async fn tokens_of_ended_memberships_are_dead(store: Store) {
+    let env = store.start(&[]).await;
+    let addr = env.local_addr();
+    let (mut a, created) = create(addr, "Ada", json!({})).await;
+    let (mut b, joined_b) = join_with(addr, &[], &created["nameplate"], "Bob").await;
+    let (mut c, joined_c) = join_with(addr, &[], &created["nameplate"], "Cy").await;
+    a.expect("room_member_joined").await;
+    a.expect("room_member_joined").await;
+    b.expect("room_member_joined").await;
+    c.send(json!({"type": "room_leave"})).await;
+    c.expect("room_left").await;
+    a.expect("room_member_left").await;
+    b.expect("room_member_left").await;
+    let mut x = Client::connect(addr).await;
+    x.send(json!({"type": "room_resume", "token": joined_c["resume_token"]}))
+        .await;
+    x.expect_error("invalid_resume_token").await;
+    // Taking over b's membership closes b's connection.
+    let mut b2 = Client::connect(addr).await;
+    b2.send(json!({"type": "room_resume", "token": joined_b["resume_token"]}))
+        .await;
+    b2.expect("room_resumed").await;
+    b2.expect("room_state").await;
+    b.expect_close(4001).await;
+    a.send(json!({"type": "room_close"})).await;
+    a.expect("room_closed").await;
+    b2.expect("room_closed").await;
+    for t in [&created["resume_token"], &joined_b["resume_token"]] {
+        x.send(json!({"type": "room_resume", "token": t})).await;
+        x.expect_error("invalid_resume_token").await;
+    }
+}
+
+/// Races across two nodes sharing Redis: several joins for the last seat
+/// (exactly one gets it), and several clients of one address opening the
+/// nearby room at once (all end up in the same one, each with its own id).
+#[tokio::test]
+async fn racing_joins_across_nodes() {
+    let redis = common::RedisServer::start();
+    let n1 = node(&redis, &[("TALLOW_MAX_ROOMS_PER_IP", "20")]);
+    let n2 = node(&redis, &[("TALLOW_MAX_ROOMS_PER_IP", "20")]);
+    let addrs = [n1.addr, n2.addr];
+    let (_a, created) = create(n1.addr, "Ada", json!({"max_members": 3})).await;
+    let (_b, _) = join_with(n2.addr, &[], &created["nameplate"], "Bob").await;
+    let mut racers = Vec::new();
+    for i in 0..6 {
+        racers.push(Client::connect(addrs[i % 2]).await);
+    }
+    let np = created["nameplate"].clone();
+    let results = futures_util::future::join_all(racers.iter_mut().map(|c| {
+        let np = np.clone();
+        async move {
+            c.send(json!({"type": "room_join", "nameplate": np, "display_name": "R"}))
+                .await;
+            let v = c.recv().await;
+            v["type"].as_str().unwrap_or_default().to_owned()
+                + "/"
+                + v["code"].as_str().unwrap_or("")
+        }
+    }))
+    .await;
+    let won = results.iter().filter(|r| *r == "room_joined/").count();
+    let full = results.iter().filter(|r| *r == "error/room_full").count();
+    assert_eq!((won, full), (1, 5), "{results:?}");
+
+    let mut near = Vec::new();
+    for i in 0..6 {
+        near.push(Client::connect(addrs[i % 2]).await);
+    }
+    let joined = futures_util::future::join_all(near.iter_mut().map(|c| async move {
+        c.send(json!({"type": "nearby_join", "display_name": "N"}))
+            .await;
+        c.expect("room_joined").await
+    }))
+    .await;
+    let rooms: std::collections::HashSet<_> = joined.iter().map(|j| j["room"].clone()).collect();
+    let ids: std::collections::HashSet<_> = joined.iter().map(|j| j["member"].clone()).collect();
+    assert_eq!((rooms.len(), ids.len()), (1, 6), "{joined:?}");
 }
