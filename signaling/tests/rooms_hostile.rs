@@ -497,3 +497,43 @@ async fn racing_joins_across_nodes() {
     let ids: std::collections::HashSet<_> = joined.iter().map(|j| j["member"].clone()).collect();
     assert_eq!((rooms.len(), ids.len()), (1, 6), "{joined:?}");
 }
+
+/// Redis SIGKILLed and restarted empty: every member learns its room is
+/// gone (`room_closed {reason: "gone"}`) within a ping interval, and can
+/// open a new one on the same connection.
+#[tokio::test]
+async fn a_redis_restart_ends_rooms_for_their_members() {
+    let mut env = Store::Redis
+        .start(&["--ping-interval-secs", "1", "--idle-timeout-secs", "30"])
+        .await;
+    let addr = env.local_addr();
+    let (mut a, created) = create(addr, "Ada", json!({})).await;
+    let (mut b, _) = join_with(addr, &[], &created["nameplate"], "Bob").await;
+    a.expect("room_member_joined").await;
+    let redis = env.redis.as_mut().unwrap();
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart();
+    for x in [&mut a, &mut b] {
+        let v = x.recv().await;
+        assert_eq!(
+            (v["type"].clone(), v["reason"].clone()),
+            (json!("room_closed"), json!("gone")),
+            "{v}"
+        );
+    }
+    a.send(json!({"type": "room_create", "display_name": "Ada"}))
+        .await;
+    loop {
+        let v = a.recv().await;
+        if v["type"] == "room_created" {
+            break;
+        }
+        // The store may still be coming back.
+        assert_eq!(v["code"], "presence_unavailable", "{v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.send(json!({"type": "room_create", "display_name": "Ada"}))
+            .await;
+    }
+    a.expect("room_state").await;
+}
