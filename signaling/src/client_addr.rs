@@ -63,8 +63,8 @@ impl std::str::FromStr for IpKey {
 }
 
 /// The client's address: the socket peer, or, when that peer is one of the
-/// `trusted` proxies, the last `X-Forwarded-For` entry, which is the one
-/// that proxy appended. Entries before it are whatever the client sent, so
+/// `trusted` proxies, the last `X-Forwarded-For` entry (with or without a
+/// port), which is the one that proxy appended. Entries before it are whatever the client sent, so
 /// they are never used: if the last one does not parse, the proxy's own
 /// address is the answer. From any other peer the header is ignored.
 pub fn client_ip(trusted: &[ipnet::IpNet], remote: IpAddr, headers: &HeaderMap) -> IpAddr {
@@ -87,8 +87,26 @@ pub fn client_ip(trusted: &[ipnet::IpNet], remote: IpAddr, headers: &HeaderMap) 
     };
     std::str::from_utf8(last)
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|s| forwarded_addr(s.trim()))
         .unwrap_or(remote)
+}
+
+/// An `X-Forwarded-For` entry's address: a bare address, or one with a port
+/// as some proxies write it (`198.51.100.1:52731`, `[2001:db8::5]:52731`),
+/// or a bracketed IPv6 address.
+fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(sa) = entry.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    entry
+        .strip_prefix('[')?
+        .strip_suffix(']')?
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 #[cfg(test)]
@@ -147,6 +165,23 @@ mod tests {
         );
         assert_eq!(ip(&h), "198.51.100.1".parse::<IpAddr>().unwrap());
         assert_eq!(client_ip(&[], remote, &headers(&["198.51.100.1"])), remote);
+    }
+
+    #[test]
+    fn a_forwarded_entry_with_a_port_is_the_address_it_names() {
+        // Some proxies (Azure Application Gateway, for one) append
+        // `address:port`. Taken for garbage, every client behind such a
+        // proxy would count as the proxy: one address for all the limits,
+        // and one nearby room for everyone.
+        let remote: IpAddr = "10.0.0.1".parse().unwrap();
+        let proxies: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |v: &str| client_ip(&proxies, remote, &headers(&[v])).to_string();
+        assert_eq!(ip("198.51.100.1:52731"), "198.51.100.1");
+        assert_eq!(ip("203.0.113.9, 198.51.100.1:443"), "198.51.100.1");
+        assert_eq!(ip("[2001:db8::5]:52731"), "2001:db8::5");
+        assert_eq!(ip("[2001:db8::5]"), "2001:db8::5");
+        assert_eq!(ip("198.51.100.1:notaport"), "10.0.0.1");
+        assert_eq!(ip("[2001:db8::5"), "10.0.0.1");
     }
 
     #[test]

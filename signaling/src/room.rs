@@ -10,7 +10,8 @@
 //! (a nameplate the server allocates plus secret words it never sees), has
 //! an owner, an expiry and a member limit. A *nearby* room gathers the
 //! clients that reach the server from one public address and chose to be
-//! visible; it has no code and no owner, and ends when its last member goes.
+//! visible; it has no code and no owner. Either kind ends when its last
+//! member goes.
 //!
 //! Members are known to each other only by the small ids the room issues,
 //! never by connection or address. The server holds no room secret: members
@@ -272,11 +273,13 @@ impl Room {
     }
 
     /// Whether the record has nothing left to say: an ended room past its
-    /// linger, or a nearby room nobody is in.
+    /// linger, or a room nobody is in. A named room everyone left ends
+    /// there too: kept, it would hold its code with no owner to close it,
+    /// counted against no address (memberships are what is counted).
     pub fn finished(&self, now: u64, rules: &RoomRules) -> bool {
         match self.closed {
             Some((_, at)) => now >= at + rules.linger_ms,
-            None => self.kind == RoomKind::Nearby && self.members.is_empty(),
+            None => self.members.is_empty(),
         }
     }
 
@@ -358,6 +361,17 @@ impl Room {
         self.members.insert(id, Member::new(m));
         self.bump();
         Ok(id)
+    }
+
+    /// Whether a connection from address `ip` may resume a membership
+    /// here: a nearby room is for the clients at its address only, so its
+    /// token is no good elsewhere (a client that moved on to another
+    /// network, or a token that left it).
+    pub fn resumable_from(&self, ip: &str) -> Result<(), RoomError> {
+        match &self.nearby_key {
+            Some(key) if key != ip => Err(RoomError::InvalidToken),
+            _ => Ok(()),
+        }
     }
 
     /// Give the membership behind `token` to `owner`. Returns the member
@@ -724,6 +738,17 @@ mod tests {
     }
 
     #[test]
+    fn a_nearby_membership_is_resumed_only_from_its_address() {
+        let n = Room::nearby("n".into(), "192.0.2.1".into(), 8, nm(1), 0, &RULES);
+        assert_eq!(n.resumable_from("192.0.2.1"), Ok(()));
+        assert_eq!(
+            n.resumable_from("198.51.100.4"),
+            Err(RoomError::InvalidToken)
+        );
+        assert_eq!(room().resumable_from("198.51.100.4"), Ok(()));
+    }
+
+    #[test]
     fn members_of_a_dead_node_go_away_then_time_out() {
         let mut r = room();
         let mut b = nm(2);
@@ -732,6 +757,19 @@ mod tests {
         assert!(r.sweep(50, &["node-b".to_owned()], &RULES));
         assert_eq!(r.members[&2].away_until_ms, Some(1_050));
         assert!(r.members[&1].owner.is_some());
+    }
+
+    #[test]
+    fn a_named_room_ends_with_its_last_member() {
+        let mut r = room();
+        r.join(nm(2)).unwrap();
+        r.leave(1, "node-a|1").unwrap();
+        assert!(!r.finished(0, &RULES));
+        assert!(r.detach(2, "node-a|2", 0, &RULES));
+        assert!(!r.finished(0, &RULES), "an away member keeps it");
+        assert!(r.sweep(1_000, &[], &RULES));
+        assert!(r.members.is_empty());
+        assert!(r.finished(1_000, &RULES));
     }
 
     #[test]

@@ -54,15 +54,30 @@ impl View {
 /// another member's).
 fn clean_name(raw: &str, max: usize, required: bool) -> Result<String, String> {
     let name = raw.trim();
-    if required && name.is_empty() {
+    // Zero-width spaces and the word joiner show nothing (the joiners
+    // U+200C/D stay: emoji and several scripts need them).
+    let invisible = |c: char| matches!(c, '\u{200b}' | '\u{2060}' | '\u{feff}');
+    if required && name.chars().all(invisible) {
         return Err("a display name is required".into());
     }
     if name.chars().count() > max {
         return Err(format!("a name has at most {max} characters"));
     }
+    // Controls, line and paragraph separators, every bidirectional mark,
+    // embedding and isolate (U+061C is the Arabic letter mark), and the
+    // deprecated format controls U+206A-F.
     let bad = |c: char| {
         c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{206f}'
+            )
     };
     if name.chars().any(bad) {
         return Err("a name may not hold control or direction characters".into());
@@ -361,6 +376,7 @@ impl Conn {
             return Ok(());
         }
         let me = self.owner_str();
+        let here = self.ip.to_string();
         let res = update(
             &*self.st.presence,
             &self.st.rooms,
@@ -368,6 +384,7 @@ impl Conn {
             Some(&me),
             |room, now| {
                 let mut room = room.ok_or(RoomError::InvalidToken)?;
+                room.resumable_from(&here)?;
                 let (member, _) = room.resume(token, &me, now)?;
                 let out = (room.id.clone(), member, room.kind);
                 Ok(Change::Write(Some(room), out))
@@ -856,5 +873,26 @@ mod tests {
         assert!(clean_name("Eve\u{202e}txt.exe", 40, true).is_err());
         assert!(clean_name("a\nb", 40, true).is_err());
         assert!(clean_name("a\u{2067}b", 40, true).is_err());
+    }
+
+    #[test]
+    fn every_direction_mark_and_line_break_is_refused() {
+        // The Arabic letter mark is a direction mark like U+200F; the
+        // deprecated format controls U+206A-F change shaping and mirroring.
+        for c in ['\u{061c}', '\u{2028}', '\u{2029}', '\u{206a}', '\u{206f}'] {
+            assert!(clean_name(&format!("Ada{c}x"), 40, true).is_err(), "{c:?}");
+        }
+        // A name of nothing visible is no name.
+        for c in ['\u{200b}', '\u{2060}', '\u{feff}'] {
+            assert!(clean_name(&c.to_string(), 40, true).is_err(), "{c:?}");
+        }
+        // Joiners are part of emoji and of several scripts.
+        assert!(clean_name("\u{1f469}\u{200d}\u{1f4bb}", 40, true).is_ok());
+        assert!(clean_name(
+            "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}",
+            40,
+            true
+        )
+        .is_ok());
     }
 }

@@ -102,8 +102,15 @@ if may_judge(me, now, node_ttl, interval) then
     end
   end
 end
+-- A record gone without a sweep (its key expired while no node ran) has
+-- nothing left to do: drop its deadline, or the earliest of these would
+-- fill every batch and keep live rooms from being swept.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'rdl', '-inf', now, 'LIMIT', 0, batch)) do
-  table.insert(rooms, id)
+  if redis.call('EXISTS', P .. 'r:' .. id) == 1 then
+    table.insert(rooms, id)
+  else
+    redis.call('ZREM', P .. 'rdl', id)
+  end
 end
 local out = {'ok', tostring(#dead)}
 for _, d in ipairs(dead) do table.insert(out, d) end
