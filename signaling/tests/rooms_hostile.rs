@@ -326,7 +326,6 @@ async fn a_redis_stall_tells_no_member_a_false_departure() {
 /// invitation reserves a seat for the victim, counted against the
 /// victim's address: a member can keep another from opening any session.
 #[tokio::test]
-#[ignore = "design: an invitation charges a seat to the invitee's address before it accepts"]
 async fn invitations_cannot_use_up_the_invitees_session_quota() {
     let env = Store::Memory
         .start(&[
@@ -349,20 +348,34 @@ async fn invitations_cannot_use_up_the_invitees_session_quota() {
     )
     .await;
     hostile.expect("room_member_joined").await;
-    // Within the hostile address's own quota, and the pending limit.
-    for _ in 0..4 {
+    // As many invitations as the hostile address may open: the inviter
+    // pays for both seats of each until its own quota is spent.
+    let mut sent = 0;
+    for _ in 0..8 {
         hostile
             .send(json!({"type": "room_invite", "to": [2]}))
             .await;
-        hostile.expect("room_invited").await;
+        let v = hostile.recv().await;
+        if v["type"] == "error" {
+            assert_eq!(v["code"], "too_many_sessions", "{v}");
+            break;
+        }
+        assert_eq!(v["type"], "room_invited", "{v}");
         victim.expect("room_invite").await;
+        sent += 1;
     }
-    let mut own = Client::connect_with(addr, &[("x-forwarded-for", "198.51.100.5")])
-        .await
-        .unwrap();
-    own.send(json!({"type": "create"})).await;
-    let v = own.recv().await;
-    assert_eq!(v["type"], "created", "the victim's own session: {v}");
+    assert_eq!(sent, 2, "two seats per invitation, four seats per address");
+    // The victim's whole quota is still its own.
+    let mut own = Vec::new();
+    for _ in 0..4 {
+        let mut c = Client::connect_with(addr, &[("x-forwarded-for", "198.51.100.5")])
+            .await
+            .unwrap();
+        c.send(json!({"type": "create"})).await;
+        let v = c.recv().await;
+        assert_eq!(v["type"], "created", "the victim's own session: {v}");
+        own.push(c);
+    }
 }
 
 /// Hostile input: every odd request is refused with a reason (never a

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{new_token, Conn, Flow, Gone};
-use crate::client_addr::IpKey;
 use crate::presence::{PresenceError, RoomKey};
 use crate::protocol::{close, ErrorCode, RoomMember, ServerMsg};
 use crate::room::{MemberId, NewMember, Room, RoomError, RoomKind};
@@ -507,35 +506,42 @@ impl Conn {
         }
         let me = self.owner_str();
         // Checked before any session is made; checked again when stored.
-        let room = match self
+        match self
             .st
             .presence
             .room_get(&RoomKey::Id(room_id.clone()))
             .await
         {
             Ok((Some(r), now)) => match r.may_invite(member, &me, &targets, now, &cfg.rules) {
-                Ok(()) => r,
+                Ok(()) => {}
                 Err(e) => return self.room_error(e.into()).await,
             },
             Ok((None, _)) => return self.room_error(RoomError::Closed.into()).await,
             Err(e) => return self.room_error(e.into()).await,
         };
+        // The inviter's address pays for both seats of each session: a
+        // member must not be able to spend another's quota by inviting it.
+        // A refusal part-way still delivers the sessions already made.
         let mut made = Vec::new();
+        let mut refused = None;
         for t in &targets {
-            let ip = room
-                .members
-                .get(t)
-                .and_then(|m| m.ip.parse::<IpKey>().ok())
-                .unwrap_or(self.ip);
             let (mine, theirs) = (new_token(), new_token());
             match self
                 .st
                 .presence
-                .create_pair([mine.clone(), theirs.clone()], [self.ip, ip])
+                .create_pair([mine.clone(), theirs.clone()], [self.ip, self.ip])
                 .await
             {
                 Ok(session) => made.push((*t, session, mine, theirs)),
-                Err(e) => return self.presence_error(e).await,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        if made.is_empty() {
+            if let Some(e) = refused {
+                return self.presence_error(e).await;
             }
         }
         let stored: Vec<(MemberId, String, String)> = made
@@ -567,7 +573,10 @@ impl Conn {
             })
             .await?;
         }
-        Ok(())
+        match refused {
+            Some(e) => self.presence_error(e).await,
+            None => Ok(()),
+        }
     }
 
     /// Read the room and tell the client what changed since it was last

@@ -256,7 +256,10 @@ impl RedisPresence {
         max: usize,
     ) -> Result<RoomsDue, PresenceError> {
         let mut inv = self.rooms.due.prepare_invoke();
-        inv.arg(node).arg(Self::ms(super::NODE_TTL)).arg(max.max(1));
+        inv.arg(node)
+            .arg(Self::ms(super::NODE_TTL))
+            .arg(max.max(1))
+            .arg(Self::ms(super::NODE_HEARTBEAT));
         let reply = self.run(&mut inv).await?;
         let n: usize = reply.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
         let dead_nodes: Vec<String> = reply.iter().skip(2).take(n).cloned().collect();
