@@ -416,6 +416,36 @@ async fn forged_forwarded_for(store: Store) {
     }
 }
 
+/// Everyone at one address shares its nearby room, so the limit on rooms
+/// per address (named rooms) must not cap it: an office of ten behind one
+/// NAT all see each other, up to TALLOW_NEARBY_MAX_MEMBERS.
+async fn nearby_is_not_capped_by_rooms_per_address(store: Store) {
+    let env = store
+        .start(&["--max-rooms-per-ip", "2", "--nearby-max-members", "4"])
+        .await;
+    let addr = env.local_addr();
+    let mut held = Vec::new();
+    for n in 0..4 {
+        let mut c = Client::connect(addr).await;
+        c.send(json!({"type": "nearby_join", "display_name": format!("desk {n}")}))
+            .await;
+        c.expect("room_joined").await;
+        let state = c.expect("room_state").await;
+        assert_eq!(names(&state).len(), n + 1);
+        held.push(c);
+    }
+    let mut c = Client::connect(addr).await;
+    c.send(json!({"type": "nearby_join", "display_name": "desk 5"}))
+        .await;
+    c.expect_error("room_full").await;
+    // Named rooms are still limited per address, nearby ones aside.
+    let (_a, _) = create(addr, "Ada", json!({})).await;
+    let (_b, _) = create(addr, "Bob", json!({})).await;
+    c.send(json!({"type": "room_create", "display_name": "Cy"}))
+        .await;
+    c.expect_error("too_many_rooms").await;
+}
+
 async fn rooms_gauge(store: Store) {
     let env = store.start(&[]).await;
     let addr = env.local_addr();
@@ -435,6 +465,7 @@ async fn rooms_gauge(store: Store) {
 }
 
 on_both_stores!(
+    nearby_is_not_capped_by_rooms_per_address,
     rooms_gauge,
     lifecycle,
     member_limit_and_names,
