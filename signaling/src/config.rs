@@ -302,7 +302,8 @@ pub struct RoomLimits {
     )]
     pub room_max_ttl_secs: u64,
 
-    /// Room memberships (named and nearby) one address holds at once.
+    /// Named-room memberships one address holds at once (a nearby room
+    /// is bounded by its size instead).
     #[arg(
         long = "max-rooms-per-ip",
         env = "TALLOW_MAX_ROOMS_PER_IP",

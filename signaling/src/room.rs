@@ -585,7 +585,11 @@ impl RoomIndex {
         }
         for m in room.members.values() {
             ix.keys.push((format!("rtok:{}", m.token), room.id.clone()));
-            ix.sets.push((format!("rip:{}", m.ip), m.token.clone()));
+            // Named rooms count against their members' addresses; a nearby
+            // room is one address's by definition, bounded by its size.
+            if room.kind == RoomKind::Named {
+                ix.sets.push((format!("rip:{}", m.ip), m.token.clone()));
+            }
             if let Some((node, _)) = m.owner.as_deref().and_then(|o| o.rsplit_once('|')) {
                 let e = (format!("rns:{node}"), room.id.clone());
                 if !ix.sets.contains(&e) {

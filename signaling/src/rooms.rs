@@ -23,7 +23,7 @@ pub struct RoomsConfig {
     pub nearby_max_members: usize,
     pub default_ttl: Duration,
     pub max_ttl: Duration,
-    /// Room memberships (named and nearby) one address holds at once.
+    /// Named-room memberships one address holds at once.
     pub max_per_ip: usize,
 }
 

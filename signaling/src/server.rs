@@ -418,12 +418,20 @@ async fn run_rooms(st: Arc<AppState>) {
         ticks += 1;
         match st.presence.rooms_due(&st.node, BATCH).await {
             Ok(due) => {
+                // One room that cannot be swept (a record this version cannot
+                // read) must not hold up the others; a store that stopped
+                // answering (failures in a row) ends the round.
+                let mut failures = 0;
                 for id in &due.rooms {
-                    if let Err(e) =
-                        rooms::sweep_one(&*st.presence, &st.rooms, id, &due.dead_nodes).await
-                    {
-                        tracing::warn!(error = %e, "room sweep failed");
-                        break;
+                    match rooms::sweep_one(&*st.presence, &st.rooms, id, &due.dead_nodes).await {
+                        Ok(()) => failures = 0,
+                        Err(e) => {
+                            tracing::warn!(error = %e, room = %id, "room sweep failed");
+                            failures += 1;
+                            if failures >= 3 {
+                                break;
+                            }
+                        }
                     }
                 }
             }

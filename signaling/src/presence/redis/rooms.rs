@@ -203,7 +203,16 @@ impl RedisPresence {
             .ok_or_else(|| unavailable("room read without a clock"))?;
         let room = match reply.get(2).map(String::as_str) {
             None | Some("") => None,
-            Some(json) => Some(serde_json::from_str(json).map_err(unavailable)?),
+            // A record this version cannot read (written by another version
+            // during a rolling upgrade, say) is as good as absent here: no
+            // request can act on it, and the sweep goes on to the next room.
+            Some(json) => match serde_json::from_str(json) {
+                Ok(room) => Some(room),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable room record ignored");
+                    None
+                }
+            },
         };
         Ok((room, now))
     }
