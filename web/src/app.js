@@ -455,7 +455,14 @@ function atLoad() {
     state.interrupted = 'A transfer in this tab stopped when the page was closed or reloaded. It cannot continue: start again with a new code.';
     ui.notice(state.interrupted);
   }
-  // The code travels in the fragment, which never reaches a server.
+  fromFragment();
+  clearBrowserStore();
+}
+
+/** A code from a share link: the 1:1 code (`#7-bal-kir-mos`) or a room's
+ * (`#room=417-bal-kir-mos`). It travels in the fragment, which never
+ * reaches a server, and leaves the address bar once read. */
+function fromFragment() {
   const code = decodeURIComponent(location.hash.slice(1)).trim().toLowerCase();
   if (/^\d{1,9}-[a-z]+(-[a-z]+)+$/.test(code)) {
     $('code-input').value = code;
@@ -464,9 +471,11 @@ function atLoad() {
   } else if (code.startsWith('room=') && roomCode(code.slice(5))) {
     state.roomFromLink = roomCode(code.slice(5));
     history.replaceState(null, '', location.pathname + location.search);
+    rooms?.fromLink(state.roomFromLink);
   }
-  clearBrowserStore();
 }
+// A link opened in a tab that already shows the page changes only the fragment.
+window.addEventListener('hashchange', fromFragment);
 
 const missing = missingCapability();
 if (missing) showUnsupported(missing);

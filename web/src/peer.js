@@ -52,9 +52,13 @@ export function signalUrl(location) {
 }
 
 export class Peer {
-  /** `url`: the /signal URL; `forceRelay`: only relayed paths (tests). */
-  constructor({ url, forceRelay = false, hooks = {}, signalOptions = {} }) {
+  /** `url`: the /signal URL; `forceRelay`: only relayed paths (tests);
+   * `oneShot`: the session carries one transfer (a room's), so once it
+   * ended, stopped or done, the peer leaving or the path closing is the
+   * expected end rather than a failure. */
+  constructor({ url, forceRelay = false, oneShot = false, hooks = {}, signalOptions = {} }) {
     this.hooks = hooks;
+    this.oneShot = oneShot;
     this.forceRelay = forceRelay;
     this.signal = new SignalClient(url, signalOptions);
     this.role = null; // 'A' creates (or invited), 'B' joins (or was invited)
@@ -93,6 +97,12 @@ export class Peer {
   get over() { return this.failed || this.ended; }
 
   get channelOpen() { return this.channel?.readyState === 'open'; }
+
+  /** Nothing left to lose: a transfer completed (or, one-shot, ended). The
+   * machine's state counts at once, before its event reached the page. */
+  get settled() {
+    return this.finished || (this.oneShot && [this.outgoing, this.incoming].some((t) => t && transferOver(t)));
+  }
 
   /** A transfer under way (offered, accepted, moving), either direction. */
   activeTransfer() {
@@ -183,11 +193,11 @@ export class Peer {
         this.peerLeft = true;
         if (this.over) return;
         if (this.channelOpen) {
-          if (!this.finished || this.activeTransfer()) this.hook('status', 'Your peer is no longer connected to the server; the direct connection to it stays open.');
+          if (!this.settled || this.activeTransfer()) this.hook('status', 'Your peer is no longer connected to the server; the direct connection to it stays open.');
           return;
         }
         if (this.activeTransfer()) this.fail('Your peer closed the page or left: the transfer cannot continue. Start again with a new code.');
-        else if (!this.finished) this.fail('Your peer left.');
+        else if (!this.settled) this.fail('Your peer left.');
         this.hook('peerLeft');
       })
       // After a verified transfer the status keeps saying so.
@@ -230,7 +240,7 @@ export class Peer {
       .on('closed', (e) => {
         // Signaling is gone for good; a working data channel goes on without it.
         this.signalClosed = true;
-        if (this.finished || this.over) return;
+        if (this.settled || this.over) return;
         if (this.channelOpen) {
           this.hook('status', 'The connection to the server was lost; the direct connection to your peer stays open.');
           return;
@@ -293,8 +303,17 @@ export class Peer {
     clearTimeout(this.disconnectTimer);
     if (reason) this.say(reason);
     else this.signal.leave();
-    const pc = this.pc;
-    setTimeout(() => pc?.close(), 1000);
+    // The last records (a cancel) may sit behind megabytes still buffered
+    // on the channel: close once they left (at least 1 s, at most 15 s).
+    const { pc, channel } = this;
+    const since = Date.now();
+    const closeWhenDrained = () => {
+      const waited = Date.now() - since;
+      const pending = channel?.readyState === 'open' && channel.bufferedAmount > 0;
+      if ((waited >= 1000 && !pending) || waited > 15_000) pc?.close();
+      else setTimeout(closeWhenDrained, 100);
+    };
+    setTimeout(closeWhenDrained, 100);
   }
 
   /** Seals `obj` and sends it; sealing is serialised (PeerSession.seal), so
@@ -455,7 +474,7 @@ export class Peer {
         this.fail(this.peerLeft
           ? 'Your peer closed the page or left: the transfer cannot continue. Start again with a new code.'
           : 'The connection to your peer was lost and the server cannot be reached to make a new one: the transfer cannot continue. Start again with a new code.');
-      } else if (!this.finished) this.fail('The connection to your peer was lost.');
+      } else if (!this.settled) this.fail('The connection to your peer was lost.');
       return;
     }
     if (Date.now() - this.breakSince > GIVE_UP_MS) {

@@ -64,7 +64,7 @@ export function startRooms({ url, forceRelay, sink, fromLink }) {
     }
     return n;
   };
-  const newPeer = (hooks) => new Peer({ url, forceRelay, hooks });
+  const newPeer = (hooks) => new Peer({ url, forceRelay, oneShot: true, hooks });
 
   // --- the named room -------------------------------------------------------
 
@@ -292,13 +292,15 @@ export function startRooms({ url, forceRelay, sink, fromLink }) {
     if (m && nearby) startGroup(nearby, 'nearby', [m], files, { nearby: true });
   };
   for (const b of ['room-create', 'room-join', 'nearby-toggle']) $(b).disabled = false;
-  if (fromLink) {
-    $('room-code-input').value = fromLink;
+  const linked = (code) => {
+    $('room-code-input').value = code;
     notice('The room code from your link is filled in: type your name, then press Join a room.');
     $('display-name').focus();
-  }
+  };
+  if (fromLink) linked(fromLink);
 
   return {
+    fromLink: linked,
     leaveAll() {
       for (const g of groups) g.leave();
       for (const r of incoming) r.leave();
@@ -445,6 +447,7 @@ class GroupSend {
         row.bar.hidden = false;
         break;
       case 'progress': {
+        if (TERMINAL.has(row.state)) break;
         const done = Math.min(sender.total, sender.firstBytes);
         row.bar.value = done;
         row.text.textContent = `Sending… ${bytes(done)} of ${bytes(sender.total)}`;
@@ -527,7 +530,13 @@ class IncomingSend {
       this.offerBox.hidden = true;
       this.peer?.incoming?.decline();
     };
-    this.cancelButton.onclick = () => this.peer?.incoming?.cancel('cancelled by the receiver');
+    this.cancelButton.onclick = () => {
+      const r = this.peer?.incoming;
+      if (!r) return;
+      r.cancel('cancelled by the receiver');
+      // Said now: the machine stopped; its event may wait for the disk.
+      if (r.machine.state === 'stopped') this.set('cancelled', 'You cancelled: cancelled by the receiver.');
+    };
     this.set('connecting', 'Connecting…');
   }
 
@@ -581,6 +590,8 @@ class IncomingSend {
         break;
       }
       case 'progress': {
+        // Disk work finishing after a stop reports too: the words stay.
+        if (TERMINAL.has(this.state)) break;
         const p = r.machine.progress();
         this.bar.value = p.done;
         this.text.textContent = `Receiving… ${bytes(p.done)} of ${bytes(p.total)}`;
