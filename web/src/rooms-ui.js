@@ -23,6 +23,11 @@ const el = (tag, props = {}, ...children) => {
   return e;
 };
 
+// What a Peer says that a room's card already shows by its state, or that
+// is routine there (an invitee not yet arrived): not repeated under it.
+const ROUTINE = /^(Connected\.|Secure session ready|Peer connected|Your peer is back|Your peer lost its connection to the server; waiting)/;
+const detailOf = (text) => (ROUTINE.test(text) ? '' : text);
+
 // How long a finished session stays up so that its last records (a got,
 // a cancel) reach the peer before it is closed.
 const LINGER_MS = 1500;
@@ -339,7 +344,8 @@ class GroupSend {
         li: el('li', { className: 'recipient', dataset: { member: String(m.member) } }),
       };
       row.text = el('span', { className: 'state-text' });
-      row.words = el('div', { className: 'words', hidden: true });
+      row.words = el('span', { className: 'words' });
+      row.wordsLine = el('div', { className: 'words-line', hidden: true }, 'Words: ', row.words);
       row.ok = el('button', { type: 'button', className: 'words-ok', hidden: true, textContent: 'The words match: send' });
       row.ok.onclick = () => {
         row.wordsOk = true;
@@ -348,7 +354,7 @@ class GroupSend {
       };
       row.bar = el('progress', { max: 1, value: 0, hidden: true });
       row.detail = el('div', { className: 'detail' });
-      row.li.append(el('div', {}, el('span', { className: 'name', textContent: row.name }), ' · ', row.text), row.words, row.ok, row.bar, row.detail);
+      row.li.append(el('div', {}, el('span', { className: 'name', textContent: row.name }), ' · ', row.text), row.wordsLine, row.ok, row.bar, row.detail);
       list.append(row.li);
       this.rows.set(m.member, row);
       this.set(row, 'inviting', 'Inviting…');
@@ -393,10 +399,10 @@ class GroupSend {
   connect(row, inv) {
     this.set(row, 'connecting', 'Connecting…');
     row.peer = this.newPeer({
-      status: (text) => { if (!TERMINAL.has(row.state)) row.detail.textContent = text; },
+      status: (text) => { if (!TERMINAL.has(row.state)) row.detail.textContent = detailOf(text); },
       words: (words) => {
         row.words.textContent = words.join(' ');
-        row.words.hidden = false;
+        row.wordsLine.hidden = false;
         if (this.nearby) {
           this.set(row, 'verify', `Check that ${row.name} sees the same words, then send.`);
           row.ok.hidden = false;
@@ -557,7 +563,7 @@ class IncomingSend {
 
   start() {
     this.peer = this.newPeer({
-      status: (text) => { if (!TERMINAL.has(this.state)) this.detail.textContent = text; },
+      status: (text) => { if (!TERMINAL.has(this.state)) this.detail.textContent = detailOf(text); },
       words: (words) => {
         this.words.textContent = words.join(' ');
         this.wordsBox.hidden = false;
