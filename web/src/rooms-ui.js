@@ -11,6 +11,7 @@ import { Peer } from './peer.js';
 import { RoomClient, displayName, roomCode } from './room.js';
 import { neutral } from './names.js';
 import { bytes, fromDrop, fromInput, offerItems, saveItem } from './view.js';
+import { TERMINAL, receiverStopped, senderStopped, summary } from './group.js';
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -31,7 +32,6 @@ const detailOf = (text) => (ROUTINE.test(text) ? '' : text);
 // How long a finished session stays up so that its last records (a got,
 // a cancel) reach the peer before it is closed.
 const LINGER_MS = 1500;
-const TERMINAL = new Set(['done', 'declined', 'cancelled', 'failed']);
 
 const ROOM_ERRORS = {
   unknown_room: 'No room has that code: it was closed, expired, or the code is mistyped.',
@@ -85,8 +85,16 @@ export function startRooms({ url, forceRelay, sink, fromLink }) {
         if (c !== room) return;
         endRoom(m.reason === 'left' ? '' : m.reason === 'superseded' ? 'This room was opened in another tab.' : 'You lost your place in the room (the connection was down too long).');
       })
-      .on('reconnecting', () => { if (c === room) $('room').dataset.connection = 'reconnecting'; })
-      .on('resumed', () => { if (c === room) $('room').dataset.connection = 'live'; });
+      .on('reconnecting', () => {
+        if (c !== room) return;
+        $('room').dataset.connection = 'reconnecting';
+        $('room-status').textContent = 'Connection to the room lost; reconnecting…';
+      })
+      .on('resumed', () => {
+        if (c !== room) return;
+        $('room').dataset.connection = 'live';
+        roomStatus();
+      });
     return c;
   }
 
@@ -121,6 +129,13 @@ export function startRooms({ url, forceRelay, sink, fromLink }) {
     $('room-code').textContent = c.code;
     $('room-link').textContent = roomLink(c.code);
     renderRoom();
+    roomStatus();
+  }
+
+  /** When the room ends by itself. */
+  function roomStatus() {
+    const at = room?.expiresAt;
+    $('room-status').textContent = at ? `The room closes by itself at ${new Date(at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}.` : '';
   }
 
   const roomLink = (code) => `${location.origin}${location.pathname}#room=${code}`;
@@ -326,6 +341,7 @@ class GroupSend {
     this.newPeer = newPeer;
     this.total = files.reduce((n, f) => n + f.file.size, 0);
     this.rows = new Map();
+    this.summary = el('p', { className: 'group-summary', hidden: true });
     const title = el('p', { className: 'group-title' });
     const who = members.map((m) => neutral(m.name, 40)).join(', ');
     title.textContent = `${files.length === 1 ? neutral(files[0].path, 120) : `${files.length} files`} (${bytes(this.total)}) to ${who}`;
@@ -359,7 +375,7 @@ class GroupSend {
       this.rows.set(m.member, row);
       this.set(row, 'inviting', 'Inviting…');
     }
-    this.card = el('section', { className: 'group card', dataset: { state: 'active' } }, title, list, this.cancelAll);
+    this.card = el('section', { className: 'group card', dataset: { state: 'active' } }, title, list, this.summary, this.cancelAll);
     this.card.setAttribute('aria-label', 'Sending');
   }
 
@@ -370,9 +386,12 @@ class GroupSend {
     row.text.textContent = text;
     if (TERMINAL.has(state)) {
       row.detail.textContent = row.detail.textContent && state === 'failed' ? row.detail.textContent : '';
-      if ([...this.rows.values()].every((r) => TERMINAL.has(r.state))) {
+      const over = summary([...this.rows.values()].map((r) => r.state));
+      if (over) {
         this.card.dataset.state = 'over';
         this.cancelAll.hidden = true;
+        this.summary.textContent = over;
+        this.summary.hidden = false;
       }
     }
   }
@@ -464,13 +483,12 @@ class GroupSend {
         this.set(row, 'done', `Delivered: ${row.name} verified every file (SHA-256).`);
         this.finish(row);
         break;
-      case 'stopped':
-        if (detail.by === 'peer' && detail.why.startsWith('your peer declined')) this.set(row, 'declined', `${row.name} declined.`);
-        else if (detail.by === 'peer') this.set(row, 'cancelled', `${row.name} cancelled: ${neutral(detail.why.replace(/^your peer cancelled: /, ''), 120)}.`);
-        else if (detail.why.startsWith('stalled: ')) this.set(row, 'failed', `Stopped: ${detail.why.slice(9)}.`);
-        else this.set(row, 'cancelled', 'You cancelled.');
+      case 'stopped': {
+        const { state, text } = senderStopped(detail, row.name);
+        this.set(row, state, text);
         this.finish(row);
         break;
+      }
       default:
         break;
     }
@@ -613,15 +631,14 @@ class IncomingSend {
         this.finish();
         break;
       }
-      case 'stopped':
-        if (detail.error) {
-          // The Peer ends the session and says why (failed above).
-          this.detail.textContent = `The transfer stopped: ${neutral(detail.why)}.`;
-        } else if (detail.why === 'you declined') this.set('declined', 'You declined.');
-        else if (detail.by === 'peer') this.set('cancelled', `${neutral(detail.why[0].toUpperCase() + detail.why.slice(1))}.`);
-        else this.set('cancelled', `You cancelled: ${neutral(detail.why)}.`);
+      case 'stopped': {
+        const end = receiverStopped(detail);
+        // Without an end here the Peer ends the session and says why.
+        if (end) this.set(end.state, end.text);
+        else this.detail.textContent = `The transfer stopped: ${neutral(detail.why)}.`;
         this.finish();
         break;
+      }
       default:
         break;
     }

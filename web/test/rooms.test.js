@@ -194,6 +194,7 @@ test('one folder to three members: one accepts and verifies every file, one decl
   assert.ok(await emptied(dee), 'nothing half received is kept');
   assert.deepEqual(await stored(cy), {});
   assert.equal(await ada.getAttribute('.group', 'data-state'), 'over');
+  assert.equal(await ada.textContent('.group .group-summary'), 'Delivered to 1 of 3 · 1 declined · 1 cancelled');
   assert.equal(await ada.isVisible('.group .cancel-all'), false);
   await ada.screenshot({ path: `${artifacts}/room-sender-done.png`, fullPage: true });
   await bob.screenshot({ path: `${artifacts}/room-recipient-done.png`, fullPage: true });
@@ -238,6 +239,7 @@ test('the sender\'s Cancel all reaches every recipient', { timeout: 180_000 }, a
   for (const m of [2, 3, 4]) assert.equal(await rowState(ada, m), 'cancelled');
   for (const p of rs) assert.ok(await emptied(p), 'nothing half received is kept');
   assert.equal(await ada.getAttribute('.group', 'data-state'), 'over');
+  assert.equal(await ada.textContent('.group .group-summary'), 'Delivered to 0 of 3 · 3 cancelled');
   for (const p of [ada, ...rs]) assert.deepEqual(p.problems, []);
   await close(ada, ...rs);
 });
