@@ -12,7 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { artifacts, launch, newPage, ready, startServer, waitUntil } from './harness.js';
+import { artifacts, cuttableProxy, launch, newPage, ready, startServer, waitUntil } from './harness.js';
 
 let server;
 let browser;
@@ -267,4 +267,28 @@ test('a member who joined with the wrong words fails only its own session', { ti
   assert.deepEqual(Object.values(await stored(bob)), [sha(file)]);
   assert.ok(await waitUntil(async () => (await rowState(ada, 2)) === 'done', 10_000));
   await close(ada, bob, eve);
+});
+
+test('a member whose connection drops is shown away, then back once it resumed by itself', { timeout: 90_000 }, async () => {
+  const proxy = await cuttableProxy(new URL(server.base));
+  try {
+    const ada = await roomPage('Ada');
+    // Bob reaches the server through a connection the test can cut.
+    const bob = await newPage(browser, 'Bob');
+    await ready(bob, `${proxy.url}/?relay=1`);
+    await bob.waitForSelector('#room-join:not([disabled])');
+    await room(ada, 'Ada', [[bob, 'Bob', 'code']]);
+    proxy.cut({ stayDown: true });
+    await ada.waitForSelector('#room-members li[data-member="2"][data-present="false"] .badge.away', { timeout: 30_000 });
+    await bob.waitForFunction(() => /reconnecting/.test(document.getElementById('room-status').textContent));
+    proxy.restore();
+    await ada.waitForSelector('#room-members li[data-member="2"][data-present="true"]', { timeout: 30_000 });
+    await bob.waitForFunction(() => document.getElementById('room').dataset.connection === 'live', null, { timeout: 30_000 });
+    assert.match(await bob.textContent('#room-status'), /closes by itself at/);
+    assert.equal(await bob.isVisible('#room'), true, 'still in the room');
+    for (const p of [ada, bob]) assert.deepEqual(p.problems, []);
+    await close(ada, bob);
+  } finally {
+    proxy.close();
+  }
 });
