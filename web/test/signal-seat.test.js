@@ -141,6 +141,32 @@ test('a member who joined with the wrong words fails the handshake of every invi
   for (const c of [ada, bob]) await c.leave();
 });
 
+test('a hello sent right after seat() waits for resumed, then goes as seq 1', { timeout: 20_000 }, async () => {
+  const { ada, bob, mine, theirs } = await invited();
+  const a = signal();
+  await a.connect();
+  const order = [];
+  const receive = a.ws.onmessage;
+  a.ws.onmessage = (e) => {
+    if (JSON.parse(e.data).type === 'resumed') order.push('in resumed');
+    receive(e);
+  };
+  const send = a.ws.send.bind(a.ws);
+  a.ws.send = (text) => { order.push(`out ${JSON.parse(text).type}`); send(text); };
+  a.seat(mine.resume_token);
+  a.hello(new PeerSession('A', ada.code, mine.session).start());
+  const b = signal();
+  await b.connect();
+  b.seat(theirs.resume_token);
+  await until('B gets the hello', () => got(b, 'message').length === 1);
+  assert.deepEqual(order.slice(0, 3), ['out resume', 'in resumed', 'out hello']);
+  assert.equal(JSON.parse(got(b, 'message')[0].body).t, 'hello');
+  assert.deepEqual(got(a, 'error'), [], 'nothing refused');
+  a.leave();
+  b.leave();
+  for (const c of [ada, bob]) await c.leave();
+});
+
 test('a made-up invitation token is refused', { timeout: 10_000 }, async () => {
   const c = signal();
   await c.connect();
