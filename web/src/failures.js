@@ -49,6 +49,9 @@ export function peerStopped(reason, { sealed }) {
       return `Your peer refused a message as replayed, altered or malformed (${reason}): someone may be tampering with the connection. Start again with a new code.`;
     case 'stalled':
       return 'Your peer stopped the session: nothing arrived from you for too long. Start again with a new code.';
+    case 'cancelled':
+      // A room's session ended by its person before any file moved.
+      return 'Your peer cancelled before any file was sent.';
     case 'unreachable':
       return 'Your peer could not reach you again and stopped the session. Start again with a new code.';
     case 'size_exceeded':

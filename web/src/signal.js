@@ -1,4 +1,5 @@
-// A /signal client (docs/PROTOCOL.md): create or join, then an ordered,
+// A /signal client (docs/PROTOCOL.md): create, join, or take a seat a room
+// reserved for us (an invitation, seat()), then an ordered,
 // acknowledged message stream with the peer that survives a dropped
 // connection: it reconnects with backoff for as long as the server keeps the
 // seat (welcome.limits.resume_grace_secs), sends `resume`, and resends what
@@ -73,6 +74,9 @@ export class SignalClient {
     this.ready = false;
     let welcomed = false;
     let refusal = null;
+    // A failed connection is reported by onclose; an unhandled error
+    // event would throw in Node's `ws`.
+    ws.onerror = () => {};
     ws.onmessage = (e) => {
       if (ws !== this.ws) return;
       const m = JSON.parse(e.data);
@@ -163,6 +167,9 @@ export class SignalClient {
 
   /** Handles a refusal that needs no page decision; true if handled. */
   onError(m) {
+    // The seat is gone (its grace passed, or it never existed): nothing
+    // left to resume after a later drop.
+    if (m.code === 'invalid_resume_token') this.done = true;
     if (m.code === 'no_session' && (this.leaving || this.done)) {
       // `leave` without a seat (the peer left first): already over. The
       // server will answer `left` for it; older servers say no_session.
@@ -248,6 +255,22 @@ export class SignalClient {
   create() { this.request = { type: 'create' }; this.retries = 0; this.raw(this.request); }
 
   join(nameplate) { this.request = { type: 'join', nameplate }; this.retries = 0; this.raw(this.request); }
+
+  /**
+   * Takes a seat a room reserved for us (`room_invite` / `room_invited`,
+   * docs/PROTOCOL.md "Rooms"): `resume` with its token and last_seq 0, on a
+   * connection of its own. Call after connect(). Until `resumed` nothing
+   * else goes out (a `hello` waits, as after a reconnect); `resumed`
+   * carries the pairing (both seats are reserved), so `paired` fires with
+   * its ice_servers. A drop before or after is resumed like any seat.
+   */
+  seat(token) {
+    if (this.token) throw new Error('this connection already holds a seat');
+    this.token = token;
+    this.lastSeq = 0;
+    this.ready = false;
+    this.send_({ type: 'resume', token, last_seq: 0 });
+  }
 
   /** The creator's opening handshake message (checked by the server). */
   hello(body) { this.sendFrame('hello', body); }

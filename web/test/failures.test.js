@@ -60,3 +60,11 @@ test('every check the handshake makes on the peer\'s messages names a cause; an 
   assert.match(peerStopped(undefined, { sealed: false }), /no reason given/);
   assert.match(peerStopped({ toString: () => 'object' }, { sealed: false }), /object/);
 });
+
+test('a room session its person ended before any file moved reads as a cancel, not a fault', () => {
+  for (const sealed of [false, true]) {
+    const shown = peerStopped('cancelled', { sealed });
+    assert.match(shown, /cancelled before any file was sent/);
+    assert.doesNotMatch(shown, TAMPER);
+  }
+});

@@ -7,7 +7,16 @@ import { connect, createServer as createNetServer } from 'node:net';
 import { mkdirSync } from 'node:fs';
 import { get as httpsGet } from 'node:https';
 import { createInterface } from 'node:readline';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+
+// Node 20 has no global WebSocket; playwright-core (already a dev
+// dependency) bundles `ws`, a standard one, for the Node tests that talk
+// to a real server.
+export const NodeWebSocket = createRequire(import.meta.url)('playwright-core/lib/utilsBundle').ws;
+
+/** The /signal URL of a server started by startServer. */
+export const signalUrl = (server) => `${server.base.replace(/^http/, 'ws')}/signal`;
 
 export const root = new URL('../../', import.meta.url).pathname;
 export const artifacts = `${root}artifacts/e2e`;

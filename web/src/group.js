@@ -1,0 +1,42 @@
+// What a room transfer's cards say: the state a recipient's row (sender
+// side) or an invitation's card (receiver side) takes when its transfer
+// stops, and the summary of a group transfer once every recipient is done
+// with. A row's end is final: later news (a path closing, disk work
+// finishing) never turns a decline into a failure. Pure; tested in Node
+// (test/group.test.js).
+
+import { neutral } from './names.js';
+
+/** States a row or card never leaves. */
+export const TERMINAL = new Set(['done', 'declined', 'cancelled', 'failed']);
+
+const capital = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
+
+/** Sender side: recipient `name`'s transfer stopped (a Sender 'stopped'
+ * event's detail: {why, by}). */
+export function senderStopped({ why, by }, name) {
+  if (by === 'peer' && why.startsWith('your peer declined')) return { state: 'declined', text: `${name} declined.` };
+  if (by === 'peer') return { state: 'cancelled', text: `${name} cancelled: ${neutral(why.replace(/^your peer cancelled: /, ''), 120)}.` };
+  if (why.startsWith('stalled: ')) return { state: 'failed', text: `Stopped: ${why.slice(9)}.` };
+  return { state: 'cancelled', text: 'You cancelled.' };
+}
+
+/** Receiver side: the transfer from `from` stopped (a Receiver 'stopped'
+ * event's detail: {why, by, error}); null when the session itself fails
+ * (a protocol break: the Peer says why). */
+export function receiverStopped({ why, by, error }) {
+  if (error) return null;
+  if (why === 'you declined') return { state: 'declined', text: 'You declined.' };
+  if (by === 'peer') return { state: 'cancelled', text: `${capital(neutral(why))}.` };
+  return { state: 'cancelled', text: `You cancelled: ${neutral(why)}.` };
+}
+
+/** One line for a group transfer whose rows all ended, e.g.
+ * "Delivered to 1 of 3 · 1 declined · 1 cancelled"; null while any runs. */
+export function summary(states) {
+  if (states.length === 0 || states.some((s) => !TERMINAL.has(s))) return null;
+  const n = (s) => states.filter((x) => x === s).length;
+  const parts = [`Delivered to ${n('done')} of ${states.length}`];
+  for (const s of ['declined', 'cancelled', 'failed']) if (n(s)) parts.push(`${n(s)} ${s}`);
+  return parts.join(' · ');
+}

@@ -1,0 +1,43 @@
+// What a room transfer's cards say when a recipient's transfer stops, and
+// a group's summary (web/src/group.js), from the transfer machines' own
+// stop reasons.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TERMINAL, receiverStopped, senderStopped, summary } from '../src/group.js';
+import { Outgoing } from '../src/outgoing.js';
+
+test('sender side: a decline, a cancel by the recipient, ours, and a stall each read as what they are', () => {
+  // The reasons as the sender's machine gives them.
+  const out = () => {
+    const m = new Outgoing('0123456789abcdef', [{ path: 'a.bin', size: 10 }]);
+    m.offer();
+    return m;
+  };
+  const declined = out().onMessage({ kind: 'decline', id: '0123456789abcdef' }).find((a) => a.t === 'stopped');
+  assert.deepEqual(senderStopped(declined, 'Bob'), { state: 'declined', text: 'Bob declined.' });
+  const cancelled = out().onMessage({ kind: 'cancel', id: '0123456789abcdef', reason: 'cancelled by the receiver' }).find((a) => a.t === 'stopped');
+  assert.deepEqual(senderStopped(cancelled, 'Dee'), { state: 'cancelled', text: 'Dee cancelled: cancelled by the receiver.' });
+  const ours = out().cancel('cancelled by the sender').find((a) => a.t === 'stopped');
+  assert.deepEqual(senderStopped(ours, 'Cy'), { state: 'cancelled', text: 'You cancelled.' });
+  assert.equal(senderStopped({ why: 'stalled: the receiver said nothing for 30 s', by: 'us' }, 'Cy').state, 'failed');
+  // A peer's reason is shown neutralised.
+  const hostile = senderStopped({ why: 'your peer cancelled: \u202Eevil\u0007', by: 'peer' }, 'Eve');
+  assert.doesNotMatch(hostile.text, /[\u202E\u0007]/);
+});
+
+test('receiver side: declined, cancelled by either side; a protocol break is left to the session', () => {
+  assert.deepEqual(receiverStopped({ why: 'you declined', by: 'us' }), { state: 'declined', text: 'You declined.' });
+  assert.deepEqual(receiverStopped({ why: 'the sender cancelled: cancelled by the sender', by: 'peer' }), { state: 'cancelled', text: 'The sender cancelled: cancelled by the sender.' });
+  assert.deepEqual(receiverStopped({ why: 'cancelled by the receiver', by: 'us' }), { state: 'cancelled', text: 'You cancelled: cancelled by the receiver.' });
+  assert.equal(receiverStopped({ why: 'bad_frame: x', by: 'us', error: { kind: 'bad_frame' } }), null);
+});
+
+test('a group is summed up only once every recipient is done with', () => {
+  assert.equal(summary(['done', 'sending', 'declined']), null);
+  assert.equal(summary([]), null);
+  assert.equal(summary(['done', 'declined', 'cancelled']), 'Delivered to 1 of 3 · 1 declined · 1 cancelled');
+  assert.equal(summary(['done', 'done']), 'Delivered to 2 of 2');
+  assert.equal(summary(['failed', 'cancelled', 'cancelled']), 'Delivered to 0 of 3 · 2 cancelled · 1 failed');
+  for (const s of ['done', 'declined', 'cancelled', 'failed']) assert.ok(TERMINAL.has(s));
+  for (const s of ['inviting', 'connecting', 'verify', 'offered', 'sending']) assert.ok(!TERMINAL.has(s));
+});
