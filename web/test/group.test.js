@@ -41,3 +41,17 @@ test('a group is summed up only once every recipient is done with', () => {
   for (const s of ['done', 'declined', 'cancelled', 'failed']) assert.ok(TERMINAL.has(s));
   for (const s of ['inviting', 'connecting', 'verify', 'offered', 'sending']) assert.ok(!TERMINAL.has(s));
 });
+
+test('invitations: a page takes at most four waiting for the person, and one at a time from each member', async () => {
+  const { mayTakeInvite, MAX_UNANSWERED } = await import('../src/group.js');
+  assert.equal(MAX_UNANSWERED, 4);
+  assert.equal(mayTakeInvite([], 2), true);
+  // One unanswered from member 2: another from it is not taken, one from 3 is.
+  assert.equal(mayTakeInvite([{ fromId: 2, state: 'offered' }], 2), false);
+  assert.equal(mayTakeInvite([{ fromId: 2, state: 'offered' }], 3), true);
+  // Answered or finished ones do not count.
+  assert.equal(mayTakeInvite([{ fromId: 2, state: 'receiving' }, { fromId: 2, state: 'done' }], 2), true);
+  const four = [1, 3, 4, 5].map((fromId) => ({ fromId, state: 'waiting' }));
+  assert.equal(mayTakeInvite(four, 6), false);
+  assert.equal(mayTakeInvite(four.slice(1), 6), true);
+});
