@@ -40,3 +40,18 @@ export function summary(states) {
   for (const s of ['declined', 'cancelled', 'failed']) if (n(s)) parts.push(`${n(s)} ${s}`);
   return parts.join(' · ');
 }
+
+/** Invitations waiting for the person (not yet accepted, declined or
+ * ended) a page takes at once; a member has at most one of them. Every
+ * invitation opens a connection and a handshake, so a hostile member must
+ * not be able to make a page open them without bound; what is not taken
+ * ends on the sender's side when the server's grace for it runs out. */
+export const MAX_UNANSWERED = 4;
+const UNANSWERED = new Set(['connecting', 'waiting', 'offered']);
+
+/** Whether to take an invitation from member `from`, given the page's
+ * incoming sends (each {fromId, state}). */
+export function mayTakeInvite(incoming, from) {
+  const open = incoming.filter((r) => UNANSWERED.has(r.state));
+  return open.length < MAX_UNANSWERED && !open.some((r) => r.fromId === from);
+}

@@ -11,7 +11,7 @@ import { Peer } from './peer.js';
 import { RoomClient, displayName, roomCode } from './room.js';
 import { neutral } from './names.js';
 import { bytes, fromDrop, fromInput, offerItems, saveItem } from './view.js';
-import { TERMINAL, receiverStopped, senderStopped, summary } from './group.js';
+import { TERMINAL, mayTakeInvite, receiverStopped, senderStopped, summary } from './group.js';
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -263,6 +263,10 @@ export function startRooms({ url, forceRelay, sink, fromLink }) {
   function invited(c, m) {
     const from = c.members.get(m.from);
     const isNearby = c.kind === 'nearby';
+    if (!mayTakeInvite(incoming, m.from)) {
+      notice(`${from ? neutral(from.name, 40) : `Member ${m.from}`} tried to send more while earlier sends wait for you: answer those first.`);
+      return;
+    }
     const r = new IncomingSend({ from: from ? from.name : `member ${m.from}`, fromId: m.from, invite: m, code: isNearby ? 'nearby' : c.code, nearby: isNearby, sink, newPeer });
     incoming.push(r);
     $('incoming').prepend(r.card);
@@ -526,6 +530,7 @@ class GroupSend {
 class IncomingSend {
   constructor({ from, fromId, invite, code, nearby, sink, newPeer }) {
     this.invite = invite;
+    this.fromId = fromId;
     this.code = code;
     this.nearby = nearby;
     this.sink = sink;
