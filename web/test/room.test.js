@@ -175,3 +175,30 @@ test('a membership whose connection stays down past the grace is reported left (
     short.stop();
   }
 });
+
+test('an invitation refused part-way by the inviter\'s session quota hands over the sessions made', { timeout: 20_000 }, async () => {
+  // Each invitation's two seats count against the inviter's address: with
+  // 3, the first invitation fits and the second is refused.
+  const tight = await startServer({ TURN_ENABLED: 'false', TALLOW_MAX_SESSIONS_PER_IP: '3', TALLOW_MAX_ROOMS_PER_IP: '100', TALLOW_MAX_UPGRADES_PER_IP_PER_MIN: '1000' });
+  try {
+    const ada = client(signalUrl(tight));
+    await ada.connect();
+    await ada.create('Ada');
+    const others = [];
+    for (const n of ['Bob', 'Cy']) {
+      const c = client(signalUrl(tight));
+      await c.connect();
+      await c.join(ada.code, n);
+      others.push(c);
+    }
+    await until('Ada sees both', () => ada.members.size === 3);
+    const e = await ada.invite([2, 3]).then(() => null, (x) => x);
+    assert.equal(e?.code, 'too_many_sessions');
+    assert.deepEqual(e.delivered?.map((i) => i.to), [2], 'Bob\'s session was made, and Bob was invited to it');
+    await until('Bob invited', () => others[0].seen.some(([t]) => t === 'invite'));
+    assert.equal(others[0].seen.find(([t]) => t === 'invite')[1].session, e.delivered[0].session);
+    for (const c of [ada, ...others]) await c.leave();
+  } finally {
+    tight.stop();
+  }
+});
