@@ -40,6 +40,14 @@ export function roomCode(text) {
   return /^\d{1,9}-[a-z]+(-[a-z]+)+$/.test(c) ? c : null;
 }
 
+/** A pending request as it should go (again): an invitation asks only
+ * for the members it has no session with yet, so none gets a second. */
+function outstanding(p) {
+  const a = p.answer;
+  if (a.members) p.msg = { ...p.msg, to: a.members.filter((t) => !p.got.some((g) => g.to === t)) };
+  return p.msg;
+}
+
 const randomWords = (n) => Array.from(crypto.getRandomValues(new Uint8Array(n)), word);
 
 export class RoomError extends Error {
@@ -65,9 +73,14 @@ export class RoomClient {
     this.live = false; // welcomed, and resumed after a drop
     this.droppedAt = null;
     this.done = false; // left, closed or given up: no reconnect
+    this.ended = false; // over: nothing the server says about the room counts
     this.retries = 0;
     // The room as the server last described it.
     this.room = null;
+    // 'named' or 'nearby': what this client entered, never what the server
+    // says (a named room's sessions take its secret code, a nearby one's the
+    // public `nearby`: a server that could turn one into the other could
+    // sit in the middle of the invitations).
     this.kind = null;
     this.name = null;
     this.nameplate = null;
@@ -156,6 +169,7 @@ export class RoomClient {
   /** Opens a named room; resolves once its state is known. `code` is then
    * the room's share code. */
   async create(display, { name, maxMembers, ttlSecs } = {}) {
+    this.kind = 'named';
     const msg = { type: 'room_create', display_name: display };
     if (name) msg.name = name;
     if (maxMembers) msg.max_members = maxMembers;
@@ -171,6 +185,7 @@ export class RoomClient {
     const c = roomCode(code);
     if (!c) throw new RoomError('bad_code', 'a room code looks like 417-bal-kir-mos');
     const nameplate = c.split('-')[0];
+    this.kind = 'named';
     await this.request({ type: 'room_join', nameplate, display_name: display }, { first: 'room_joined', state: true });
     this.code = c;
     this.nameplate = nameplate;
@@ -179,15 +194,19 @@ export class RoomClient {
 
   /** Becomes visible to the clients behind the same public address. */
   async nearby(display) {
+    this.kind = 'nearby';
     await this.request({ type: 'nearby_join', display_name: display }, { first: 'room_joined', state: true });
     return this;
   }
 
   /** Opens one pairwise session with each member listed; resolves with one
-   * `{to, session, resume_token}` per member (ours: seat 0). */
+   * `{to, session, resume_token}` per member (ours: seat 0), each member
+   * once. A refusal part-way (the server delivers the sessions it made,
+   * then refuses) rejects with the sessions made in `delivered`: they are
+   * reserved for us and the invitees were told. */
   invite(members) {
     const to = [...new Set(members)];
-    return this.request({ type: 'room_invite', to }, { type: 'room_invited', count: to.length, list: true });
+    return this.request({ type: 'room_invite', to }, { type: 'room_invited', count: to.length, list: true, members: to });
   }
 
   /** Leaves for good (idempotent). */
@@ -227,6 +246,9 @@ export class RoomClient {
       if (m.type === a.first && head.got.length === 0) head.got.push(m);
       else if (m.type === 'room_state' && head.got.length === 1) complete = true;
     } else if (m.type === a.type) {
+      // An invitation for a member not asked, or a second one for a
+      // member, answers nothing: one session per member.
+      if (a.members && (!a.members.includes(m.to) || head.got.some((g) => g.to === m.to))) return;
       head.got.push(m);
       complete = head.got.length >= a.count;
     }
@@ -236,7 +258,9 @@ export class RoomClient {
   }
 
   onServerMessage(m) {
-    if (!m || typeof m.type !== 'string') return;
+    if (!m || typeof m.type !== 'string' || this.ended) return;
+    // Left (room_leave sent): only its answer counts now.
+    if (this.done && m.type !== 'room_left' && m.type !== 'room_closed' && m.type !== 'error') return;
     if (m.type === 'error') {
       this.onError(m);
       return;
@@ -250,7 +274,7 @@ export class RoomClient {
       this.emit('resumed', m);
       // Requests that may have been lost with the old connection go again
       // (the full room_state follows and refreshes the member list).
-      for (const p of this.pending) this.send(p.msg);
+      for (const p of this.pending) this.send(outstanding(p));
       return;
     }
     const changed = this.apply(m);
@@ -258,6 +282,7 @@ export class RoomClient {
     if (m.type === 'room_closed' || m.type === 'room_left') {
       this.over();
       this.emit(m.type === 'room_closed' ? 'closed' : 'left', m);
+      this.ws?.close(1000);
     } else if (m.type === 'room_invite') {
       this.emit('invite', m);
     }
@@ -276,12 +301,10 @@ export class RoomClient {
       case 'room_joined':
         this.token = m.resume_token;
         this.room = m.room;
-        this.kind = m.kind;
         this.you = m.member;
         return false;
       case 'room_state':
         this.room = m.room;
-        this.kind = m.kind;
         this.name = m.name ?? null;
         this.owner = m.owner ?? null;
         this.you = m.you;
@@ -311,6 +334,7 @@ export class RoomClient {
   /** The membership ended: nothing more to resume; waiting requests fail. */
   over() {
     this.done = true;
+    this.ended = true;
     this.live = false;
     this.token = null;
     for (const p of this.pending.splice(0)) p.reject(new RoomError('no_room', 'the room ended'));
@@ -337,11 +361,11 @@ export class RoomClient {
     }
     if (m.retryable && AUTO_RETRY.has(m.code) && head.attempts < AUTO_RETRY_ATTEMPTS) {
       head.attempts += 1;
-      this.later(head.attempts, m.code, () => { if (this.pending[0] === head && this.live) this.send(head.msg); });
+      this.later(head.attempts, m.code, () => { if (this.pending[0] === head && this.live) this.send(outstanding(head)); });
       return;
     }
     this.pending.shift();
-    head.reject(Object.assign(new RoomError(m.code, m.message ?? m.code), { retryable: !!m.retryable }));
+    head.reject(Object.assign(new RoomError(m.code, m.message ?? m.code), { retryable: !!m.retryable, delivered: head.answer.list ? head.got.slice() : [] }));
   }
 
   later(attempt, code, fn) {
