@@ -285,6 +285,17 @@ export class Peer {
     if (this.session?.session) {
       this.session.seal({ kind: 'abort', reason }, (m) => this.signal.send(m)).catch(() => {}).finally(() => this.signal.leave());
     } else {
+      if (this.role === 'A' && !this.session && this.sid) {
+        // The server takes nothing from seat 0 before its hello (the PQ
+        // check: pq_required), so an abort alone would never arrive and the
+        // peer would only hear that we left: open the handshake, then stop it.
+        try {
+          this.session = new PeerSession('A', this.code, this.sid);
+          this.signal.hello(this.session.start());
+        } catch {
+          // Nothing to open it with: the peer hears that we left.
+        }
+      }
       this.signal.send({ t: 'abort', reason });
       this.signal.leave();
     }

@@ -406,16 +406,30 @@ class GroupSend {
 
   async start() {
     let invites;
+    let refusal = null;
     try {
       invites = await this.room.invite([...this.rows.keys()]);
     } catch (e) {
-      for (const row of this.rows.values()) this.set(row, 'failed', `Could not invite: ${roomErrorText(e)}`);
-      return;
+      // Refused part-way: the sessions made before the refusal were
+      // delivered to their recipients, who wait for us in them.
+      invites = e.delivered ?? [];
+      refusal = e;
     }
     for (const inv of invites) {
       const row = this.rows.get(inv.to);
-      if (!row || TERMINAL.has(row.state)) continue;
+      if (!row || row.peer) continue; // one session per recipient
+      if (TERMINAL.has(row.state)) {
+        // Cancelled while the invitation was on its way: the recipient was
+        // invited all the same, so take the seat to tell it at once.
+        const peer = this.newPeer({});
+        row.peer = peer;
+        peer.seat({ token: inv.resume_token, role: 'A', code: this.code, sid: inv.session }).then(() => peer.close('cancelled'));
+        continue;
+      }
       this.connect(row, inv);
+    }
+    if (refusal) {
+      for (const row of this.rows.values()) if (!row.peer) this.set(row, 'failed', `Could not invite: ${roomErrorText(refusal)}`);
     }
   }
 

@@ -196,7 +196,12 @@ test('Cancel all while the invitation is on its way reaches the recipient at onc
   hold = false;
   for (const [f, conn] of held) conn.toPage(f);
   // Bob hears it now, not when the server's grace for the seat runs out.
-  await bob.waitForSelector('.incoming[data-state="cancelled"]', { timeout: 20_000 });
+  await bob.waitForSelector('.incoming[data-state="cancelled"]', { timeout: 20_000 }).catch(async (e) => {
+    console.log('DEBUG bob', await bob.evaluate(() => document.querySelector('.incoming').outerHTML));
+    console.log('DEBUG ada sent', adaLog.sent.filter((t) => !t.includes('"ack"')).map((t) => t.slice(0, 150)));
+    console.log('DEBUG bob sent', bobLog.sent.map((t) => t.slice(0, 150)));
+    throw e;
+  });
   assert.match(await bob.textContent('.incoming .state-text'), /Ada cancelled/);
 
   // The next send goes through, verified.
