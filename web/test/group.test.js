@@ -55,3 +55,12 @@ test('invitations: a page takes at most four waiting for the person, and one at 
   assert.equal(mayTakeInvite(four, 6), false);
   assert.equal(mayTakeInvite(four.slice(1), 6), true);
 });
+
+test('invitations: member ids are a room\'s own, so one waiting from nearby member 2 does not block member 2 of a named room', async () => {
+  const { mayTakeInvite } = await import('../src/group.js');
+  const named = {};
+  const nearby = {};
+  const waiting = [{ fromId: 2, room: nearby, state: 'offered' }];
+  assert.equal(mayTakeInvite(waiting, 2, named), true, 'another room\'s member 2 is someone else');
+  assert.equal(mayTakeInvite(waiting, 2, nearby), false);
+});
