@@ -49,9 +49,10 @@ export function summary(states) {
 export const MAX_UNANSWERED = 4;
 const UNANSWERED = new Set(['connecting', 'waiting', 'offered']);
 
-/** Whether to take an invitation from member `from`, given the page's
- * incoming sends (each {fromId, state}). */
-export function mayTakeInvite(incoming, from) {
+/** Whether to take an invitation from member `from` of `room` (each room
+ * numbers its own members), given the page's incoming sends (each
+ * {fromId, room, state}). */
+export function mayTakeInvite(incoming, from, room) {
   const open = incoming.filter((r) => UNANSWERED.has(r.state));
-  return open.length < MAX_UNANSWERED && !open.some((r) => r.fromId === from);
+  return open.length < MAX_UNANSWERED && !open.some((r) => r.fromId === from && r.room === room);
 }

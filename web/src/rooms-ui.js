@@ -261,13 +261,17 @@ export function startRooms({ url, forceRelay, sink, fromLink }) {
   // --- invitations to us ------------------------------------------------------
 
   function invited(c, m) {
+    // Only from a room this page is in (one it left says nothing more).
+    if (c !== room && c !== nearby) return;
     const from = c.members.get(m.from);
+    // The kind this page entered (./room.js): a named room's sessions take
+    // its secret code, never the public `nearby`.
     const isNearby = c.kind === 'nearby';
-    if (!mayTakeInvite(incoming, m.from)) {
+    if (!mayTakeInvite(incoming, m.from, c)) {
       notice(`${from ? neutral(from.name, 40) : `Member ${m.from}`} tried to send more while earlier sends wait for you: answer those first.`);
       return;
     }
-    const r = new IncomingSend({ from: from ? from.name : `member ${m.from}`, fromId: m.from, invite: m, code: isNearby ? 'nearby' : c.code, nearby: isNearby, sink, newPeer });
+    const r = new IncomingSend({ from: from ? from.name : `member ${m.from}`, fromId: m.from, room: c, invite: m, code: isNearby ? 'nearby' : c.code, nearby: isNearby, sink, newPeer });
     incoming.push(r);
     $('incoming').prepend(r.card);
     r.start();
@@ -542,9 +546,10 @@ class GroupSend {
 /** The receiving side of one invitation: the sender's name, the words,
  * the offer with Accept and Decline, progress, Save links. */
 class IncomingSend {
-  constructor({ from, fromId, invite, code, nearby, sink, newPeer }) {
+  constructor({ from, fromId, room, invite, code, nearby, sink, newPeer }) {
     this.invite = invite;
     this.fromId = fromId;
+    this.room = room; // the RoomClient it came through
     this.code = code;
     this.nearby = nearby;
     this.sink = sink;
