@@ -54,3 +54,9 @@ test('neutral() makes a peer-supplied text safe to show', () => {
   assert.equal(neutral('x'.repeat(300)).length, 256);
   assert.equal(neutral(42), '');
 });
+
+test('neutral() also takes out what the server refuses in display names: line and paragraph separators, U+206A-F', () => {
+  // The server is the adversary of the peers: it can send any name.
+  assert.equal(neutral('Bob\u2028owner\u2029x'), 'Bob_owner_x');
+  assert.equal(neutral('a\u206Ab\u206Fc'), 'a_b_c');
+});

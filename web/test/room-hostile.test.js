@@ -121,3 +121,8 @@ test('invitations the server makes up or repeats are not handed over', async () 
   ws.server({ type: 'room_invited', to: 3, session: 's3', resume_token: 'a3' });
   assert.deepEqual((await p).map((i) => [i.to, i.session]), [[1, 's1'], [3, 's3']]);
 });
+
+test('a display name the server would refuse is refused here first', async () => {
+  const { displayName } = await import('../src/room.js');
+  for (const bad of ['Bob\u2028x', 'Bob\u2029x', 'a\u206Ab', 'a\u206Fb', '\u061Cx']) assert.equal(displayName(bad), null, JSON.stringify(bad));
+});
