@@ -39,9 +39,16 @@ export function sanitizeName(name) {
   return s;
 }
 
-/** Any other peer-supplied text (a reason): invisible and bidirectional
- * characters replaced, at most `max` characters. */
+// What neutral() also takes out (not sanitizeName: its rules are shared
+// with the Rust peer): line and paragraph separators, which break a line,
+// and the deprecated format controls U+206A-F, as the server refuses them
+// in display names.
+const UNSHOWN = /[\u2028\u2029\u206a-\u206f]/gu;
+
+/** Any other peer- or server-supplied text (a reason, a display name):
+ * invisible, bidirectional and line-breaking characters replaced, at most
+ * `max` characters. */
 export function neutral(text, max = 256) {
   if (typeof text !== 'string') return '';
-  return Array.from(text.replace(INVISIBLE, '_')).slice(0, max).join('');
+  return Array.from(text.replace(INVISIBLE, '_').replace(UNSHOWN, '_')).slice(0, max).join('');
 }

@@ -30,7 +30,7 @@ export function displayName(text) {
   const s = String(text ?? '').trim();
   const n = [...s].length;
   if (n < 1 || n > 40) return null;
-  if (/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/u.test(s)) return null;
+  if (/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f\ufeff]/u.test(s)) return null;
   return s;
 }
 
