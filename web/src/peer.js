@@ -551,6 +551,9 @@ export class Peer {
         return;
       }
       if (msg?.kind === 'files' && (!this.incoming || (msg.id !== this.incoming.machine.id && transferOver(this.incoming)))) {
+        // A room's session carries one transfer, from the member who
+        // invited: another offer is not shown (the person answered it).
+        if (this.oneShot && (this.role === 'A' || this.incoming)) return;
         if (msg.part !== 0) return; // the tail of an offer we did not see begin
         this.incoming = this.newReceiver();
       }

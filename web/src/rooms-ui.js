@@ -626,6 +626,7 @@ class IncomingSend {
   onReceiver(r, event, detail) {
     switch (event) {
       case 'offer': {
+        if (TERMINAL.has(this.state)) break; // answered: the session is over
         const { count, total, files } = detail;
         this.offerText.textContent = count === 1
           ? `${this.from} offers ${files[0].parts.join('/')} (${bytes(total)}).`
