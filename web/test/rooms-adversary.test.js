@@ -38,10 +38,11 @@ const until = async (what, fn, ms = 10_000) => assert.ok(await waitUntil(fn, ms,
  * Routes every /signal connection of `page` through the test. Each
  * connection is { kind: 'room' | 'seat' | null (nothing sent yet), toPage(frame),
  * toServer(frame), lastState }; `onServer(frame, conn)` returns the frames to
- * deliver instead of the server's (default: it as is), and every frame the
- * page sends is kept, as text, in `log.sent`.
+ * deliver instead of the server's (default: it as is), `onClient` likewise
+ * for the page's, and every frame the page sends is kept, as text, in
+ * `log.sent`.
  */
-async function route(page, { onServer } = {}) {
+async function route(page, { onServer, onClient } = {}) {
   const log = { sent: [], conns: [] };
   await page.routeWebSocket(/\/signal$/, (ws) => {
     const server = ws.connectToServer();
@@ -56,7 +57,7 @@ async function route(page, { onServer } = {}) {
       log.sent.push(text);
       const f = JSON.parse(text);
       conn.kind ??= /^(room_|nearby_)/.test(f.type) ? 'room' : 'seat';
-      server.send(text);
+      for (const out of onClient ? onClient(f, conn) ?? [] : [f]) conn.toServer(out);
     });
     server.onMessage((text) => {
       const f = JSON.parse(text);
@@ -220,4 +221,32 @@ test('Cancel all while the invitation is on its way reaches the recipient at onc
   for (const p of [ada, bob]) assert.deepEqual(p.problems, []);
   await ada.context().close();
   await bob.context().close();
+});
+
+test('a server that hands Ada\'s session with Bob to Cy, another member, does not get Bob\'s file offered to Cy', { timeout: 90_000 }, async () => {
+  // Ada asks for Bob (2); the server invites Cy (3) instead and tells Ada
+  // the session is Bob's. Cy knows the room's code: only the names bound
+  // into the session tell her from Bob.
+  const ada = await roomPage('Ada', (p) => route(p, {
+    onClient: (f) => [f.type === 'room_invite' ? { ...f, to: f.to.map((t) => (t === 2 ? 3 : t)) } : f],
+    onServer: (f) => [f.type === 'room_invited' && f.to === 3 ? { ...f, to: 2 } : f],
+  }));
+  const bob = await roomPage('Bob');
+  const cy = await roomPage('Cy');
+  const code = await createRoom(ada, 'Ada');
+  await joinRoom(bob, 'Bob', code);
+  await joinRoom(cy, 'Cy', code);
+  await ada.waitForFunction(() => document.querySelectorAll('#room-members li').length === 3);
+  await ada.check('#room-members input[value="2"]');
+  await ada.setInputFiles('#room-file', { name: 'for-bob.bin', mimeType: 'application/octet-stream', buffer: randomBytes(100_000) });
+  await cy.waitForSelector('.incoming', { timeout: 20_000 });
+  // Cy's card ends one way or the other: an offer shown, or a failure.
+  await cy.waitForSelector('.incoming[data-state="offered"], .incoming[data-state="failed"]', { timeout: 30_000 });
+  assert.equal(await cy.getAttribute('.incoming', 'data-state'), 'failed', 'Bob\'s file was offered to Cy');
+  assert.equal(await cy.isVisible('.incoming .offer'), false);
+  await ada.waitForSelector('.recipient[data-member="2"][data-state="failed"]', { timeout: 20_000 });
+  assert.match(await ada.textContent('.recipient[data-member="2"] .detail'), /codes did not match/);
+  assert.equal(await bob.$('.incoming'), null, 'Bob was never invited');
+  for (const p of [ada, bob, cy]) assert.deepEqual(p.problems, []);
+  for (const p of [ada, bob, cy]) await p.context().close();
 });
