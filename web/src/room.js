@@ -40,6 +40,19 @@ export function roomCode(text) {
   return /^\d{1,9}-[a-z]+(-[a-z]+)+$/.test(c) ? c : null;
 }
 
+/**
+ * The handshake's `code` for a session between two members of a named room
+ * (docs/PROTOCOL.md, "Rooms"): the room's share code bound to the display
+ * names of the member who invited and the one invited, each as that
+ * member chose it. Each side takes its own name from itself and the other's
+ * from the server, so a server that gives a session to another member than
+ * the one shown (who knows the room's code too) fails the handshake, unless
+ * that member chose the same name.
+ */
+export function roomSessionCode(code, inviter, invitee) {
+  return JSON.stringify(['tallow room session', code, inviter, invitee]);
+}
+
 /** A pending request as it should go (again): an invitation asks only
  * for the members it has no session with yet, so none gets a second. */
 function outstanding(p) {
@@ -85,6 +98,7 @@ export class RoomClient {
     this.name = null;
     this.nameplate = null;
     this.code = null; // the share code (named rooms): nameplate + our words
+    this.display = null; // our display name, as we chose it
     this.owner = null;
     this.you = null;
     this.maxMembers = null;
@@ -170,6 +184,7 @@ export class RoomClient {
    * the room's share code. */
   async create(display, { name, maxMembers, ttlSecs } = {}) {
     this.kind = 'named';
+    this.display = display;
     const msg = { type: 'room_create', display_name: display };
     if (name) msg.name = name;
     if (maxMembers) msg.max_members = maxMembers;
@@ -186,6 +201,7 @@ export class RoomClient {
     if (!c) throw new RoomError('bad_code', 'a room code looks like 417-bal-kir-mos');
     const nameplate = c.split('-')[0];
     this.kind = 'named';
+    this.display = display;
     await this.request({ type: 'room_join', nameplate, display_name: display }, { first: 'room_joined', state: true });
     this.code = c;
     this.nameplate = nameplate;
@@ -195,6 +211,7 @@ export class RoomClient {
   /** Becomes visible to the clients behind the same public address. */
   async nearby(display) {
     this.kind = 'nearby';
+    this.display = display;
     await this.request({ type: 'nearby_join', display_name: display }, { first: 'room_joined', state: true });
     return this;
   }

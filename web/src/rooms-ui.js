@@ -8,7 +8,7 @@
 // verification words. Membership: ./room.js.
 
 import { Peer } from './peer.js';
-import { RoomClient, displayName, roomCode } from './room.js';
+import { RoomClient, displayName, roomCode, roomSessionCode } from './room.js';
 import { neutral } from './names.js';
 import { bytes, fromDrop, fromInput, offerItems, saveItem } from './view.js';
 import { TERMINAL, mayTakeInvite, receiverStopped, senderStopped, summary } from './group.js';
@@ -271,7 +271,10 @@ export function startRooms({ url, forceRelay, sink, fromLink }) {
       notice(`${from ? neutral(from.name, 40) : `Member ${m.from}`} tried to send more while earlier sends wait for you: answer those first.`);
       return;
     }
-    const r = new IncomingSend({ from: from ? from.name : `member ${m.from}`, fromId: m.from, room: c, invite: m, code: isNearby ? 'nearby' : c.code, nearby: isNearby, sink, newPeer });
+    // A named room's session binds the inviter's name as the server shows
+    // it and ours as we chose it (./room.js, roomSessionCode).
+    const code = isNearby ? 'nearby' : roomSessionCode(c.code, from ? from.name : '', c.display);
+    const r = new IncomingSend({ from: from ? from.name : `member ${m.from}`, fromId: m.from, room: c, invite: m, code, nearby: isNearby, sink, newPeer });
     incoming.push(r);
     $('incoming').prepend(r.card);
     r.start();
@@ -359,6 +362,7 @@ class GroupSend {
     for (const m of members) {
       const row = {
         member: m.member,
+        memberName: m.name, // as the server shows it, for the session's code
         name: neutral(m.name, 40),
         peer: null,
         state: null,
@@ -427,7 +431,7 @@ class GroupSend {
         // invited all the same, so take the seat to tell it at once.
         const peer = this.newPeer({});
         row.peer = peer;
-        peer.seat({ token: inv.resume_token, role: 'A', code: this.code, sid: inv.session }).then(() => peer.close('cancelled'));
+        peer.seat({ token: inv.resume_token, role: 'A', code: this.codeFor(row), sid: inv.session }).then(() => peer.close('cancelled'));
         continue;
       }
       this.connect(row, inv);
@@ -464,7 +468,14 @@ class GroupSend {
       },
       sender: (sender, event, detail) => this.onSender(row, sender, event, detail),
     });
-    row.peer.seat({ token: inv.resume_token, role: 'A', code: this.code, sid: inv.session });
+    row.peer.seat({ token: inv.resume_token, role: 'A', code: this.codeFor(row), sid: inv.session });
+  }
+
+  /** The handshake's code with this recipient: nearby, the public
+   * `nearby`; in a named room, the room's code bound to our name and the
+   * recipient's as shown (./room.js, roomSessionCode). */
+  codeFor(row) {
+    return this.nearby ? 'nearby' : roomSessionCode(this.code, this.room.display, row.memberName);
   }
 
   /** The offer goes once the channel is open (and, nearby, the words checked). */
