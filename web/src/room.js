@@ -104,6 +104,14 @@ export class RoomClient {
     this.maxMembers = null;
     this.expiresAt = null; // ms since the epoch (named rooms)
     this.members = new Map(); // member id -> { member, name, present }
+    // Members who left (ids are never reused within a room): an invitation
+    // may reach us just after its sender left, and names its session.
+    this.former = new Map();
+  }
+
+  /** Member `id`, present or one that left. */
+  member(id) {
+    return this.members.get(id) ?? this.former.get(id);
   }
 
   on(type, fn) {
@@ -327,13 +335,18 @@ export class RoomClient {
         this.you = m.you;
         this.maxMembers = m.max_members;
         if (Number.isFinite(m.expires_in_secs)) this.expiresAt = Date.now() + m.expires_in_secs * 1000;
+        for (const [id, x] of this.members) this.former.set(id, x);
         this.members = new Map((m.members ?? []).map((x) => [x.member, { member: x.member, name: String(x.name), present: !!x.present }]));
+        for (const id of this.members.keys()) this.former.delete(id);
         return true;
       case 'room_member_joined':
         this.members.set(m.member, { member: m.member, name: String(m.name), present: true });
         return true;
-      case 'room_member_left':
+      case 'room_member_left': {
+        const x = this.members.get(m.member);
+        if (x) this.former.set(m.member, x);
         return this.members.delete(m.member);
+      }
       case 'room_member_away':
       case 'room_member_back': {
         const x = this.members.get(m.member);

@@ -263,7 +263,7 @@ export function startRooms({ url, forceRelay, sink, fromLink }) {
   function invited(c, m) {
     // Only from a room this page is in (one it left says nothing more).
     if (c !== room && c !== nearby) return;
-    const from = c.members.get(m.from);
+    const from = c.member(m.from); // present, or just left
     // The kind this page entered (./room.js): a named room's sessions take
     // its secret code, never the public `nearby`.
     const isNearby = c.kind === 'nearby';

@@ -126,3 +126,13 @@ test('a display name the server would refuse is refused here first', async () =>
   const { displayName } = await import('../src/room.js');
   for (const bad of ['Bob\u2028x', 'Bob\u2029x', 'a\u206Ab', 'a\u206Fb', '\u061Cx']) assert.equal(displayName(bad), null, JSON.stringify(bad));
 });
+
+test('a member who left is still known by name, for an invitation that reaches us after it left', async () => {
+  const { c, ws } = await joined();
+  ws.server({ type: 'room_member_left', member: 1, reason: 'left' });
+  assert.equal(c.members.has(1), false);
+  assert.equal(c.member(1)?.name, 'Ada');
+  ws.server(state({ members: [{ member: 2, name: 'Bob', present: true }] }));
+  assert.equal(c.member(3)?.name, 'Cy', 'one a full state no longer lists');
+  assert.equal(c.member(2)?.name, 'Bob');
+});
