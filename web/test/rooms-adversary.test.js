@@ -250,3 +250,36 @@ test('a server that hands Ada\'s session with Bob to Cy, another member, does no
   for (const p of [ada, bob, cy]) assert.deepEqual(p.problems, []);
   for (const p of [ada, bob, cy]) await p.context().close();
 });
+
+test('Cancel before the path to the recipient opened: the recipient reads that the sender cancelled', { timeout: 90_000 }, async () => {
+  // Ada's seat hears only Bob's reply: the handshake completes, the peer
+  // connection never does (no answer, no candidates reach her).
+  const ada = await roomPage('Ada', (p) => route(p, {
+    onServer: (f, conn) => (conn.kind === 'seat' && f.type === 'message' && f.seq >= 2 ? [] : [f]),
+  }));
+  // Bob's browser opens sealed messages slowly (a busy machine): the
+  // server's peer_left, right behind Ada's abort, is in before it opened.
+  const bob = await roomPage('Bob', (p) => p.addInitScript(() => {
+    const decrypt = crypto.subtle.decrypt.bind(crypto.subtle);
+    crypto.subtle.decrypt = async (...args) => {
+      await new Promise((r) => setTimeout(r, 300));
+      return decrypt(...args);
+    };
+  }));
+  const code = await createRoom(ada, 'Ada');
+  await joinRoom(bob, 'Bob', code);
+  await ada.waitForFunction(() => document.querySelectorAll('#room-members li').length === 2);
+  await ada.check('#room-members input[value="2"]');
+  await ada.setInputFiles('#room-file', { name: 'never.bin', mimeType: 'application/octet-stream', buffer: randomBytes(1000) });
+  await ada.waitForSelector('.recipient[data-member="2"] .words-line:not([hidden])', { timeout: 30_000 });
+  await bob.waitForSelector('.incoming[data-state="waiting"]', { timeout: 30_000 });
+  assert.equal(await ada.getAttribute('.recipient[data-member="2"]', 'data-state'), 'connecting');
+  await ada.click('.group .cancel-all');
+  // Ada's sealed abort, then her leave: Bob must read the first, not only
+  // that she left.
+  await bob.waitForSelector('.incoming[data-state="cancelled"], .incoming[data-state="failed"]', { timeout: 20_000 });
+  assert.equal(await bob.getAttribute('.incoming', 'data-state'), 'cancelled', `Bob's card: ${await bob.textContent('.incoming')}`);
+  assert.match(await bob.textContent('.incoming .state-text'), /Ada cancelled/);
+  for (const p of [ada, bob]) assert.deepEqual(p.problems, []);
+  for (const p of [ada, bob]) await p.context().close();
+});
