@@ -191,14 +191,9 @@ export class Peer {
         // working data channel is not torn down for it. Without the server
         // no new connection can be made, so a break is then final.
         this.peerLeft = true;
-        if (this.over) return;
-        if (this.channelOpen) {
-          if (!this.settled || this.activeTransfer()) this.hook('status', 'Your peer is no longer connected to the server; the direct connection to it stays open.');
-          return;
-        }
-        if (this.activeTransfer()) this.fail('Your peer closed the page or left: the transfer cannot continue. Start again with a new code.');
-        else if (!this.settled) this.fail('Your peer left.');
-        this.hook('peerLeft');
+        // Judged after the messages before it: a sealed abort just ahead
+        // (opened by WebCrypto, asynchronously) says why the peer left.
+        this.queue = this.queue.then(() => this.onPeerLeft()).catch((e) => console.error(e));
       })
       // After a verified transfer the status keeps saying so.
       .on('peer_away', () => { if (!this.finished && !this.over) this.hook('status', 'Your peer lost its connection to the server; waiting for it to come back…'); })
@@ -247,6 +242,17 @@ export class Peer {
         }
         this.fail(`The connection to the server was lost (${e.code}).`);
       });
+  }
+
+  onPeerLeft() {
+    if (this.over) return;
+    if (this.channelOpen) {
+      if (!this.settled || this.activeTransfer()) this.hook('status', 'Your peer is no longer connected to the server; the direct connection to it stays open.');
+      return;
+    }
+    if (this.activeTransfer()) this.fail('Your peer closed the page or left: the transfer cannot continue. Start again with a new code.');
+    else if (!this.settled) this.fail('Your peer left.');
+    this.hook('peerLeft');
   }
 
   fail(text, info = {}) {
