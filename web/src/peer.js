@@ -221,7 +221,9 @@ export class Peer {
         } else if (m.code === 'nameplate_expired') {
           this.fail('The code expired before anyone joined. Create a new one.');
         } else if (m.code === 'invalid_resume_token' && !this.session) {
-          this.fail('The invitation is no longer valid: it expired, or the session ended.');
+          this.fail(this.oneShot
+            ? 'The invitation is no longer valid: it expired, or the session ended.'
+            : 'The session ended while the connection to the server was down. Start again with a new code.');
         } else if (m.retryable && !this.session && this.hooks.refused) {
           // Refused create/join that needs the user: say so, let them retry.
           this.role = null;
