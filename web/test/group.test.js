@@ -64,3 +64,17 @@ test('invitations: member ids are a room\'s own, so one waiting from nearby memb
   assert.equal(mayTakeInvite(waiting, 2, named), true, 'another room\'s member 2 is someone else');
   assert.equal(mayTakeInvite(waiting, 2, nearby), false);
 });
+
+test('a room session\'s failure does not send the person off to make a new code (the room\'s stays good)', async () => {
+  const { roomFailure } = await import('../src/group.js');
+  const { explain, peerStopped } = await import('../src/failures.js');
+  const { HandshakeError } = await import('../src/handshake.js');
+  const wrong = roomFailure(explain(new HandshakeError('confirmation', 'x')));
+  assert.match(wrong, /codes did not match/);
+  assert.match(wrong, /room's code/);
+  assert.doesNotMatch(wrong, /new code/);
+  assert.doesNotMatch(roomFailure(peerStopped('confirmation', { sealed: false })), /new code/);
+  assert.doesNotMatch(roomFailure(peerStopped('stalled', { sealed: true })), /new code/);
+  assert.doesNotMatch(roomFailure('Your peer closed the page or left: the transfer cannot continue. Start again with a new code.'), /new code/);
+  assert.equal(roomFailure('Your peer left.'), 'Your peer left.');
+});
