@@ -56,3 +56,13 @@ export function mayTakeInvite(incoming, from, room) {
   const open = incoming.filter((r) => UNANSWERED.has(r.state));
   return open.length < MAX_UNANSWERED && !open.some((r) => r.fromId === from && r.room === room);
 }
+
+/** A room session's failure (a Peer's text) as a row or card says it: the
+ * room's code stays good, so no advice to make a new one, and a key
+ * confirmation that failed says what it means in a room. */
+export function roomFailure(text) {
+  if (/^The codes did not match/.test(text)) {
+    return 'The codes did not match: the other side does not know this room\'s code, or is not the member shown, or someone tampered with the session. No file went through it.';
+  }
+  return text.replace(/ Start again with a new code\.$/, '').replace(/ Start again with a new code; your peer/, ' Your peer');
+}

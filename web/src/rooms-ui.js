@@ -11,7 +11,7 @@ import { Peer } from './peer.js';
 import { RoomClient, displayName, roomCode, roomSessionCode } from './room.js';
 import { neutral } from './names.js';
 import { bytes, fromDrop, fromInput, offerItems, saveItem } from './view.js';
-import { TERMINAL, mayTakeInvite, receiverStopped, senderStopped, summary } from './group.js';
+import { TERMINAL, mayTakeInvite, receiverStopped, roomFailure, senderStopped, summary } from './group.js';
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -462,7 +462,7 @@ class GroupSend {
         row.ok.hidden = true;
         if (peerReason === 'cancelled') this.set(row, 'cancelled', `${row.name} cancelled.`);
         else {
-          row.detail.textContent = text;
+          row.detail.textContent = roomFailure(text);
           this.set(row, 'failed', 'Failed.');
         }
       },
@@ -625,7 +625,7 @@ class IncomingSend {
       failed: (text, { peerReason }) => {
         if (peerReason === 'cancelled') this.set('cancelled', `${this.from} cancelled.`);
         else {
-          this.detail.textContent = text;
+          this.detail.textContent = roomFailure(text);
           this.set('failed', 'Failed.');
         }
       },
