@@ -125,6 +125,9 @@ test('invitations the server makes up or repeats are not handed over', async () 
 test('a display name the server would refuse is refused here first', async () => {
   const { displayName } = await import('../src/room.js');
   for (const bad of ['Bob\u2028x', 'Bob\u2029x', 'a\u206Ab', 'a\u206Fb', '\u061Cx']) assert.equal(displayName(bad), null, JSON.stringify(bad));
+  // What it accepts, it does not refuse: emoji sequences and scripts that
+  // need the zero-width joiners.
+  for (const good of ['\u{1F469}\u200D\u{1F4BB} Ada', 'می\u200Cخواهم']) assert.equal(displayName(good), good, JSON.stringify(good));
 });
 
 test('a member who left is still known by name, for an invitation that reaches us after it left', async () => {
