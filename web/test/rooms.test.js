@@ -292,3 +292,31 @@ test('a member whose connection drops is shown away, then back once it resumed b
     proxy.close();
   }
 });
+
+test('a second send to a member whose first one waits for an answer ends at once on the sender\'s page', { timeout: 120_000 }, async () => {
+  const file = join(scratch, 'note.txt');
+  writeFileSync(file, 'hello');
+  const ada = await roomPage('Ada');
+  const bob = await roomPage('Bob');
+  await room(ada, 'Ada', [[bob, 'Bob', 'code']]);
+  await ada.check('#room-members input[value="2"]');
+  await ada.setInputFiles('#room-file', file);
+  await bob.waitForSelector('.incoming[data-state="offered"]', { timeout: 60_000 });
+  // Bob has not answered; Ada sends again.
+  await ada.check('#room-members input[value="2"]');
+  await ada.setInputFiles('#room-file', file);
+  const t0 = Date.now();
+  await ada.waitForFunction(() => document.querySelectorAll('.group').length === 2);
+  // Bob's page does not take it, and says why; Ada's row ends well before
+  // the server's two-minute grace for an untaken invitation.
+  await bob.waitForSelector('#room-notice:not([hidden])');
+  assert.match(await bob.textContent('#room-notice'), /Ada tried to send more/);
+  await ada.waitForFunction(() => {
+    const newest = document.querySelector('.group .recipient[data-member="2"]');
+    return ['failed', 'cancelled'].includes(newest?.dataset.state);
+  }, null, { timeout: 30_000 });
+  assert.ok(Date.now() - t0 < 30_000);
+  assert.equal(await bob.locator('.incoming').count(), 1, 'one card: the first send');
+  assert.equal(await cardState(bob), 'offered', 'which still waits for Bob');
+  await close(ada, bob);
+});
