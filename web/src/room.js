@@ -30,7 +30,8 @@ export function displayName(text) {
   const s = String(text ?? '').trim();
   const n = [...s].length;
   if (n < 1 || n > 40) return null;
-  if (/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f\ufeff]/u.test(s)) return null;
+  // The joiners U+200C/D stay, as on the server: emoji and scripts need them.
+  if (/[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f\ufeff]/u.test(s)) return null;
   return s;
 }
 

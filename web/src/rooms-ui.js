@@ -260,6 +260,8 @@ export function startRooms({ url, forceRelay, sink, fromLink }) {
 
   // --- invitations to us ------------------------------------------------------
 
+  const KEEP_FINISHED = 20;
+
   function invited(c, m) {
     // Only from a room this page is in (one it left says nothing more).
     if (c !== room && c !== nearby) return;
@@ -267,17 +269,28 @@ export function startRooms({ url, forceRelay, sink, fromLink }) {
     // The kind this page entered (./room.js): a named room's sessions take
     // its secret code, never the public `nearby`.
     const isNearby = c.kind === 'nearby';
-    if (!mayTakeInvite(incoming, m.from, c)) {
-      notice(`${from ? neutral(from.name, 40) : `Member ${m.from}`} tried to send more while earlier sends wait for you: answer those first.`);
-      return;
-    }
     // A named room's session binds the inviter's name as the server shows
     // it and ours as we chose it (./room.js, roomSessionCode).
     const code = isNearby ? 'nearby' : roomSessionCode(c.code, from ? from.name : '', c.display);
+    if (!mayTakeInvite(incoming, m.from, c)) {
+      notice(`${from ? neutral(from.name, 40) : `Member ${m.from}`} tried to send more while earlier sends wait for you: answer those first.`);
+      // Take the seat only to leave it, so the sender hears at once rather
+      // than when the server's grace for the invitation runs out.
+      const peer = newPeer({});
+      peer.seat({ token: m.resume_token, role: 'B', code, sid: m.session }).then(() => peer.close(), () => peer.close());
+      return;
+    }
     const r = new IncomingSend({ from: from ? from.name : `member ${m.from}`, fromId: m.from, room: c, invite: m, code, nearby: isNearby, sink, newPeer });
     incoming.push(r);
     $('incoming').prepend(r.card);
     r.start();
+    // Finished cards beyond the last few go: a member sending and
+    // cancelling over and over must not grow the page without bound.
+    const over = incoming.filter((x) => !x.active());
+    for (const x of over.slice(0, Math.max(0, over.length - KEEP_FINISHED))) {
+      x.card.remove();
+      incoming.splice(incoming.indexOf(x), 1);
+    }
   }
 
   // --- wiring -------------------------------------------------------------------
