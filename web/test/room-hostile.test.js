@@ -139,3 +139,15 @@ test('a member who left is still known by name, for an invitation that reaches u
   assert.equal(c.member(3)?.name, 'Cy', 'one a full state no longer lists');
   assert.equal(c.member(2)?.name, 'Bob');
 });
+
+test('a malformed member list is not a crash: what is not a member is left out', async () => {
+  const { c, ws } = await joined();
+  for (const members of [5, { member: 1 }, 'x', null]) {
+    assert.doesNotThrow(() => ws.server(state({ members })), JSON.stringify(members));
+  }
+  ws.server(state({ members: [null, 7, { member: 'x' }, { member: 1, name: 'Ada', present: true }] }));
+  assert.deepEqual([...c.members.keys()], [1]);
+  // And the client still answers the room as before.
+  ws.server({ type: 'room_member_joined', member: 4, name: 'Dee' });
+  assert.equal(c.members.get(4)?.name, 'Dee');
+});
