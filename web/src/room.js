@@ -337,10 +337,14 @@ export class RoomClient {
         this.maxMembers = m.max_members;
         if (Number.isFinite(m.expires_in_secs)) this.expiresAt = Date.now() + m.expires_in_secs * 1000;
         for (const [id, x] of this.members) this.former.set(id, x);
-        this.members = new Map((m.members ?? []).map((x) => [x.member, { member: x.member, name: String(x.name), present: !!x.present }]));
+        // Whatever the server sends, only well-formed members count.
+        this.members = new Map((Array.isArray(m.members) ? m.members : [])
+          .filter((x) => Number.isSafeInteger(x?.member) && x.member > 0)
+          .map((x) => [x.member, { member: x.member, name: String(x.name), present: !!x.present }]));
         for (const id of this.members.keys()) this.former.delete(id);
         return true;
       case 'room_member_joined':
+        if (!Number.isSafeInteger(m.member) || m.member < 1) return false;
         this.members.set(m.member, { member: m.member, name: String(m.name), present: true });
         return true;
       case 'room_member_left': {
