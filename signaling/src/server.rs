@@ -370,13 +370,16 @@ async fn route_notices(st: Arc<AppState>, mut notices: mpsc::UnboundedReceiver<N
     }
 }
 
-/// Expiry sweeps, the node heartbeat and retried detaches.
+/// Sweep and beat often enough that expiries land within a fraction of
+/// their TTL.
+fn timer_period(l: &crate::config::Limits) -> Duration {
+    (l.nameplate_ttl().min(l.resume_grace()) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Expiry sweeps of sessions and per-address limits.
 async fn run_timers(st: Arc<AppState>) {
-    let l = &st.cfg.limits;
-    // Sweep often enough that expiries land within a fraction of their TTL.
-    let period = (l.nameplate_ttl().min(l.resume_grace()) / 4)
-        .clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(timer_period(&st.cfg.limits));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -392,10 +395,7 @@ async fn run_timers(st: Arc<AppState>) {
 /// this node from beating, or the other nodes take it for dead. A sweep
 /// never judges its own node, so the two need no ordering.
 async fn run_heartbeat(st: Arc<AppState>) {
-    let l = &st.cfg.limits;
-    let period = (l.nameplate_ttl().min(l.resume_grace()) / 4)
-        .clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(timer_period(&st.cfg.limits));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

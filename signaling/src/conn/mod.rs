@@ -396,30 +396,15 @@ impl Conn {
                 )
                 .await;
         }
-        // The attempt counts as a failure until it is settled, so that
-        // concurrent guesses cannot all pass the check while the store
-        // answers.
-        if !self
-            .st
-            .lock_ip_limits()
-            .try_reserve_join(self.ip, Instant::now())
-        {
-            let msg = format!(
-                "too many failed joins from this address; wait up to {} s",
-                self.st.cfg.limits.failed_join_window_secs
-            );
-            return self.error(ErrorCode::TooManyFailedJoins, msg).await;
-        }
-        let Some(n) = crate::nameplate::parse(nameplate) else {
-            self.st
-                .lock_ip_limits()
-                .settle_join(self.ip, true, Instant::now());
-            return self
-                .error(
-                    ErrorCode::UnknownNameplate,
-                    "a nameplate is 1 to 9 digits without a leading zero",
-                )
-                .await;
+        let Some(n) = self
+            .reserve_join(
+                nameplate,
+                ErrorCode::UnknownNameplate,
+                "a nameplate is 1 to 9 digits without a leading zero",
+            )
+            .await?
+        else {
+            return Ok(());
         };
         // A join that may have landed is kept for a retry of the same join
         // (the store hands the seat back); anything else is let go first.
@@ -490,6 +475,39 @@ impl Conn {
             }
             Err(e) => self.presence_error(e).await,
         }
+    }
+
+    /// Count a join (of a session or a room) against the address's failed
+    /// joins and parse its nameplate. The attempt counts as a failure until
+    /// the caller settles it, so that concurrent guesses cannot all pass the
+    /// check while the store answers. `None`: refused, and the client told
+    /// (`unknown` with `why` for a nameplate that cannot be one).
+    async fn reserve_join(
+        &mut self,
+        nameplate: &str,
+        unknown: ErrorCode,
+        why: &'static str,
+    ) -> Result<Option<u32>, Gone> {
+        if !self
+            .st
+            .lock_ip_limits()
+            .try_reserve_join(self.ip, Instant::now())
+        {
+            let msg = format!(
+                "too many failed joins from this address; wait up to {} s",
+                self.st.cfg.limits.failed_join_window_secs
+            );
+            self.error(ErrorCode::TooManyFailedJoins, msg).await?;
+            return Ok(None);
+        }
+        let Some(n) = crate::nameplate::parse(nameplate) else {
+            self.st
+                .lock_ip_limits()
+                .settle_join(self.ip, true, Instant::now());
+            self.error(unknown, why).await?;
+            return Ok(None);
+        };
+        Ok(Some(n))
     }
 
     async fn on_send(&mut self, seq: u64, body: String, checked_hello: bool) -> Result<(), Gone> {

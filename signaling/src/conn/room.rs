@@ -221,27 +221,15 @@ impl Conn {
             Err(e) => return self.error(ErrorCode::BadMessage, e).await,
         };
         // A guess at a room code costs like a guess at a session code.
-        if !self
-            .st
-            .lock_ip_limits()
-            .try_reserve_join(self.ip, Instant::now())
-        {
-            let msg = format!(
-                "too many failed joins from this address; wait up to {} s",
-                self.st.cfg.limits.failed_join_window_secs
-            );
-            return self.error(ErrorCode::TooManyFailedJoins, msg).await;
-        }
-        let Some(n) = crate::nameplate::parse(nameplate) else {
-            self.st
-                .lock_ip_limits()
-                .settle_join(self.ip, true, Instant::now());
-            return self
-                .error(
-                    ErrorCode::UnknownRoom,
-                    "a room nameplate is 1 to 9 digits without a leading zero",
-                )
-                .await;
+        let Some(n) = self
+            .reserve_join(
+                nameplate,
+                ErrorCode::UnknownRoom,
+                "a room nameplate is 1 to 9 digits without a leading zero",
+            )
+            .await?
+        else {
+            return Ok(());
         };
         if !self.settle_room_limbo().await? {
             self.st
