@@ -74,6 +74,7 @@ impl Link {
         if text {
             return Err(LinkError::Text);
         }
+        crate::session::debug(format_args!("record of {} bytes", data.len()));
         let (ty, plain) = self.records.open(&data)?;
         Ok(match ty {
             RecordType::Control => Incoming::Control(plain),

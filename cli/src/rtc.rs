@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState,
+    RTCPeerConnectionState, SettingEngine,
 };
 
 use crate::signal::IceServer;
@@ -66,8 +67,16 @@ pub async fn peer_connection(
             RTCIceTransportPolicy::All
         })
         .build();
+    // webrtc-rs advertises RFC 8841's default max-message-size (64 KiB), and
+    // a sealed data record is 64 KiB + 29 bytes: such records were dropped.
+    // Browsers take 256 KiB, which the web client relies on; so do we.
+    let mut settings = SettingEngine::default();
+    settings.set_sctp_max_message_size(SctpMaxMessageSize::Bounded(
+        SctpMaxMessageSize::MAX_MESSAGE_SIZE,
+    ));
     let pc = PeerConnectionBuilder::new()
         .with_configuration(config)
+        .with_setting_engine(settings)
         .with_handler(Arc::new(Handler(tx)))
         .with_udp_addrs(vec![bind.to_owned()])
         .with_data_channel_send_buffer_limit(SEND_BUFFER)

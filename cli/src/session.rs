@@ -242,11 +242,23 @@ fn seal(ctx: &mut Ctx, cmd: &mpsc::UnboundedSender<Cmd>, v: Value) {
     }
 }
 
+/// `TALLOW_DEBUG=1`: what the session does, on stderr.
+pub(crate) fn debug(what: std::fmt::Arguments<'_>) {
+    if std::env::var_os("TALLOW_DEBUG").is_some() {
+        eprintln!("tallow: {what}");
+    }
+}
+
 fn on_rtc(
     ctx: &mut Ctx,
     cmd: &mpsc::UnboundedSender<Cmd>,
     ev: RtcEvent,
 ) -> Result<(), SessionError> {
+    match &ev {
+        RtcEvent::Candidate(c) => debug(format_args!("local candidate {}", c.candidate)),
+        RtcEvent::DataChannel(_) => debug(format_args!("the peer's data channel")),
+        RtcEvent::State(s) => debug(format_args!("connection {s}")),
+    }
     match ev {
         RtcEvent::Candidate(c) => {
             let candidate = serde_json::to_value(&c).unwrap_or(Value::Null);
@@ -392,6 +404,7 @@ async fn on_sealed(
 ) -> Result<(), SessionError> {
     let epoch = v["epoch"].as_u64().unwrap_or(1);
     let bad = |what: &str| SessionError::Malformed(what.to_owned());
+    debug(format_args!("sealed {} (epoch {epoch})", v["kind"]));
     match v["kind"].as_str().unwrap_or_default() {
         "offer" => {
             if ctx.role != Role::B || epoch <= ctx.epoch {
