@@ -24,6 +24,11 @@ async fn server() -> Server {
         "true",
         "--turn-port-range",
         "46000-46999",
+        // Under the default 12.5 MB/s per allocation the relay drops the
+        // bursts webrtc-rs's SCTP sends on loopback, and its association
+        // stalls until ICE fails (docs/notes/cli-webrtc.md).
+        "--turn-max-bytes-per-sec",
+        "1000000000",
     ])
     .expect("flags parse");
     Server::start(cfg).await.expect("server starts")
