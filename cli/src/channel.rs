@@ -52,14 +52,13 @@ impl Link {
         let reader = dc.clone();
         tokio::spawn(async move {
             while let Some(ev) = reader.poll().await {
-                match ev {
-                    DataChannelEvent::OnMessage(m) => {
-                        if tx.send((m.is_string, m.data)).is_err() {
-                            return;
-                        }
-                    }
-                    DataChannelEvent::OnClose => return,
-                    _ => {}
+                let go_on = match ev {
+                    DataChannelEvent::OnMessage(m) => tx.send((m.is_string, m.data)).is_ok(),
+                    DataChannelEvent::OnClose => false,
+                    _ => true,
+                };
+                if !go_on {
+                    return;
                 }
             }
         });
