@@ -75,6 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             eprintln!("verification words: {}", c.words.join(" "));
+            report_path(&c).await;
             let moved = transfer::send_file(&mut c.link, &path).await?;
             for (p, sha) in &moved.files {
                 println!("sent {} sha256 {sha}", p.display());
@@ -89,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let mut c = session::join(sig, &code, &opts).await?;
             eprintln!("verification words: {}", c.words.join(" "));
+            report_path(&c).await;
             let moved = transfer::receive(&mut c.link, &dir).await?;
             for (p, sha) in &moved.files {
                 println!("received {} sha256 {sha}", p.display());
@@ -99,4 +101,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     // A moment for the last frames (leave) to go out.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     Ok(())
+}
+
+/// The selected candidate pair, on stderr: whether the bytes go direct or
+/// through the relay (the NAT tests read this line).
+async fn report_path(c: &session::Connected) {
+    if let Some(p) = tallow_cli::rtc::selected_path(c.pc.as_ref()).await {
+        eprintln!("path: {p}");
+    }
 }

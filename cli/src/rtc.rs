@@ -84,3 +84,51 @@ pub async fn peer_connection(
         .await?;
     Ok((Arc::new(pc), rx))
 }
+
+/// The candidate pair a connection selected: which kind of path the bytes
+/// take (`host`, `srflx`, `prflx` or `relay` at each end) and the addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedPath {
+    pub local_type: String,
+    pub local_addr: String,
+    pub remote_type: String,
+    pub remote_addr: String,
+}
+
+impl std::fmt::Display for SelectedPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "local={} {} remote={} {}",
+            self.local_type, self.local_addr, self.remote_type, self.remote_addr
+        )
+    }
+}
+
+/// Reads the selected pair from the connection's statistics, as a browser's
+/// `getStats()` gives it (transport -> selectedCandidatePairId).
+pub async fn selected_path(pc: &dyn PeerConnection) -> Option<SelectedPath> {
+    use webrtc::peer_connection::{RTCStatsReportEntry as E, StatsSelector};
+    let report = pc
+        .get_stats(std::time::Instant::now(), StatsSelector::None)
+        .await;
+    let pair_id = &report.transport()?.selected_candidate_pair_id;
+    let E::IceCandidatePair(pair) = report.get(pair_id)? else {
+        return None;
+    };
+    let (E::LocalCandidate(l), E::RemoteCandidate(r)) = (
+        report.get(&pair.local_candidate_id)?,
+        report.get(&pair.remote_candidate_id)?,
+    ) else {
+        return None;
+    };
+    let addr = |c: &rtc::statistics::stats::ice_candidate::RTCIceCandidateStats| {
+        format!("{}:{}", c.address.clone().unwrap_or_default(), c.port)
+    };
+    Some(SelectedPath {
+        local_type: l.candidate_type.to_string(),
+        local_addr: addr(l),
+        remote_type: r.candidate_type.to_string(),
+        remote_addr: addr(r),
+    })
+}

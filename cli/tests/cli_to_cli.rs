@@ -112,6 +112,7 @@ async fn one_file_moves_cli_to_cli_through_the_relay() {
     let want = hex::encode(Sha256::digest(&data));
     let got = std::fs::read(tmp.join("out/payload.bin")).unwrap();
     assert_eq!(hex::encode(Sha256::digest(&got)), want);
+    assert!(send_err.contains("path: local=relay"), "{send_err}");
     assert!(recv_stdout.contains(&want), "{recv_stdout}");
     assert!(send_rest.contains(&want), "{send_rest}");
     let _ = std::fs::remove_dir_all(&tmp);
