@@ -67,6 +67,16 @@ impl Connected {
     pub fn leave(&self) {
         let _ = self.signal.send(Cmd::Leave);
     }
+
+    /// After `link` broke (its channel closed or the connection failed):
+    /// waits for the session to bring up the next peer connection (a new
+    /// epoch, docs/PROTOCOL.md "Resume") and returns its link. An error
+    /// when the reconnect budget (3 minutes) is spent, or the peer left or
+    /// aborted. The transfer then calls its machine's `on_channel` again.
+    pub async fn reconnect(&mut self) -> Result<Link, SessionError> {
+        // Not implemented yet: the session gives up on the first break.
+        Err(SessionError::Failed)
+    }
 }
 
 enum Hand {
