@@ -56,10 +56,11 @@ function tallow(srv, args, { relayOnly = true } = {}) {
   return p;
 }
 
-/** Waits (bounded) for `re` in the stream `which` of `p`; its first group. */
+/** Waits (bounded) for `re` in the stream `which` of `p`, or until `p`
+ * exits without it; its first group. */
 async function line(p, which, re, ms = 30_000) {
-  const m = await waitUntil(() => p[which].match(re), ms);
-  assert.ok(m, `no ${re} within ${ms} ms\n${p.said()}`);
+  const m = await waitUntil(() => p[which].match(re) || (p.exitCode !== null || p.signalCode !== null ? 'exited' : null), ms);
+  assert.ok(m && m !== 'exited', `no ${re} (${m ?? `within ${ms} ms`})\n${p.said()}`);
   return m[1];
 }
 
