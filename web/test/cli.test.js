@@ -52,6 +52,7 @@ function tallow(srv, args, { relayOnly = true } = {}) {
     running.delete(p);
     resolve(code ?? signal);
   }));
+  p.on('close', () => { p.closed = true; }); // exited, and its output all read
   p.said = () => `tallow ${args.join(' ')}\nstdout:\n${p.out}\nstderr:\n${p.err}`;
   return p;
 }
@@ -59,7 +60,7 @@ function tallow(srv, args, { relayOnly = true } = {}) {
 /** Waits (bounded) for `re` in the stream `which` of `p`, or until `p`
  * exits without it; its first group. */
 async function line(p, which, re, ms = 30_000) {
-  const m = await waitUntil(() => p[which].match(re) || (p.exitCode !== null || p.signalCode !== null ? 'exited' : null), ms);
+  const m = await waitUntil(() => p[which].match(re) || (p.closed ? 'exited' : null), ms);
   assert.ok(m && m !== 'exited', `no ${re} (${m ?? `within ${ms} ms`})\n${p.said()}`);
   return m[1];
 }
