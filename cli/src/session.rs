@@ -21,7 +21,7 @@ use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use crate::channel::Link;
+use crate::channel::{Link, LinkGuard};
 use crate::rtc::{self, RtcEvent};
 use crate::signal::{Event, IceServer};
 use crate::ws::{Cmd, SignalLink};
@@ -171,6 +171,8 @@ struct Ctx {
     epoch: u64,
     /// The data channel being opened (ours for A, the peer's for B).
     opening: Option<oneshot::Receiver<Result<Link, crate::channel::LinkError>>>,
+    /// Ends the current connection's link when dropped.
+    guard: Option<LinkGuard>,
     /// A channel has opened once: breaks are reconnected from then on.
     connected_once: bool,
     /// Since when the session is reconnecting.
@@ -260,6 +262,7 @@ async fn start(
         dk: [0; 32],
         epoch: 0,
         opening: None,
+        guard: None,
         connected_once: false,
         broken_since: None,
         attempt_until: None,
@@ -412,6 +415,7 @@ impl Ctx {
     /// Drops the current connection (its channel and events with it).
     fn drop_connection(&mut self) {
         self.opening = None;
+        self.guard = None;
         self.rtc_rx = None;
         self.disconnected_since = None;
         if let Some(pc) = self.pc.take() {
@@ -431,7 +435,10 @@ async fn on_timer(
     if ctx.broken_since.is_some_and(|t| now >= t + RECONNECT_FOR) {
         return Err(SessionError::ReconnectTimedOut);
     }
-    if ctx.disconnected_since.is_some_and(|t| now >= t + DISCONNECTED_FOR) {
+    if ctx
+        .disconnected_since
+        .is_some_and(|t| now >= t + DISCONNECTED_FOR)
+    {
         ctx.disconnected_since = None;
         return on_break(ctx, cmd, opts, "disconnected for 4 s").await;
     }
@@ -653,8 +660,10 @@ async fn offer(
 fn open(ctx: &mut Ctx, dc: Arc<dyn DataChannel>) {
     let (tx, rx) = oneshot::channel();
     let (dk, role) = (ctx.dk, ctx.role);
+    let (guard, alive) = LinkGuard::new();
+    ctx.guard = Some(guard);
     tokio::spawn(async move {
-        let _ = tx.send(Link::open(dc, &dk, role).await);
+        let _ = tx.send(Link::open(dc, &dk, role, alive).await);
     });
     ctx.opening = Some(rx);
 }
