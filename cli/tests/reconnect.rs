@@ -118,3 +118,100 @@ async fn the_joiner_breaking_its_connection_makes_the_creator_offer_again() {
     assert_eq!((a.epoch, b.epoch), (3, 3));
     says(&mut b, &mut a, "third").await;
 }
+
+/// A TCP proxy in front of the server whose live connections can be cut
+/// (new ones are still accepted), as a dropped Wi-Fi or NAT rebinding does.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<u32>,
+    stall: tokio::sync::watch::Sender<u32>,
+}
+
+impl Proxy {
+    async fn start(to: std::net::SocketAddr) -> Proxy {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u32);
+        let (stall, stall_rx) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = l.accept().await {
+                let (mut cut, mut stall) = (cut_rx.clone(), stall_rx.clone());
+                cut.mark_unchanged();
+                stall.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                        // Nothing moves, nothing closes: a path gone silent.
+                        _ = stall.changed() => {
+                            tokio::time::sleep(Duration::from_secs(120)).await;
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut, stall }
+    }
+
+    fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn stall_all(&self) {
+        self.stall.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signaling_gone_silent_is_noticed_and_resumed() {
+    // Pings every second: a client hears nothing for 2 pings and 5 s and
+    // takes its connection for dead (TCP would not say so for minutes).
+    let cfg = Config::try_parse_from([
+        "tallow-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--turn-enabled",
+        "false",
+        "--ping-interval-secs",
+        "1",
+        "--idle-timeout-secs",
+        "3",
+    ])
+    .expect("flags parse");
+    let server = Server::start(cfg).await.expect("server starts");
+    let proxy = Proxy::start(server.local_addr()).await;
+    let url = format!("ws://{}/signal", proxy.addr);
+    let (mut a, mut b) = pair(&url).await;
+    proxy.stall_all();
+    // Long enough for both to notice (7 s) and resume.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    a.pc.close().await.unwrap();
+    notices_the_break(&mut b).await;
+    both_reconnect(&mut a, &mut b).await;
+    assert_eq!((a.epoch, b.epoch), (2, 2));
+    says(&mut b, &mut a, "after").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signaling_cut_mid_session_is_resumed_and_still_carries_a_reconnect() {
+    let server = server().await;
+    let proxy = Proxy::start(server.local_addr()).await;
+    let url = format!("ws://{}/signal", proxy.addr);
+    let (mut a, mut b) = pair(&url).await;
+    says(&mut a, &mut b, "before").await;
+    // Both signaling connections drop; the data channel does not care.
+    proxy.cut_all();
+    says(&mut b, &mut a, "while signaling is down").await;
+    // Give both clients a moment to redial and resume their seats, then
+    // break the peer connection: the new epoch's offer, answer and
+    // candidates can only travel over the resumed seats.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.pc.close().await.unwrap();
+    notices_the_break(&mut a).await;
+    both_reconnect(&mut a, &mut b).await;
+    assert_eq!((a.epoch, b.epoch), (2, 2));
+    says(&mut a, &mut b, "after").await;
+}
