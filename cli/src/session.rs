@@ -730,10 +730,13 @@ async fn on_sealed(
             }
         }
         // B saw this epoch break (or fail to come up) first.
-        "reconnect" if ctx.role == Role::A && epoch == ctx.epoch && ctx.connected_once => {
-            if ctx.broken_since.is_none() || ctx.attempt_until.is_some() {
-                return on_break(ctx, cmd, opts, "the peer says it broke").await;
-            }
+        "reconnect"
+            if ctx.role == Role::A
+                && epoch == ctx.epoch
+                && ctx.connected_once
+                && (ctx.broken_since.is_none() || ctx.attempt_until.is_some()) =>
+        {
+            return on_break(ctx, cmd, opts, "the peer says it broke").await;
         }
         "abort" => {
             return Err(SessionError::PeerAborted(
