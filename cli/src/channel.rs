@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tallow_peer::{RecordError, RecordType, Records, Role};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 /// What arrived on the channel, opened.
@@ -32,6 +32,20 @@ pub struct Link {
     dc: Arc<dyn DataChannel>,
     records: Records,
     rx: mpsc::UnboundedReceiver<(bool, BytesMut)>,
+    alive: watch::Receiver<()>,
+}
+
+/// The session's hold on a link: dropping it ends the link (its `recv`
+/// and a `send` waiting on a full buffer return `Closed`). A closed
+/// webrtc-rs connection does not end its channel's events, so the session
+/// ends the link itself when it drops or replaces the connection.
+pub struct LinkGuard(#[allow(dead_code)] watch::Sender<()>);
+
+impl LinkGuard {
+    pub fn new() -> (Self, watch::Receiver<()>) {
+        let (tx, rx) = watch::channel(());
+        (LinkGuard(tx), rx)
+    }
 }
 
 impl Link {
@@ -40,9 +54,15 @@ impl Link {
         dc: Arc<dyn DataChannel>,
         dk: &[u8; 32],
         role: Role,
+        alive: watch::Receiver<()>,
     ) -> Result<Self, LinkError> {
+        let mut ended = alive.clone();
         loop {
-            match dc.poll().await {
+            let ev = tokio::select! {
+                ev = dc.poll() => ev,
+                _ = ended.changed() => return Err(LinkError::Closed),
+            };
+            match ev {
                 Some(DataChannelEvent::OnOpen) => break,
                 Some(DataChannelEvent::OnClose) | None => return Err(LinkError::Closed),
                 Some(_) => {}
@@ -51,7 +71,12 @@ impl Link {
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = dc.clone();
         tokio::spawn(async move {
-            while let Some(ev) = reader.poll().await {
+            loop {
+                let ev = tokio::select! {
+                    ev = reader.poll() => ev,
+                    _ = ended.changed() => return,
+                };
+                let Some(ev) = ev else { return };
                 let go_on = match ev {
                     DataChannelEvent::OnMessage(m) => tx.send((m.is_string, m.data)).is_ok(),
                     DataChannelEvent::OnClose => false,
@@ -66,6 +91,7 @@ impl Link {
             dc,
             records: Records::new(dk, role),
             rx,
+            alive,
         })
     }
 
@@ -99,7 +125,11 @@ impl Link {
     /// Seals and sends; waits while the channel's buffer is full.
     pub async fn send(&mut self, ty: RecordType, plain: &[u8]) -> Result<(), LinkError> {
         let rec = self.records.seal(ty, plain)?;
-        self.dc.send(BytesMut::from(&rec[..])).await?;
+        let mut ended = self.alive.clone();
+        tokio::select! {
+            r = self.dc.send(BytesMut::from(&rec[..])) => r?,
+            _ = ended.changed() => return Err(LinkError::Closed),
+        }
         Ok(())
     }
 

@@ -116,19 +116,30 @@ pub async fn selected_path(pc: &dyn PeerConnection) -> Option<SelectedPath> {
     let E::IceCandidatePair(pair) = report.get(pair_id)? else {
         return None;
     };
-    let (E::LocalCandidate(l), E::RemoteCandidate(r)) = (
-        report.get(&pair.local_candidate_id)?,
-        report.get(&pair.remote_candidate_id)?,
-    ) else {
+    // The pair names its candidates by the ICE agent's ids, the report
+    // keys them with a prefix (rtc 0.20.5); accept either.
+    let find = |prefix: &str, id: &str| {
+        report
+            .get(id)
+            .or_else(|| report.get(&format!("{prefix}{id}")))
+    };
+    let Some(E::LocalCandidate(l)) = find("RTCLocalIceCandidate_", &pair.local_candidate_id) else {
         return None;
     };
     let addr = |c: &rtc::statistics::stats::ice_candidate::RTCIceCandidateStats| {
         format!("{}:{}", c.address.clone().unwrap_or_default(), c.port)
     };
+    // A remote candidate learnt from a check, not signalled, is peer
+    // reflexive and has no entry of its own.
+    let (remote_type, remote_addr) = match find("RTCRemoteIceCandidate_", &pair.remote_candidate_id)
+    {
+        Some(E::RemoteCandidate(r)) => (r.candidate_type.to_string(), addr(r)),
+        _ => ("prflx".to_owned(), "?".to_owned()),
+    };
     Some(SelectedPath {
         local_type: l.candidate_type.to_string(),
         local_addr: addr(l),
-        remote_type: r.candidate_type.to_string(),
-        remote_addr: addr(r),
+        remote_type,
+        remote_addr,
     })
 }

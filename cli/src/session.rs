@@ -1,26 +1,49 @@
 //! One 1:1 session as the web client runs it (web/src/peer.js): the
-//! handshake over /signal, then sealed `offer`/`answer`/`ice` messages
-//! that set up one peer connection (epoch 1, offered by the creator with
-//! its data key `dk`), until its data channel opens.
+//! handshake over /signal, then sealed `offer`/`answer`/`ice`/`reconnect`
+//! messages that set up peer connections, one per epoch (docs/PROTOCOL.md,
+//! "What the web client seals"): the creator offers each, with its data key
+//! `dk`. One task, the driver, owns signaling and the current connection
+//! for the session's whole life; each data channel it opens reaches the
+//! transfer through `Connected`, the first at once, the next ones when the
+//! transfer asks after a break (`Connected::reconnect`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
 use tallow_peer::handshake::{Initiator, Message, Randomness, Responder, Session};
 use tallow_peer::Role;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use crate::channel::Link;
+use crate::channel::{Link, LinkGuard};
 use crate::rtc::{self, RtcEvent};
 use crate::signal::{Event, IceServer};
 use crate::ws::{Cmd, SignalLink};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// How long a broken session tries to come back (docs/PROTOCOL.md "Resume").
+pub const RECONNECT_FOR: Duration = Duration::from_secs(180);
+/// Each new connection's time to open its channel.
+pub const ATTEMPT_FOR: Duration = Duration::from_secs(15);
+/// A connection `disconnected` this long counts as broken.
+pub const DISCONNECTED_FOR: Duration = Duration::from_secs(4);
+
+/// The wait before the creator's next attempt: 2, 4, 8, then every 10 s.
+pub fn retry_delay(failed_attempts: u32) -> Duration {
+    Duration::from_secs(match failed_attempts {
+        0 | 1 => 2,
+        2 => 4,
+        3 => 8,
+        _ => 10,
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -46,21 +69,52 @@ pub enum SessionError {
     OutOfTurn(&'static str),
     #[error("the connection to your peer failed")]
     Failed,
+    #[error("the connection to your peer broke and did not come back within {} s", RECONNECT_FOR.as_secs())]
+    ReconnectTimedOut,
+    #[error("the session ended")]
+    Ended,
 }
 
+#[derive(Clone)]
 pub struct Options {
     pub relay_only: bool,
     pub bind: String,
 }
 
+/// A data channel the driver opened, with its connection.
+struct Opened {
+    link: Link,
+    pc: Arc<dyn PeerConnection>,
+    epoch: u64,
+}
+
+/// What the transfer side tells the driver.
+enum Ctl {
+    /// The link of this epoch broke.
+    Broke(u64),
+    /// Stop the session with a sealed abort.
+    Abort(String),
+}
+
 /// A session whose data channel is open. Keep it alive while the link is
-/// used: it holds the peer connection and the signaling connection.
+/// used: its driver holds the peer connection and the signaling connection.
 pub struct Connected {
     pub link: Link,
     pub words: Vec<String>,
+    /// The current connection (replaced by `reconnect`).
     pub pc: Arc<dyn PeerConnection>,
+    /// The current connection's epoch (1, 2, ...).
+    pub epoch: u64,
     signal: mpsc::UnboundedSender<Cmd>,
-    _background: tokio::task::JoinHandle<()>,
+    up: mpsc::UnboundedReceiver<Result<Opened, SessionError>>,
+    ctl: mpsc::UnboundedSender<Ctl>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 impl Connected {
@@ -68,14 +122,33 @@ impl Connected {
         let _ = self.signal.send(Cmd::Leave);
     }
 
+    /// Ends the session for the peer with a sealed `abort` (its page words
+    /// `reason`, docs/PROTOCOL.md "What the web client seals").
+    pub fn abort(&self, reason: &str) {
+        let _ = self.ctl.send(Ctl::Abort(reason.to_owned()));
+    }
+
     /// After `link` broke (its channel closed or the connection failed):
     /// waits for the session to bring up the next peer connection (a new
-    /// epoch, docs/PROTOCOL.md "Resume") and returns its link. An error
-    /// when the reconnect budget (3 minutes) is spent, or the peer left or
-    /// aborted. The transfer then calls its machine's `on_channel` again.
-    pub async fn reconnect(&mut self) -> Result<Link, SessionError> {
-        // Not implemented yet: the session gives up on the first break.
-        Err(SessionError::Failed)
+    /// epoch, docs/PROTOCOL.md "Resume") and puts its link in `link`. An
+    /// error when the reconnect budget (3 minutes) is spent, or the peer
+    /// left or aborted. The transfer then calls its machine's `on_channel`.
+    pub async fn reconnect(&mut self) -> Result<(), SessionError> {
+        let _ = self.ctl.send(Ctl::Broke(self.epoch));
+        // A link the driver opened while the transfer had not noticed yet
+        // may be waiting; take the newest.
+        let mut next = None;
+        while let Ok(o) = self.up.try_recv() {
+            next = Some(o);
+        }
+        let o = match next {
+            Some(o) => o?,
+            None => self.up.recv().await.ok_or(SessionError::Ended)??,
+        };
+        self.link = o.link;
+        self.pc = o.pc;
+        self.epoch = o.epoch;
+        Ok(())
     }
 }
 
@@ -98,6 +171,18 @@ struct Ctx {
     epoch: u64,
     /// The data channel being opened (ours for A, the peer's for B).
     opening: Option<oneshot::Receiver<Result<Link, crate::channel::LinkError>>>,
+    /// Ends the current connection's link when dropped.
+    guard: Option<LinkGuard>,
+    /// A channel has opened once: breaks are reconnected from then on.
+    connected_once: bool,
+    /// Since when the session is reconnecting.
+    broken_since: Option<Instant>,
+    /// A: the current attempt's deadline; B: unused.
+    attempt_until: Option<Instant>,
+    /// A: when to make the next attempt.
+    next_attempt: Option<Instant>,
+    failed_attempts: u32,
+    disconnected_since: Option<Instant>,
 }
 
 /// Runs the creator's side: `on_code` gets the share code once the server
@@ -121,7 +206,7 @@ pub async fn create(
         }
     };
     on_code(&code);
-    run(sig, Role::A, code, sid, opts).await
+    start(sig, Role::A, code, sid, opts).await
 }
 
 /// Runs the joiner's side with the share code.
@@ -139,7 +224,7 @@ pub async fn join(
             e => refused(e)?,
         }
     };
-    run(sig, Role::B, code, sid, opts).await
+    start(sig, Role::B, code, sid, opts).await
 }
 
 async fn next(sig: &mut SignalLink) -> Result<Event, SessionError> {
@@ -158,14 +243,14 @@ fn refused(e: Event) -> Result<(), SessionError> {
     }
 }
 
-async fn run(
-    mut sig: SignalLink,
+async fn start(
+    sig: SignalLink,
     role: Role,
     code: String,
     sid: String,
     opts: &Options,
 ) -> Result<Connected, SessionError> {
-    let mut ctx = Ctx {
+    let ctx = Ctx {
         role,
         code,
         sid,
@@ -177,10 +262,58 @@ async fn run(
         dk: [0; 32],
         epoch: 0,
         opening: None,
+        guard: None,
+        connected_once: false,
+        broken_since: None,
+        attempt_until: None,
+        next_attempt: None,
+        failed_attempts: 0,
+        disconnected_since: None,
     };
+    let (up_tx, mut up) = mpsc::unbounded_channel();
+    let (ctl_tx, ctl) = mpsc::unbounded_channel();
+    let (words_tx, words_rx) = oneshot::channel();
+    let signal = sig.cmd.clone();
+    let driver = tokio::spawn(drive(sig, ctx, opts.clone(), up_tx, ctl, words_tx));
+    let first = match up.recv().await {
+        Some(r) => r,
+        None => Err(SessionError::Ended),
+    };
+    let o = match first {
+        Ok(o) => o,
+        Err(e) => {
+            driver.abort();
+            return Err(e);
+        }
+    };
+    let words = words_rx.await.unwrap_or_default();
+    Ok(Connected {
+        link: o.link,
+        words,
+        pc: o.pc,
+        epoch: o.epoch,
+        signal,
+        up,
+        ctl: ctl_tx,
+        driver,
+    })
+}
+
+/// The session's one task: until the session ends (its result goes `up`
+/// as an error) or `Connected` is dropped.
+async fn drive(
+    mut sig: SignalLink,
+    mut ctx: Ctx,
+    opts: Options,
+    up: mpsc::UnboundedSender<Result<Opened, SessionError>>,
+    mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    words: oneshot::Sender<Vec<String>>,
+) {
     let cmd = sig.cmd.clone();
-    // Until the channel opens: signaling and the peer connection's events.
-    let link = loop {
+    let mut words = Some(words);
+    let mut signal_up = true;
+    let end = loop {
+        let wake = ctx.next_deadline();
         let opened = async {
             match ctx.opening.as_mut() {
                 Some(rx) => rx.await,
@@ -193,57 +326,169 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            ev = next(&mut sig) => on_signal(&mut ctx, &cmd, ev?, opts).await?,
-            Some(ev) = rtc_ev => on_rtc(&mut ctx, &cmd, ev)?,
-            r = opened => break r.map_err(|_| SessionError::Failed)??,
-        }
-    };
-    ctx.opening = None;
-    let session = ctx
-        .session
-        .take()
-        .expect("a channel comes after the session");
-    let words = session.verification_words();
-    let pc = ctx.pc.clone().expect("a channel comes with its connection");
-    // Late candidates keep flowing both ways while the transfer runs.
-    let background = tokio::spawn(background(sig, ctx, session, opts.relay_only));
-    Ok(Connected {
-        link,
-        words,
-        pc,
-        signal: cmd,
-        _background: background,
-    })
-}
-
-async fn background(mut sig: SignalLink, mut ctx: Ctx, session: Session, relay_only: bool) {
-    ctx.session = Some(session);
-    let opts = Options {
-        relay_only,
-        bind: String::new(),
-    };
-    let cmd = sig.cmd.clone();
-    loop {
-        let rtc_ev = async {
-            match ctx.rtc_rx.as_mut() {
-                Some(rx) => rx.recv().await,
+        let timer = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(t).await,
                 None => std::future::pending().await,
             }
         };
         let r = tokio::select! {
-            ev = next(&mut sig) => match ev {
+            ev = next(&mut sig), if signal_up => match ev {
                 Ok(ev) => on_signal(&mut ctx, &cmd, ev, &opts).await,
+                // Losing signaling does not close a working channel; it
+                // only leaves no way to reconnect.
+                Err(e) if ctx.connected_once && ctx.broken_since.is_none() => {
+                    debug(format_args!("signaling lost: {e}"));
+                    signal_up = false;
+                    Ok(())
+                }
                 Err(e) => Err(e),
             },
-            Some(ev) = rtc_ev => on_rtc(&mut ctx, &cmd, ev),
+            Some(ev) = rtc_ev => on_rtc(&mut ctx, &cmd, ev, &opts).await,
+            r = opened => {
+                ctx.opening = None;
+                match r {
+                    Ok(Ok(link)) => {
+                        if let Some(w) = words.take() {
+                            if let Some(s) = &ctx.session {
+                                let _ = w.send(s.verification_words());
+                            }
+                        }
+                        ctx.on_opened();
+                        let pc = ctx.pc.clone().expect("a channel comes with its connection");
+                        let _ = up.send(Ok(Opened { link, pc, epoch: ctx.epoch }));
+                        Ok(())
+                    }
+                    // The channel closed before it opened: this epoch failed.
+                    _ => on_break(&mut ctx, &cmd, &opts, "the channel did not open").await,
+                }
+            }
+            c = ctl.recv() => match c {
+                Some(Ctl::Broke(epoch)) if epoch == ctx.epoch => {
+                    on_break(&mut ctx, &cmd, &opts, "the transfer's channel closed").await
+                }
+                Some(Ctl::Broke(_)) => Ok(()),
+                Some(Ctl::Abort(reason)) => {
+                    seal(&mut ctx, &cmd, json!({"kind": "abort", "reason": reason}));
+                    Err(SessionError::Ended)
+                }
+                None => Err(SessionError::Ended),
+            },
+            _ = timer => on_timer(&mut ctx, &cmd, &opts).await,
         };
-        // The transfer notices a broken path on its channel; here there is
-        // nothing left to do once signaling ends.
-        if r.is_err() {
-            return;
+        if let Err(e) = r {
+            break e;
+        }
+        if !signal_up && ctx.broken_since.is_some() {
+            break SessionError::Signal(crate::ws::WsError::Closed);
+        }
+    };
+    debug(format_args!("session ends: {end}"));
+    if let Some(pc) = ctx.pc.take() {
+        let _ = pc.close().await;
+    }
+    let _ = up.send(Err(end));
+}
+
+impl Ctx {
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.broken_since.map(|t| t + RECONNECT_FOR),
+            self.attempt_until,
+            self.next_attempt,
+            self.disconnected_since.map(|t| t + DISCONNECTED_FOR),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn on_opened(&mut self) {
+        self.connected_once = true;
+        self.broken_since = None;
+        self.attempt_until = None;
+        self.next_attempt = None;
+        self.failed_attempts = 0;
+        self.disconnected_since = None;
+    }
+
+    /// Drops the current connection (its channel and events with it).
+    fn drop_connection(&mut self) {
+        self.opening = None;
+        self.guard = None;
+        self.rtc_rx = None;
+        self.disconnected_since = None;
+        if let Some(pc) = self.pc.take() {
+            tokio::spawn(async move {
+                let _ = pc.close().await;
+            });
         }
     }
+}
+
+async fn on_timer(
+    ctx: &mut Ctx,
+    cmd: &mpsc::UnboundedSender<Cmd>,
+    opts: &Options,
+) -> Result<(), SessionError> {
+    let now = Instant::now();
+    if ctx.broken_since.is_some_and(|t| now >= t + RECONNECT_FOR) {
+        return Err(SessionError::ReconnectTimedOut);
+    }
+    if ctx
+        .disconnected_since
+        .is_some_and(|t| now >= t + DISCONNECTED_FOR)
+    {
+        ctx.disconnected_since = None;
+        return on_break(ctx, cmd, opts, "disconnected for 4 s").await;
+    }
+    if ctx.attempt_until.is_some_and(|t| now >= t) {
+        return on_break(ctx, cmd, opts, "the new connection did not open in time").await;
+    }
+    if ctx.next_attempt.is_some_and(|t| now >= t) {
+        ctx.next_attempt = None;
+        return offer(ctx, cmd, opts).await;
+    }
+    Ok(())
+}
+
+/// The current connection broke (or an attempt to replace it failed).
+async fn on_break(
+    ctx: &mut Ctx,
+    cmd: &mpsc::UnboundedSender<Cmd>,
+    _opts: &Options,
+    why: &str,
+) -> Result<(), SessionError> {
+    if !ctx.connected_once {
+        // Before the first channel there is nothing to resume.
+        return Err(SessionError::Failed);
+    }
+    debug(format_args!("epoch {} broke: {why}", ctx.epoch));
+    let now = Instant::now();
+    if ctx.broken_since.is_none() {
+        ctx.broken_since = Some(now);
+    } else if ctx.role == Role::A && ctx.attempt_until.is_some() {
+        ctx.failed_attempts += 1;
+    }
+    ctx.drop_connection();
+    ctx.attempt_until = None;
+    match ctx.role {
+        Role::A => {
+            if ctx.next_attempt.is_none() {
+                ctx.next_attempt = Some(if ctx.failed_attempts == 0 {
+                    now
+                } else {
+                    now + retry_delay(ctx.failed_attempts)
+                });
+            }
+        }
+        // The creator makes every connection; tell it this one broke.
+        Role::B => {
+            let epoch = ctx.epoch;
+            seal(ctx, cmd, json!({"kind": "reconnect", "epoch": epoch}));
+        }
+    }
+    Ok(())
 }
 
 fn seal(ctx: &mut Ctx, cmd: &mpsc::UnboundedSender<Cmd>, v: Value) {
@@ -259,28 +504,35 @@ pub(crate) fn debug(what: std::fmt::Arguments<'_>) {
     }
 }
 
-fn on_rtc(
+async fn on_rtc(
     ctx: &mut Ctx,
     cmd: &mpsc::UnboundedSender<Cmd>,
     ev: RtcEvent,
+    opts: &Options,
 ) -> Result<(), SessionError> {
     match &ev {
         RtcEvent::Candidate(c) => debug(format_args!("local candidate {}", c.candidate)),
         RtcEvent::DataChannel(_) => debug(format_args!("the peer's data channel")),
-        RtcEvent::State(s) => debug(format_args!("connection {s}")),
+        RtcEvent::State(s) => debug(format_args!("connection {s} (epoch {})", ctx.epoch)),
     }
     match ev {
         RtcEvent::Candidate(c) => {
             let candidate = serde_json::to_value(&c).unwrap_or(Value::Null);
+            let epoch = ctx.epoch;
             seal(
                 ctx,
                 cmd,
-                json!({"kind": "ice", "candidate": candidate, "epoch": 1}),
+                json!({"kind": "ice", "candidate": candidate, "epoch": epoch}),
             );
         }
         RtcEvent::DataChannel(dc) => open(ctx, dc),
-        RtcEvent::State(RTCPeerConnectionState::Failed) => return Err(SessionError::Failed),
-        RtcEvent::State(_) => {}
+        RtcEvent::State(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) => {
+            return on_break(ctx, cmd, opts, "the connection failed").await;
+        }
+        RtcEvent::State(RTCPeerConnectionState::Disconnected) => {
+            ctx.disconnected_since.get_or_insert_with(Instant::now);
+        }
+        RtcEvent::State(_) => ctx.disconnected_since = None,
     }
     Ok(())
 }
@@ -304,7 +556,11 @@ async fn on_signal(
             }
         }
         Event::Message(body) => on_peer(ctx, cmd, &body, opts).await?,
-        Event::PeerLeft { .. } if ctx.pc.is_none() => return Err(SessionError::PeerLeft),
+        // Gone for good: a working channel may still finish, but nothing
+        // can be set up again.
+        Event::PeerLeft { .. } if !ctx.connected_once || ctx.broken_since.is_some() => {
+            return Err(SessionError::PeerLeft)
+        }
         Event::Error {
             code,
             message,
@@ -368,7 +624,8 @@ async fn on_peer(
     Ok(())
 }
 
-/// A (the creator): the connection of epoch 1, its channel and its offer.
+/// A: the connection of the next epoch, its channel and its offer (with a
+/// new `dk`): the first one, and each attempt after a break.
 async fn offer(
     ctx: &mut Ctx,
     cmd: &mpsc::UnboundedSender<Cmd>,
@@ -382,12 +639,17 @@ async fn offer(
     let sdp = pc.local_description().await.ok_or(SessionError::Failed)?;
     ctx.pc = Some(pc);
     ctx.rtc_rx = Some(rx);
-    ctx.epoch = 1;
+    ctx.epoch += 1;
+    if ctx.connected_once {
+        ctx.attempt_until = Some(Instant::now() + ATTEMPT_FOR);
+    }
+    debug(format_args!("offering epoch {}", ctx.epoch));
     let dk = B64.encode(ctx.dk);
+    let epoch = ctx.epoch;
     seal(
         ctx,
         cmd,
-        json!({"kind": "offer", "sdp": sdp, "epoch": 1, "dk": dk}),
+        json!({"kind": "offer", "sdp": sdp, "epoch": epoch, "dk": dk}),
     );
     // The creator's channel is its own: the handler sees only the peer's.
     open(ctx, dc);
@@ -398,17 +660,19 @@ async fn offer(
 fn open(ctx: &mut Ctx, dc: Arc<dyn DataChannel>) {
     let (tx, rx) = oneshot::channel();
     let (dk, role) = (ctx.dk, ctx.role);
+    let (guard, alive) = LinkGuard::new();
+    ctx.guard = Some(guard);
     tokio::spawn(async move {
-        let _ = tx.send(Link::open(dc, &dk, role).await);
+        let _ = tx.send(Link::open(dc, &dk, role, alive).await);
     });
     ctx.opening = Some(rx);
 }
 
 /// A sealed message of the session (docs/PROTOCOL.md, "What the web client
-/// seals"): only epoch 1 here; reconnects are not implemented yet.
+/// seals").
 async fn on_sealed(
     ctx: &mut Ctx,
-    _cmd: &mpsc::UnboundedSender<Cmd>,
+    cmd: &mpsc::UnboundedSender<Cmd>,
     v: Value,
     opts: &Options,
 ) -> Result<(), SessionError> {
@@ -418,7 +682,8 @@ async fn on_sealed(
     match v["kind"].as_str().unwrap_or_default() {
         "offer" => {
             if ctx.role != Role::B || epoch <= ctx.epoch {
-                return Err(SessionError::OutOfTurn("an offer out of turn"));
+                // A replayed or stale offer: the web client ignores it too.
+                return Ok(());
             }
             let dk = v["dk"]
                 .as_str()
@@ -427,6 +692,11 @@ async fn on_sealed(
                 .ok_or_else(|| bad("an offer without a 32-byte data key"))?;
             let sdp: RTCSessionDescription =
                 serde_json::from_value(v["sdp"].clone()).map_err(|_| bad("an offer's sdp"))?;
+            if ctx.connected_once && ctx.broken_since.is_none() {
+                // The creator saw the break first.
+                ctx.broken_since = Some(Instant::now());
+            }
+            ctx.drop_connection();
             ctx.epoch = epoch;
             ctx.dk = dk;
             let (pc, rx) = rtc::peer_connection(&ctx.ice, opts.relay_only, &opts.bind).await?;
@@ -438,7 +708,7 @@ async fn on_sealed(
             ctx.rtc_rx = Some(rx);
             seal(
                 ctx,
-                _cmd,
+                cmd,
                 json!({"kind": "answer", "sdp": sdp, "epoch": epoch}),
             );
         }
@@ -453,8 +723,20 @@ async fn on_sealed(
             let c: RTCIceCandidateInit = serde_json::from_value(v["candidate"].clone())
                 .map_err(|_| bad("an ice candidate"))?;
             if let Some(pc) = &ctx.pc {
-                pc.add_ice_candidate(c).await?;
+                // A candidate the connection cannot use is not the end of it.
+                if let Err(e) = pc.add_ice_candidate(c).await {
+                    debug(format_args!("candidate refused: {e}"));
+                }
             }
+        }
+        // B saw this epoch break (or fail to come up) first.
+        "reconnect"
+            if ctx.role == Role::A
+                && epoch == ctx.epoch
+                && ctx.connected_once
+                && (ctx.broken_since.is_none() || ctx.attempt_until.is_some()) =>
+        {
+            return on_break(ctx, cmd, opts, "the peer says it broke").await;
         }
         "abort" => {
             return Err(SessionError::PeerAborted(

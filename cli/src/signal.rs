@@ -24,7 +24,11 @@ pub struct IceServer {
 /// What the server told us, for the session above.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Welcome,
+    /// The first frame of every connection, with the server's timing.
+    Welcome {
+        ping_interval_secs: u64,
+        resume_grace_secs: u64,
+    },
     Created {
         session: String,
         nameplate: String,
@@ -69,6 +73,8 @@ pub struct Signal {
     received: u64,
     token: Option<String>,
     paired: bool,
+    /// A `resume` went and its `resumed` (or refusal) has not come yet.
+    resuming: bool,
     out: VecDeque<String>,
 }
 
@@ -116,6 +122,25 @@ impl Signal {
         true
     }
 
+    /// A new connection replaces one that dropped: frames queued for the
+    /// old one go (our `send`s stay unacked and go again after `resumed`;
+    /// nothing may precede `resume`). False before we hold a seat.
+    pub fn reconnected(&mut self) -> bool {
+        self.out.clear();
+        self.resuming = self.resume();
+        self.resuming
+    }
+
+    /// Between `reconnected` and the server's answer: new frames wait.
+    pub fn is_resuming(&self) -> bool {
+        self.resuming
+    }
+
+    /// Whether we hold a seat the server keeps for us while away.
+    pub fn has_seat(&self) -> bool {
+        self.token.is_some()
+    }
+
     fn push(&mut self, ty: &'static str, body: String) {
         self.sent += 1;
         let frame = json!({"type": ty, "seq": self.sent, "body": body}).to_string();
@@ -136,7 +161,13 @@ impl Signal {
             }
         };
         Ok(match ty {
-            "welcome" => vec![Event::Welcome],
+            "welcome" => {
+                let limit = |k: &str, default: u64| v["limits"][k].as_u64().unwrap_or(default);
+                vec![Event::Welcome {
+                    ping_interval_secs: limit("ping_interval_secs", 25),
+                    resume_grace_secs: limit("resume_grace_secs", 120),
+                }]
+            }
             "created" => {
                 self.token = s("resume_token");
                 vec![Event::Created {
@@ -157,6 +188,7 @@ impl Signal {
                 }]
             }
             "resumed" => {
+                self.resuming = false;
                 // Everything the server holds from us after `last_received`
                 // goes again; what it holds is acked.
                 let last = v["last_received"].as_u64().ok_or_else(bad)?;
@@ -206,11 +238,14 @@ impl Signal {
                 reason: s("reason").unwrap_or_default(),
             }],
             "left" => vec![Event::Left],
-            "error" => vec![Event::Error {
-                code: s("code").unwrap_or_default(),
-                message: s("message").unwrap_or_default(),
-                retryable: v["retryable"].as_bool().unwrap_or(false),
-            }],
+            "error" => {
+                self.resuming = false;
+                vec![Event::Error {
+                    code: s("code").unwrap_or_default(),
+                    message: s("message").unwrap_or_default(),
+                    retryable: v["retryable"].as_bool().unwrap_or(false),
+                }]
+            }
             // pong and room messages: nothing for a 1:1 session.
             _ => Vec::new(),
         })
@@ -292,6 +327,55 @@ mod tests {
         assert_eq!(
             frames(&mut s),
             vec![json!({"type": "resume", "token": "tok2", "last_seq": 1})]
+        );
+    }
+
+    #[test]
+    fn a_new_connection_drops_what_was_queued_for_the_old_and_resumes_first() {
+        let mut s = Signal::new();
+        s.send("before".into());
+        assert!(!s.reconnected(), "no seat yet: nothing to resume");
+        frames(&mut s);
+        s.on_text(
+            r#"{"type":"created","session":"s","nameplate":"7","seat":0,"resume_token":"tok"}"#,
+        )
+        .unwrap();
+        s.on_text(r#"{"type":"message","seq":1,"body":"m"}"#)
+            .unwrap();
+        s.send("while away".into());
+        assert!(s.reconnected());
+        assert!(s.is_resuming());
+        assert_eq!(
+            frames(&mut s),
+            vec![json!({"type": "resume", "token": "tok", "last_seq": 1})],
+            "the ack and send queued for the dead socket must not precede resume"
+        );
+        s.on_text(r#"{"type":"resumed","session":"s","seat":0,"paired":false,"last_received":0}"#)
+            .unwrap();
+        assert!(!s.is_resuming());
+        assert_eq!(
+            frames(&mut s),
+            vec![
+                json!({"type": "send", "seq": 1, "body": "before"}),
+                json!({"type": "send", "seq": 2, "body": "while away"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn welcome_gives_the_timing_with_defaults() {
+        let mut s = Signal::new();
+        assert_eq!(
+            s.on_text(r#"{"type":"welcome","version":1,"limits":{"ping_interval_secs":5,"resume_grace_secs":30}}"#)
+                .unwrap(),
+            vec![Event::Welcome { ping_interval_secs: 5, resume_grace_secs: 30 }]
+        );
+        assert_eq!(
+            s.on_text(r#"{"type":"welcome","version":1}"#).unwrap(),
+            vec![Event::Welcome {
+                ping_interval_secs: 25,
+                resume_grace_secs: 120
+            }]
         );
     }
 

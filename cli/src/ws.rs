@@ -1,6 +1,8 @@
 //! The thin WebSocket shell around `signal::Signal`: one task owns the
 //! socket, writes the frames the machine queues and hands its events on.
 
+use std::time::{Duration, Instant};
+
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -32,51 +34,159 @@ pub struct SignalLink {
     pub events: mpsc::UnboundedReceiver<Result<Event, WsError>>,
 }
 
-/// Connects to `url` (ws:// or wss://, the server's /signal).
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to `url` (ws:// or wss://, the server's /signal). Once we hold
+/// a seat, a dropped or silent connection is replaced and the seat resumed
+/// for as long as the server keeps it (`resume_grace_secs`); the session
+/// above sees only the peer's messages, in order, once each.
 pub async fn connect(url: &str) -> Result<SignalLink, WsError> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Cmd>();
+    let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel::<Cmd>();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut s = Signal::new();
-        loop {
-            tokio::select! {
-                frame = ws.next() => {
-                    let text = match frame {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                            let _ = ev_tx.send(Err(WsError::Closed));
-                            return;
-                        }
-                        Some(Ok(_)) => continue,
-                    };
-                    match s.on_text(text.as_str()) {
-                        Ok(evs) => evs.into_iter().for_each(|e| { let _ = ev_tx.send(Ok(e)); }),
-                        Err(e) => { let _ = ev_tx.send(Err(e.into())); }
-                    }
-                }
-                cmd = cmd_rx.recv() => match cmd {
-                    Some(Cmd::Create) => s.create(),
-                    Some(Cmd::Join(n)) => s.join(&n),
-                    Some(Cmd::Hello(b)) => s.hello(b),
-                    Some(Cmd::Send(b)) => s.send(b),
-                    Some(Cmd::Leave) => s.leave(),
-                    None => {
-                        let _ = ws.close(None).await;
-                        return;
-                    }
-                },
-            }
-            while let Some(f) = s.poll_frame() {
-                if ws.send(Message::text(f)).await.is_err() {
-                    let _ = ev_tx.send(Err(WsError::Closed));
-                    return;
-                }
-            }
-        }
-    });
+    tokio::spawn(drive(url.to_owned(), ws, cmd_rx, ev_tx));
     Ok(SignalLink {
         cmd: cmd_tx,
         events: ev_rx,
     })
+}
+
+type Events = mpsc::UnboundedSender<Result<Event, WsError>>;
+
+enum Ended {
+    /// Our side is done (the session dropped its handle).
+    Quit,
+    /// The socket closed, failed or went silent.
+    Dropped,
+}
+
+/// The server's timing, from `welcome`.
+struct Timing {
+    ping: Duration,
+    grace: Duration,
+}
+
+async fn drive(url: String, mut ws: Socket, mut cmds: mpsc::UnboundedReceiver<Cmd>, ev: Events) {
+    let mut s = Signal::new();
+    let mut timing = Timing {
+        ping: Duration::from_secs(25),
+        grace: Duration::from_secs(120),
+    };
+    let mut resuming = false;
+    loop {
+        if let Ended::Quit = serve(&mut ws, &mut s, &mut cmds, &ev, &mut timing, resuming).await {
+            let _ = ws.close(None).await;
+            return;
+        }
+        if !s.has_seat() {
+            let _ = ev.send(Err(WsError::Closed));
+            return;
+        }
+        crate::session::debug(format_args!("signaling connection lost: resuming the seat"));
+        match redial(&url, &mut s, &mut cmds, timing.grace).await {
+            Some(new) => ws = new,
+            None => {
+                let _ = ev.send(Err(WsError::Closed));
+                return;
+            }
+        }
+        resuming = true;
+    }
+}
+
+/// Dials again with backoff until `grace` runs out, still taking the
+/// session's commands (its `send`s wait in the machine for `resumed`).
+async fn redial(
+    url: &str,
+    s: &mut Signal,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    grace: Duration,
+) -> Option<Socket> {
+    let until = Instant::now() + grace;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let left = until.checked_duration_since(Instant::now())?;
+        let attempt = tokio::time::timeout(left.min(Duration::from_secs(5)), async {
+            tokio_tungstenite::connect_async(url).await
+        });
+        if let Ok(Ok((ws, _))) = attempt.await {
+            return Some(ws);
+        }
+        let wake = Instant::now() + backoff;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => break,
+                cmd = cmds.recv() => match cmd {
+                    Some(c) => apply(s, c),
+                    None => return None,
+                },
+            }
+        }
+    }
+}
+
+fn apply(s: &mut Signal, cmd: Cmd) {
+    match cmd {
+        Cmd::Create => s.create(),
+        Cmd::Join(n) => s.join(&n),
+        Cmd::Hello(b) => s.hello(b),
+        Cmd::Send(b) => s.send(b),
+        Cmd::Leave => s.leave(),
+    }
+}
+
+/// One connection, until it ends. The server pings every
+/// `ping_interval_secs`; a connection silent for two of those and a bit is
+/// dead even if TCP has not said so (a cut path never does).
+async fn serve(
+    ws: &mut Socket,
+    s: &mut Signal,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    ev: &Events,
+    timing: &mut Timing,
+    mut resuming: bool,
+) -> Ended {
+    let mut heard = Instant::now();
+    loop {
+        let silent_until = heard + timing.ping * 2 + Duration::from_secs(5);
+        tokio::select! {
+            frame = ws.next() => {
+                heard = Instant::now();
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ended::Dropped,
+                    Some(Ok(_)) => continue,
+                };
+                match s.on_text(text.as_str()) {
+                    Ok(evs) => {
+                        for e in evs {
+                            if let Event::Welcome { ping_interval_secs, resume_grace_secs } = e {
+                                timing.ping = Duration::from_secs(ping_interval_secs.max(1));
+                                timing.grace = Duration::from_secs(resume_grace_secs);
+                                if std::mem::take(&mut resuming) {
+                                    s.reconnected();
+                                }
+                            }
+                            let _ = ev.send(Ok(e));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ev.send(Err(e.into()));
+                    }
+                }
+            }
+            cmd = cmds.recv(), if !resuming && !s.is_resuming() => match cmd {
+                Some(c) => apply(s, c),
+                None => return Ended::Quit,
+            },
+            _ = tokio::time::sleep_until(silent_until.into()) => return Ended::Dropped,
+        }
+        while let Some(f) = s.poll_frame() {
+            if ws.send(Message::text(f)).await.is_err() {
+                return Ended::Dropped;
+            }
+        }
+    }
 }
