@@ -253,11 +253,38 @@ test('a wrong code: the page creates, tallow receive joins with other words; bot
     t.diagnostic(`both sides failed within ${(Date.now() - started) / 1000} s; the CLI said: ${cli.err.trim()}`);
     // The page found the mismatch first and sent its abort (reason
     // "confirmation"), which the CLI reports.
-    assert.match(cli.err, /^tallow: .*\(confirmation\)$/m, cli.said());
+    assert.match(cli.err, /^tallow: your peer stopped the session: the codes did not match/m, cli.said());
     assert.doesNotMatch(cli.err, /^verification words:/m, 'no words for a failed session');
     assert.deepEqual(readdirSync(out), [], 'nothing written');
   } finally {
     cli?.kill('SIGKILL');
     await a.context().close();
+  }
+});
+
+test('a wrong code: tallow send creates, the page joins with other words; both fail cleanly', { timeout: 60_000 }, async (t) => {
+  const dir = mkdtempSync(join(scratch, 'wrong-send-'));
+  writeFileSync(join(dir, 'secret.bin'), randomBytes(1000));
+  const b = await page(server);
+  const cli = tallow(server, ['send', join(dir, 'secret.bin')]);
+  try {
+    const code = await line(cli, 'out', /^code: (\S+)$/m);
+    await b.fill('#code-input', code.replace(/-[a-z]+$/, '-zzz'));
+    const started = Date.now();
+    await b.click('#join');
+    assert.notEqual(await exit(cli, 30_000), 0, cli.said());
+    // The CLI found the mismatch first: the page hears it from the CLI's
+    // abort (docs/PROTOCOL.md: a peer whose handshake fails sends
+    // {"t":"abort","reason":...} and leaves), not from a lost connection.
+    await b.waitForSelector('#error:not([hidden])', { timeout: 15_000 });
+    assert.match(await b.textContent('#error'), /codes did not match/);
+    assert.equal(await b.textContent('#words'), '', 'no verification words on failure');
+    t.diagnostic(`both sides failed within ${(Date.now() - started) / 1000} s; the CLI said: ${cli.err.trim()}`);
+    assert.match(cli.err, /^tallow: .*key confirmation failed: the other side used a different code/m, cli.said());
+    assert.equal(cli.err.match(/key confirmation failed/g).length, 1, `the reason once:\n${cli.err}`);
+    assert.equal(await b.isVisible('#accept'), false, 'no offer reached the page');
+  } finally {
+    cli.kill('SIGKILL');
+    await b.context().close();
   }
 });
