@@ -51,15 +51,15 @@ pub enum SessionError {
     Signal(#[from] crate::ws::WsError),
     #[error("the server refused: {message} ({code})")]
     Refused { code: String, message: String },
-    #[error("the handshake failed: {0}")]
+    #[error("the handshake failed")]
     Handshake(#[from] tallow_peer::HandshakeError),
-    #[error("your peer stopped the session ({0})")]
+    #[error("your peer stopped the session: {}", peer_reason(.0))]
     PeerAborted(String),
     #[error("your peer left")]
     PeerLeft,
     #[error("your peer sent something malformed: {0}")]
     Malformed(String),
-    #[error("WebRTC failed: {0}")]
+    #[error("WebRTC failed")]
     Rtc(#[from] webrtc::error::Error),
     #[error(transparent)]
     Link(#[from] crate::channel::LinkError),
@@ -73,6 +73,46 @@ pub enum SessionError {
     ReconnectTimedOut,
     #[error("the session ended")]
     Ended,
+}
+
+/// A peer's abort reason in words, as web/src/failures.js puts it; the
+/// reason is the peer's (unauthenticated before the session), so it only
+/// picks the words, and anything unknown is shown neutralised.
+fn peer_reason(reason: &str) -> String {
+    match reason {
+        "confirmation" | "downgrade" => {
+            "the codes did not match, or someone tampered with the connection".into()
+        }
+        "out_of_turn" | "replay" | "tampered" | "malformed" => {
+            format!("a message was replayed, altered or out of turn ({reason}): someone may be tampering")
+        }
+        "local" => "a problem on your peer's side, not with the code".into(),
+        "cancelled" => "your peer cancelled".into(),
+        other => other
+            .chars()
+            .filter(|c| !c.is_control() && !tallow_peer::names::is_replaced_char(*c))
+            .take(80)
+            .collect(),
+    }
+}
+
+/// Why we stop, for the peer (docs/PROTOCOL.md, "What the web client
+/// seals"): a failed check names its kind, our own failure is `local`;
+/// nothing is said when the peer or the server ended it.
+fn abort_reason(e: &SessionError) -> Option<&'static str> {
+    use tallow_peer::HandshakeError as H;
+    Some(match e {
+        SessionError::Handshake(H::Downgrade(_)) => "downgrade",
+        SessionError::Handshake(H::Malformed(_)) | SessionError::Malformed(_) => "malformed",
+        SessionError::Handshake(H::ConfirmationFailed) => "confirmation",
+        SessionError::Handshake(H::Tampered) => "tampered",
+        SessionError::Handshake(H::Replay { .. }) => "replay",
+        SessionError::OutOfTurn(_) => "out_of_turn",
+        SessionError::Handshake(H::EmptyCode) | SessionError::Rtc(_) | SessionError::Failed => {
+            "local"
+        }
+        _ => return None,
+    })
 }
 
 #[derive(Clone)]
@@ -384,6 +424,28 @@ async fn drive(
         }
     };
     debug(format_args!("session ends: {end}"));
+    if let Some(reason) = abort_reason(&end) {
+        // Sealed once the session exists; before it only an unsealed abort
+        // can go (and the peer honours it only then).
+        if ctx.session.is_some() {
+            seal(&mut ctx, &cmd, json!({"kind": "abort", "reason": reason}));
+        } else {
+            let _ = cmd.send(Cmd::Send(
+                json!({"t": "abort", "reason": reason}).to_string(),
+            ));
+        }
+        let _ = cmd.send(Cmd::Leave);
+        // The process may exit as soon as we report: wait until the server
+        // confirms the leave, so the abort before it was delivered.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(ev) = sig.events.recv().await {
+                if matches!(ev, Ok(Event::Left) | Err(_)) {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
     if let Some(pc) = ctx.pc.take() {
         let _ = pc.close().await;
     }
