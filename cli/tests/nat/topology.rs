@@ -100,6 +100,7 @@ impl Topology {
                 "the NAT tests need `{tool}` (Debian packages iproute2 and nftables; scripts/test.sh installs them)"
             );
         }
+        remove_stale();
         let pid = std::process::id();
         let tag = format!("tn{pid}k{k}");
         let net = |host: u8| format!("203.0.113.{}", 16 * k + host);
@@ -255,6 +256,33 @@ pub fn nft(ns: &str, rules: &str) -> Result<(), String> {
             "nft in {ns} refused\n{rules}\n{}",
             String::from_utf8_lossy(&out.stderr)
         ))
+    }
+}
+
+/// Namespaces (and the processes in them) left by a test process that was
+/// killed before its guards ran (a nextest timeout sends SIGKILL): named
+/// `tn<pid>k...` with no process `<pid>` alive.
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some((pid, _)) = name.strip_prefix("tn").and_then(|r| r.split_once('k')) else {
+            continue;
+        };
+        if pid.is_empty()
+            || !pid.bytes().all(|b| b.is_ascii_digit())
+            || std::path::Path::new("/proc").join(pid).exists()
+        {
+            continue;
+        }
+        if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+            for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", p]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
     }
 }
 
