@@ -143,7 +143,9 @@ fn ip_of(addr: &str) -> &str {
 fn tallow(ns: &str, url: &str, lan_ip: &str) -> std::process::Command {
     let mut c = in_ns(ns, env!("CARGO_BIN_EXE_tallow"));
     c.args(["--server", url, "--bind", &format!("{lan_ip}:0")])
-        .env_remove("TALLOW_RELAY_ONLY");
+        .env_remove("TALLOW_RELAY_ONLY")
+        // Connection state changes on stderr, for a failure's dump.
+        .env("TALLOW_DEBUG", "1");
     c
 }
 
@@ -181,11 +183,22 @@ fn start_transfer(t: &Topology, dir: &Path, len: usize) -> Transfer {
 impl Transfer {
     /// Waits (until `within`) for both ends to exit; asserts success and
     /// the received file's SHA-256 (and that both ends report it).
-    fn finish(&mut self, within: Duration) {
+    /// On failure the message has both ends' output, how many bytes
+    /// arrived and the relay's counters.
+    fn finish(&mut self, t: &Topology, within: Duration) {
         let until = Instant::now() + within;
         let r = self.recv.wait_until(until);
         let s = self.send.wait_until(until);
-        let dump = || format!("{}\n{}", self.send.dump(), self.recv.dump());
+        let dump = || {
+            format!(
+                "{}\n{}--- {} bytes received\n--- relay\n{}--- UDP drops\n{}",
+                self.send.dump(),
+                self.recv.dump(),
+                std::fs::metadata(&self.received).map_or(0, |m| m.len()),
+                relay_metrics(t),
+                udp_errors(t)
+            )
+        };
         match (s, r) {
             (Some(s), Some(r)) => {
                 assert!(
@@ -217,7 +230,7 @@ fn symmetric_nats_transfer_through_the_relay() {
     let _server = start_server(&t);
     let dir = Scratch::new(1);
     let mut x = start_transfer(&t, &dir.0, 8 * 1024 * 1024 + 4321);
-    x.finish(Duration::from_secs(90));
+    x.finish(&t, Duration::from_secs(90));
     let (s, r) = x.paths();
     eprintln!("sender path {s:?}\nreceiver path {r:?}");
     for p in [&s, &r] {
@@ -243,7 +256,7 @@ fn endpoint_independent_nats_transfer_direct() {
     let _server = start_server(&t);
     let dir = Scratch::new(2);
     let mut x = start_transfer(&t, &dir.0, 8 * 1024 * 1024 + 4321);
-    x.finish(Duration::from_secs(90));
+    x.finish(&t, Duration::from_secs(90));
     let (s, r) = x.paths();
     eprintln!("sender path {s:?}\nreceiver path {r:?}");
     for (p, peer, peer_wan) in [(&s, &r, &t.b.wan_ip), (&r, &s, &t.a.wan_ip)] {
@@ -267,24 +280,59 @@ fn endpoint_independent_nats_transfer_direct() {
         );
     }
 }
-/// `tallow_turn_allocations_created` from the server's /metrics (fetched
-/// with curl inside the public namespace): each ICE gathering through the
-/// relay adds one per peer, so it grows when a new peer connection (or an
-/// ICE restart) is negotiated.
-fn allocations_created(t: &Topology) -> u64 {
+/// The relay's counters (`tallow_turn_*` lines of the server's /metrics,
+/// fetched with curl inside the public namespace).
+fn relay_metrics(t: &Topology) -> String {
     let out = in_ns(&t.public, "curl")
         .args(["-sf", &format!("http://{}:8080/metrics", t.server_ip)])
-        .output()
-        .expect("curl runs (scripts/test.sh installs it)");
-    assert!(out.status.success(), "GET /metrics: {}", out.status);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("tallow_turn_"))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+        Ok(o) => format!("GET /metrics: {}\n", o.status),
+        Err(e) => format!("curl (scripts/test.sh installs it): {e}\n"),
+    }
+}
+
+/// The kernel's UDP error counters in the server's and the peers'
+/// namespaces (datagrams lost to full socket buffers are counted there,
+/// not by the relay).
+fn udp_errors(t: &Topology) -> String {
+    let mut s = String::new();
+    for ns in [&t.public, &t.a.ns, &t.b.ns] {
+        let out = in_ns(ns, "nstat")
+            .args(["-az", "UdpInErrors", "UdpRcvbufErrors", "UdpSndbufErrors"])
+            .output();
+        let text = out.map_or_else(
+            |e| e.to_string(),
+            |o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with("Udp"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        );
+        s.push_str(&format!("{ns}: {text}\n"));
+    }
+    s
+}
+
+/// `tallow_turn_allocations_created`: each ICE gathering through the relay
+/// adds one per peer, so it grows when a new peer connection (or an ICE
+/// restart) is negotiated.
+fn allocations_created(t: &Topology) -> u64 {
+    let m = relay_metrics(t);
+    m.lines()
         .find_map(|l| {
             let (name, v) = l.split_once(' ')?;
             name.starts_with("tallow_turn_allocations_created")
                 .then(|| v.trim().parse().ok())?
         })
-        .unwrap_or_else(|| panic!("no tallow_turn_allocations_created in /metrics:\n{text}"))
+        .unwrap_or_else(|| panic!("no tallow_turn_allocations_created in /metrics:\n{m}"))
 }
 
 /// How long the relay's path is cut. Long enough that the session must
@@ -335,7 +383,7 @@ fn a_cut_relay_path_is_survived_by_resume() {
     }
     nft(&t.public, "delete table ip cut\n").unwrap();
     eprintln!("received {before} bytes before the {CUT:?} cut, then each second: {during:?}");
-    x.finish(Duration::from_secs(120));
+    x.finish(&t, Duration::from_secs(120));
     let (s2, r2) = x.paths();
     eprintln!("paths before the cut {s:?} / {r:?}; last reported {s2:?} / {r2:?}");
     assert!(
