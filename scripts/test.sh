@@ -31,6 +31,7 @@ declare -A wanted=(
     [nginx]=nginx
     [curl]=curl
     [openssl]=openssl
+    [nft]=nftables
 )
 missing=()
 for cmd in "${!wanted[@]}"; do
