@@ -112,7 +112,8 @@ fn session_fail(e: SessionError) -> Fail {
             "confirmation" | "downgrade" | "out_of_turn" | "replay" | "tampered" | "malformed" => 4,
             _ => 3,
         },
-        SessionError::PeerLeft => 3,
+        SessionError::PeerLeft | SessionError::Ended => 3,
+        SessionError::ReconnectTimedOut => 5,
     };
     let hint = if exit == 4 {
         " (check the code: it must be the one the sender printed)"

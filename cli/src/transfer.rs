@@ -108,6 +108,17 @@ async fn last_word(link: &mut Link, msgs: &[control::Message]) {
     let _ = tokio::time::timeout(LINGER, async { while link.recv().await.is_ok() {} }).await;
 }
 
+/// The sealed `abort` that ends the session after our cancel, as the web
+/// client words it (docs/PROTOCOL.md, "What the web client seals").
+fn abort_reason(e: &TransferError) -> &'static str {
+    match e {
+        TransferError::Interrupted => "cancelled",
+        TransferError::Control(c) => c.kind(),
+        TransferError::Stalled(_) => "stalled",
+        _ => "local",
+    }
+}
+
 // ---------------------------------------------------------------- sending
 
 struct Sender<'a> {
@@ -162,11 +173,10 @@ pub async fn send(
                     "reconnecting",
                     &format!("The connection broke ({e}); reconnecting ..."),
                 );
-                let link = tokio::select! {
+                tokio::select! {
                     l = conn.reconnect() => l.map_err(TransferError::Lost)?,
                     _ = interrupted(stop) => return Err(TransferError::Interrupted),
                 };
-                conn.link = link;
                 output.note("reconnected", "Reconnected; resuming");
                 // What was queued for the old link is said again on the new
                 // one as the machine sees fit; the rest stays.
@@ -193,6 +203,7 @@ pub async fn send(
                 if !matches!(e, TransferError::Link(_)) {
                     last_word(&mut conn.link, &msgs).await;
                 }
+                conn.abort(abort_reason(&e));
                 return Err(e);
             }
         }
@@ -436,13 +447,12 @@ pub async fn receive(
                     "reconnecting",
                     &format!("The connection broke ({e}); reconnecting ..."),
                 );
-                let link = tokio::select! {
+                let back = tokio::select! {
                     l = conn.reconnect() => l.map_err(TransferError::Lost),
                     _ = interrupted(stop) => Err(TransferError::Interrupted),
                 };
-                match link {
-                    Ok(link) => conn.link = link,
-                    Err(e) => break Err(e),
+                if let Err(e) = back {
+                    break Err(e);
                 }
                 output.note("reconnected", "Reconnected; resuming");
                 r.pending.retain(|a| !matches!(a, InAction::Send(_)));
@@ -467,6 +477,7 @@ pub async fn receive(
                             })
                             .collect();
                     last_word(&mut conn.link, &msgs).await;
+                    conn.abort(abort_reason(&e));
                 }
                 break Err(e);
             }
