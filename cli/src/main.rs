@@ -189,7 +189,15 @@ async fn or_stop<T>(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<T, Fail> {
     tokio::select! {
-        r = fut => r.map_err(session_fail),
+        r = fut => match r {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                // A moment for the session's last frame (an abort telling
+                // the peer why) to leave before the runtime ends.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Err(session_fail(e))
+            }
+        },
         _ = stop.wait_for(|v| *v) => Err(Fail::new(130, "interrupted")),
     }
 }
