@@ -18,11 +18,11 @@ use tokio::sync::watch;
 const EXIT_CODES: &str = "\
 Exit codes:
   0    done: every file verified (SHA-256) on both sides
-  1    error: the transfer failed (a file, the disk, the peer broke the protocol, a stall)
+  1    error: the transfer failed (a damaged file, the disk, the peer broke the protocol)
   2    usage: bad arguments, nothing to send, a malformed code, no terminal to ask on without --yes
   3    declined or cancelled: by the peer, or the offer declined here
   4    wrong code: the server knows no such code, or the handshake failed (the codes differ)
-  5    no connection: the server or the peer could not be reached, or the connection was lost
+  5    no connection: the server or the peer could not be reached, or the connection was lost or stalled
   130  interrupted (Ctrl-C): the peer is told the transfer was cancelled";
 
 #[derive(Parser)]
