@@ -248,6 +248,12 @@ mod tests {
     }
 
     #[test]
+    fn special_files_are_refused() {
+        let err = collect(&[PathBuf::from("/dev/null")]).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
     fn empty_input_is_refused() {
         let d = tmp("empty");
         fs::create_dir_all(d.join("nothing/inside")).unwrap();

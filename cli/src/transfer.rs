@@ -414,6 +414,9 @@ struct Receiver<'a> {
     targets: Vec<Target>,
     pending: VecDeque<InAction>,
     done: Vec<(PathBuf, String)>,
+    /// Bytes written, all files (for progress; the machine counts a block
+    /// only once its digest is in).
+    written: u64,
 }
 
 /// Receives one offer into `dir`, asking `decide` about it and about
@@ -431,6 +434,7 @@ pub async fn receive(
         targets: Vec::new(),
         pending: VecDeque::new(),
         done: Vec::new(),
+        written: 0,
     };
     r.pending.extend(r.m.on_channel());
     let result = loop {
@@ -529,7 +533,7 @@ impl Receiver<'_> {
                     InAction::Write { file, offset, data } => {
                         self.write(file, offset, &data)?;
                         let t = &self.targets[file as usize];
-                        output.progress(file, t.written, self.m.progress().done);
+                        output.progress(file, t.written, self.written);
                     }
                     InAction::Digest { file, block, data } => {
                         let d = hex::encode(Sha256::digest(&data));
@@ -694,7 +698,9 @@ impl Receiver<'_> {
     fn write(&mut self, file: u32, offset: u64, data: &[u8]) -> Result<(), TransferError> {
         let t = self.target(file)?;
         Self::open(t)?.write_all_at(data, offset)?;
+        let before = t.written;
         t.written = (t.written + data.len() as u64).min(t.size);
+        self.written += t.written - before;
         Ok(())
     }
 
