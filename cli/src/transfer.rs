@@ -286,6 +286,13 @@ impl Sender<'_> {
                 continue;
             }
             let Some(b) = self.out.next_block() else {
+                // An empty file has no block to read: its `sent` falls due
+                // when the cursor passes it, and goes out only on a flush.
+                let due = self.out.flush_hashes();
+                if !due.is_empty() {
+                    self.pending.extend(due);
+                    continue;
+                }
                 // Waiting for the person to accept is not a stall.
                 let rec = if self.out.state() == OutState::Offered {
                     link.recv().await?

@@ -59,6 +59,9 @@ async fn a_nested_folder_moves_with_every_file_verified() {
             "album/odd/same (2).txt",
         ),
         ("single.bin", pattern(70_000, 3), "single.bin"),
+        // Last in the offer: an empty file has no block to send, only its
+        // `sent` (which once never went out, and the transfer stalled).
+        ("last-empty.txt", Vec::new(), "last-empty.txt"),
     ];
     for (p, data, _) in &files {
         write(&src.join(p), data);
@@ -71,6 +74,7 @@ async fn a_nested_folder_moves_with_every_file_verified() {
             "send",
             src.join("album").to_str().unwrap(),
             src.join("single.bin").to_str().unwrap(),
+            src.join("last-empty.txt").to_str().unwrap(),
         ],
     );
     let out = tmp.join("out");
