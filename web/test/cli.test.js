@@ -128,7 +128,7 @@ async function cliToBrowser(srv, { relayOnly, relay, size }) {
     const code = await line(cli, 'out', /^code: (\S+)$/m);
     await b.fill('#code-input', code);
     await b.click('#join');
-    const words = await line(cli, 'err', /^verification words: (.+)$/m);
+    const words = await line(cli, 'err', /^verification words: ([a-z]+(?: [a-z]+)*)/m);
     await b.waitForSelector('#verify:not([hidden])');
     assert.equal(await b.textContent('#words'), words, 'the page shows the words the CLI prints');
     await b.waitForSelector('#accept:not([disabled])', { timeout: 30_000 });
@@ -159,7 +159,7 @@ async function browserToCli(srv, { relayOnly, relay, files, input = '#file' }) {
     await a.click('#create');
     await a.waitForFunction(() => /^\d+-[a-z]+-[a-z]+-[a-z]+$/.test(document.getElementById('code').textContent));
     cli = tallow(srv, ['receive', await a.textContent('#code'), '--dir', out, '--yes'], { relayOnly });
-    const words = await line(cli, 'err', /^verification words: (.+)$/m);
+    const words = await line(cli, 'err', /^verification words: ([a-z]+(?: [a-z]+)*)/m);
     await a.waitForSelector('body[data-state="connected"]', { timeout: 30_000 });
     assert.equal(await a.textContent('#words'), words, 'the page shows the words the CLI prints');
     const started = Date.now();
@@ -283,6 +283,50 @@ test('a wrong code: tallow send creates, the page joins with other words; both f
     assert.match(cli.err, /^tallow: .*key confirmation failed: the other side used a different code/m, cli.said());
     assert.equal(cli.err.match(/key confirmation failed/g).length, 1, `the reason once:\n${cli.err}`);
     assert.equal(await b.isVisible('#accept'), false, 'no offer reached the page');
+  } finally {
+    cli.kill('SIGKILL');
+    await b.context().close();
+  }
+});
+
+/** Every file the page keeps in its browser storage: path -> SHA-256. */
+function stored(p) {
+  return p.evaluate(async () => {
+    const out = {};
+    const hex = (buf) => Array.from(new Uint8Array(buf), (x) => x.toString(16).padStart(2, '0')).join('');
+    const walk = async (dir, prefix) => {
+      for await (const [name, h] of dir.entries()) {
+        if (h.kind === 'directory') await walk(h, `${prefix}${name}/`);
+        else out[`${prefix}${name}`] = hex(await crypto.subtle.digest('SHA-256', await (await h.getFile()).arrayBuffer()));
+      }
+    };
+    const top = await (await navigator.storage.getDirectory()).getDirectoryHandle('tallow');
+    for await (const [, transfer] of top.entries()) await walk(transfer, '');
+    return out;
+  });
+}
+
+test('a nested folder goes tallow send DIR -> page with every path and SHA-256', { timeout: 90_000 }, async () => {
+  const top = join(mkdtempSync(join(scratch, 'send-folder-')), 'project');
+  const expected = {};
+  for (const [i, rel] of ['a.txt', 'empty.bin', 'src/main.rs', 'src/lib/deep/x.bin', 'docs/img/big.bin'].entries()) {
+    const data = rel === 'empty.bin' ? Buffer.alloc(0) : randomBytes(rel === 'docs/img/big.bin' ? 1024 * 1024 + 17 : 1000 * (i + 1));
+    mkdirSync(join(top, rel, '..'), { recursive: true });
+    writeFileSync(join(top, rel), data);
+    expected[`project/${rel}`] = sha(data);
+  }
+  const b = await page(server);
+  const cli = tallow(server, ['send', top]);
+  try {
+    await b.fill('#code-input', await line(cli, 'out', /^code: (\S+)$/m));
+    await b.click('#join');
+    await b.waitForSelector('#accept:not([disabled])', { timeout: 30_000 });
+    assert.match(await b.textContent('#offer-text'), /Your peer offers 5 files, /);
+    await b.click('#accept');
+    await b.waitForSelector('body[data-state="done-received"]', { timeout: 60_000 });
+    assert.deepEqual(await stored(b), expected);
+    assert.equal(await exit(cli), 0, cli.said());
+    assert.deepEqual(b.problems, []);
   } finally {
     cli.kill('SIGKILL');
     await b.context().close();
