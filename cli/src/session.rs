@@ -51,7 +51,7 @@ pub enum SessionError {
     Signal(#[from] crate::ws::WsError),
     #[error("the server refused: {message} ({code})")]
     Refused { code: String, message: String },
-    #[error("the handshake failed")]
+    #[error("the handshake failed: {0}")]
     Handshake(#[from] tallow_peer::HandshakeError),
     #[error("your peer stopped the session: {}", peer_reason(.0))]
     PeerAborted(String),
@@ -59,7 +59,7 @@ pub enum SessionError {
     PeerLeft,
     #[error("your peer sent something malformed: {0}")]
     Malformed(String),
-    #[error("WebRTC failed")]
+    #[error("WebRTC failed: {0}")]
     Rtc(#[from] webrtc::error::Error),
     #[error(transparent)]
     Link(#[from] crate::channel::LinkError),
