@@ -411,3 +411,61 @@ fn a_cut_relay_path_is_survived_by_resume() {
         x.recv.dump()
     );
 }
+
+/// Bytes under `dir` (the receiver writes `.part` files until each file is
+/// verified, so the final name appears only at the end).
+fn bytes_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => bytes_under(&e.path()),
+                _ => e.metadata().map_or(0, |m| m.len()),
+            })
+            .sum()
+    })
+}
+
+/// The direct path (endpoint-independent NATs) cut for longer than ICE
+/// rides out: the session offers a new epoch once the path is back and the
+/// transfer resumes on it, every block checked, the file whole.
+#[test]
+fn a_cut_direct_path_is_survived_by_resume() {
+    let t = Topology::build(4, Nat::EndpointIndependent);
+    let _server = start_server(&t);
+    let dir = Scratch::new(4);
+    let len = 30 * 1024 * 1024;
+    let mut x = start_transfer(&t, &dir.0, len);
+    let out = dir.0.join("out");
+    let before = x.recv.wait_for(Duration::from_secs(90), |_, _| {
+        let n = bytes_under(&out);
+        (n >= len as u64 / 3).then_some(n)
+    });
+    assert!(before < len as u64, "the file arrived before the cut");
+    let (s, r) = x.paths();
+    assert!(
+        s.local_type != "relay" && s.remote_type != "relay",
+        "the path to cut is direct: {s:?} / {r:?}"
+    );
+    // Every UDP datagram through router A is dropped; signaling is TCP
+    // and stays up, as resume needs.
+    nft(
+        &t.a.router,
+        "table ip cut {\n\
+           chain blocked { type filter hook forward priority -10; meta l4proto udp drop; }\n\
+         }\n",
+    )
+    .unwrap();
+    let mut during = Vec::new();
+    for _ in 0..CUT.as_secs() {
+        std::thread::sleep(Duration::from_secs(1));
+        during.push(bytes_under(&out));
+    }
+    nft(&t.a.router, "delete table ip cut\n").unwrap();
+    eprintln!("received {before} bytes before the {CUT:?} cut, then each second: {during:?}");
+    x.finish(&t, Duration::from_secs(120));
+    assert!(
+        x.send.stderr().contains("offering epoch 2"),
+        "the transfer completed, but not on a new connection: no resume\n{}",
+        x.send.dump()
+    );
+}
