@@ -124,12 +124,7 @@ async fn a_nested_folder_moves_with_every_file_verified() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
-// Ignored in the suite, not dropped: relayed transfers of webrtc-rs run at
-// well under 1 MB/s here (323 s for this test in a debug build), because
-// its SCTP over the TURN client path recovers from loss only by timeouts
-// (docs/notes/cli-webrtc.md). Run it with `-- --ignored`.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "relayed webrtc-rs transfers run under 1 MB/s (323 s): docs/notes/cli-webrtc.md"]
 async fn a_200_mb_file_moves_through_the_relay() {
     let (_server, url) = server().await;
     let tmp = scratch("big");

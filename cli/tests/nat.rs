@@ -225,13 +225,7 @@ impl Transfer {
     }
 }
 
-// Ignored in the suite, not dropped: webrtc-rs's SCTP over its TURN client
-// path recovers from loss only by retransmission timeouts, and under load
-// a relayed 8 MiB stalled in about 3 of 20 runs (docs/notes/cli-webrtc.md,
-// "Relayed paths are slow and stall after loss"). Run it with
-// `cargo test -p tallow-cli --test nat -- --ignored`.
 #[test]
-#[ignore = "relayed webrtc-rs transfers stall after loss: docs/notes/cli-webrtc.md"]
 fn symmetric_nats_transfer_through_the_relay() {
     let t = Topology::build(1, Nat::EndpointDependent);
     let _server = start_server(&t);
@@ -358,10 +352,7 @@ fn allocations_created(t: &Topology) -> u64 {
 /// (seen with 5 s and 12 s cuts while resume was a stub).
 const CUT: Duration = Duration::from_secs(15);
 
-// Ignored for the same reason as the symmetric test (a relayed transfer),
-// and because the transfer does not yet resume on the new epoch's link.
 #[test]
-#[ignore = "relayed webrtc-rs transfers stall after loss; the transfer does not resume yet"]
 fn a_cut_relay_path_is_survived_by_resume() {
     let t = Topology::build(3, Nat::EndpointDependent);
     let _server = start_server(&t);

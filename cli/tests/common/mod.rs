@@ -29,12 +29,8 @@ pub async fn server() -> (Server, String) {
         "true",
         "--turn-port-range",
         "46000-46999",
-        // Under the default 12.5 MB/s per allocation the relay drops the
-        // bursts webrtc-rs's SCTP sends on loopback, and its association
-        // stalls until ICE fails (docs/notes/cli-webrtc.md). The one place
-        // the CLI tests raise it.
-        "--turn-max-bytes-per-sec",
-        "1000000000",
+        // The relay's per-allocation rate stays at its default (12.5 MB/s):
+        // what a deployment gives the CLI.
     ])
     .expect("flags parse");
     let server = Server::start(cfg).await.expect("server starts");
