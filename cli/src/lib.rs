@@ -7,6 +7,7 @@
 //! the user sees (`output`) and the share link (`share`).
 
 pub mod channel;
+pub mod driver_tick;
 pub mod offer;
 pub mod output;
 pub mod prompt;

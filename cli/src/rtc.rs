@@ -78,6 +78,7 @@ pub async fn peer_connection(
         .with_configuration(config)
         .with_setting_engine(settings)
         .with_handler(Arc::new(Handler(tx)))
+        .with_runtime(crate::driver_tick::Ticking::runtime())
         .with_udp_addrs(vec![bind.to_owned()])
         .with_data_channel_send_buffer_limit(SEND_BUFFER)
         .build()

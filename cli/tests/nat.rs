@@ -359,10 +359,10 @@ fn a_cut_relay_path_is_survived_by_resume() {
     let dir = Scratch::new(3);
     let len = 30 * 1024 * 1024;
     let mut x = start_transfer(&t, &dir.0, len);
-    // Mid-way: the receiver's file has a third of the bytes.
-    let received = x.received.clone();
+    // Mid-way: the receiver has a third of the bytes (in its `.part` file).
+    let out = dir.0.join("out");
     let before = x.recv.wait_for(Duration::from_secs(90), |_, _| {
-        let n = std::fs::metadata(&received).map_or(0, |m| m.len());
+        let n = bytes_under(&out);
         (n >= len as u64 / 3).then_some(n)
     });
     assert!(before < len as u64, "the file arrived before the cut");
@@ -387,7 +387,7 @@ fn a_cut_relay_path_is_survived_by_resume() {
     let mut during = Vec::new();
     for _ in 0..CUT.as_secs() {
         std::thread::sleep(Duration::from_secs(1));
-        during.push(std::fs::metadata(&received).map_or(0, |m| m.len()));
+        during.push(bytes_under(&out));
     }
     nft(&t.public, "delete table ip cut\n").unwrap();
     eprintln!("received {before} bytes before the {CUT:?} cut, then each second: {during:?}");
