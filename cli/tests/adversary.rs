@@ -378,3 +378,152 @@ async fn a_receiver_stopped_for_20_s_mid_transfer_resumes_and_completes() {
     assert_eq!(sha256_file(&out.join("data.bin")), sha256_file(&src));
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Bounded wait until a non-empty `.part` is in `dir`.
+async fn part_lands(dir: &Path) -> bool {
+    for _ in 0..1200 {
+        let landed = std::fs::read_dir(dir).ok().is_some_and(|rd| {
+            rd.flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with(".part")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+        });
+        if landed {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Someone plants a symlink with the final name (to a file outside
+/// `--dir`) while the file is on its way: the verified file must not go
+/// through it, and the planted link's target must stay as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_planted_at_the_final_name_mid_transfer_is_not_followed() {
+    let (_server, url) = server().await;
+    let tmp = scratch("adv-plant");
+    let src = tmp.join("data.bin");
+    write(&src, &pattern(4 * 1024 * 1024 + 3, 4));
+    let victim = tmp.join("victim.txt");
+    write(&victim, b"precious");
+    let out = tmp.join("out");
+    let send = start_sender(&url, &["send", src.to_str().unwrap()]);
+    let recv = tallow(
+        &url,
+        &[
+            "receive",
+            &send.code,
+            "--dir",
+            out.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    assert!(part_lands(&out).await, "the transfer never started");
+    let planted = std::os::unix::fs::symlink(&victim, out.join("data.bin"));
+    let (s, r) = wait_pair(send, recv, Duration::from_secs(400)).await;
+    planted.expect("planted before the file completed (else the test proves nothing)");
+    assert!(
+        s.status.success() && r.status.success(),
+        "sender: {}\nreceiver: {}",
+        s.all(),
+        r.all()
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(std::fs::symlink_metadata(out.join("data.bin"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(sha256_file(&out.join("data (2).bin")), sha256_file(&src));
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// A hostile receiver accepts and then never reads again (its channel
+/// stays up): the real sender must give up by itself ("stalled", exit 5)
+/// rather than wait for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_accepts_and_stops_reading_stalls_the_sender_out() {
+    use tallow_peer::control::Message;
+
+    let (_server, url) = server().await;
+    let tmp = scratch("adv-deaf");
+    let src = tmp.join("data.bin");
+    write(&src, &pattern(8 * 1024 * 1024, 5));
+    let send = start_sender(&url, &["send", src.to_str().unwrap()]);
+    let sig = tallow_cli::ws::connect(&url).await.unwrap();
+    let mut conn = tallow_cli::session::join(sig, &send.code, &hostile_opts())
+        .await
+        .unwrap();
+    let id = tokio::time::timeout(GUARD, async {
+        loop {
+            if let tallow_cli::channel::Incoming::Control(b) = conn.link.recv().await.unwrap() {
+                if let Message::Files { id, .. } = tallow_peer::parse_message(&b).unwrap() {
+                    return id;
+                }
+            }
+        }
+    })
+    .await
+    .expect("an offer");
+    say(&mut conn.link, &Message::Accept { id }).await;
+    // From here on nothing is read; `conn` stays alive until the sender ends.
+    let pid = send.child.id();
+    let waited = tokio::task::spawn_blocking(move || {
+        let mut child = send.child;
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        use std::io::Read;
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        (status, err)
+    });
+    let r = tokio::time::timeout(Duration::from_secs(300), waited).await;
+    let Ok(r) = r else {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+        panic!("the sender waited for ever on a deaf receiver");
+    };
+    let (status, err) = r.unwrap();
+    drop(conn);
+    assert_eq!(status.code(), Some(5), "{err}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Lying sizes on our own side: a file whose size on disk says 0 but that
+/// reads non-empty (every /proc file). Offered as 0 bytes, the receiver
+/// gets an empty file "verified" and both sides report success. It should
+/// be refused (as a FIFO is) or sent with what it reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_reads_longer_than_its_size_is_not_sent_empty() {
+    let (_server, url) = server().await;
+    let tmp = scratch("adv-proc");
+    let src = Path::new("/proc/version");
+    let want = std::fs::read(src).unwrap();
+    assert!(!want.is_empty() && std::fs::metadata(src).unwrap().len() == 0);
+    let out = tmp.join("out");
+    let send = start_sender(&url, &["send", src.to_str().unwrap()]);
+    let recv = tallow(
+        &url,
+        &[
+            "receive",
+            &send.code,
+            "--dir",
+            out.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let (s, r) = wait_pair(send, recv, GUARD).await;
+    if s.status.success() && r.status.success() {
+        let got = std::fs::read(out.join("version")).unwrap();
+        assert!(
+            !got.is_empty(),
+            "both sides reported success with an empty copy of a non-empty file\nsender: {}",
+            s.all()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
