@@ -115,9 +115,25 @@ fn add_file(
         return;
     }
     // Opened now so an unreadable file is refused before the offer.
-    if let Err(e) = File::open(disk) {
-        bad.push(format!("{}: {e}", disk.display()));
-        return;
+    let mut f = match File::open(disk) {
+        Ok(f) => f,
+        Err(e) => {
+            bad.push(format!("{}: {e}", disk.display()));
+            return;
+        }
+    };
+    // /proc and /sys files say 0 bytes and read more: offered as empty
+    // they would arrive empty and "verified".
+    if meta.len() == 0 {
+        use std::io::Read;
+        let mut probe = [0u8; 1];
+        if matches!(f.read(&mut probe), Ok(n) if n > 0) {
+            bad.push(format!(
+                "{}: reads more than its size (0 bytes), as /proc and /sys files do; copy it to a regular file first",
+                disk.display()
+            ));
+            return;
+        }
     }
     out.push(Source {
         disk: disk.to_owned(),

@@ -329,8 +329,15 @@ impl Output {
     }
 
     /// The error that ends the run, with its exit code.
+    /// The message may carry a peer's or the server's words (a cancel
+    /// reason, a refusal): shown only neutralised, in JSON too.
     pub fn error(&mut self, message: &str, exit: u8) {
         self.clear_bars();
+        let message = &message
+            .split('\n')
+            .map(|line| neutral(line, 2000))
+            .collect::<Vec<_>>()
+            .join("\n");
         match self.mode {
             Mode::Json => self.json(json!({"event": "error", "message": message, "exit": exit})),
             _ => eprintln!("tallow: {message}"),

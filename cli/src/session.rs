@@ -278,7 +278,10 @@ async fn next(sig: &mut SignalLink) -> Result<Event, SessionError> {
 /// Events before the seat is ours: an error ends it, the rest waits.
 fn refused(e: Event) -> Result<(), SessionError> {
     match e {
-        Event::Error { code, message, .. } => Err(SessionError::Refused { code, message }),
+        Event::Error { code, message, .. } => Err(SessionError::Refused {
+            code: crate::output::neutral(&code, 64),
+            message: crate::output::neutral(&message, 300),
+        }),
         _ => Ok(()),
     }
 }
@@ -627,7 +630,12 @@ async fn on_signal(
             code,
             message,
             retryable: false,
-        } => return Err(SessionError::Refused { code, message }),
+        } => {
+            return Err(SessionError::Refused {
+                code: crate::output::neutral(&code, 64),
+                message: crate::output::neutral(&message, 300),
+            })
+        }
         _ => {}
     }
     Ok(())

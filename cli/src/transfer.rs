@@ -12,7 +12,7 @@
 //! leaves no temporary file behind. An existing file is never replaced
 //! unless the user chose to overwrite it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -258,7 +258,11 @@ impl Sender<'_> {
                         bytes: self.out.total(),
                     }));
                 }
-                OutAction::Stopped { why, by } => return Err(TransferError::Stopped { why, by }),
+                OutAction::Stopped { why, by } => {
+                    // A peer's reason: one neutralised line.
+                    let why = crate::output::neutral(&why, 300);
+                    return Err(TransferError::Stopped { why, by });
+                }
             }
         }
         Ok(None)
@@ -570,6 +574,7 @@ impl Receiver<'_> {
                     InAction::Stopped { why, by } => {
                         // Our cancel (a damaged file) went just before.
                         link.drain(LAST_WORD).await;
+                        let why = crate::output::neutral(&why, 300);
                         return Err(TransferError::Stopped { why, by });
                     }
                 }
@@ -640,8 +645,11 @@ impl Receiver<'_> {
             .iter()
             .map(|f| join(self.dir, &f.parts))
             .collect();
+        // Offered folders whose name is taken here by a file or a link go
+        // to a free name instead (the same one for every file in them).
+        let mut moved: HashMap<PathBuf, PathBuf> = HashMap::new();
         for f in &offer.files {
-            let want = join(self.dir, &f.parts);
+            let want = place_dirs(self.dir, &f.parts, &mut moved, &mut taken);
             let mut t = Target {
                 dest: Some(want.clone()),
                 overwrite: false,
@@ -685,10 +693,10 @@ impl Receiver<'_> {
         })
     }
 
-    fn open(t: &mut Target) -> Result<&File, TransferError> {
+    fn open<'t>(dir: &Path, t: &'t mut Target) -> Result<&'t File, TransferError> {
         if t.file.is_none() {
             if let Some(parent) = t.part.parent() {
-                std::fs::create_dir_all(parent)?;
+                make_dirs(dir, parent)?;
             }
             let f = std::fs::OpenOptions::new()
                 .read(true)
@@ -703,8 +711,9 @@ impl Receiver<'_> {
     }
 
     fn write(&mut self, file: u32, offset: u64, data: &[u8]) -> Result<(), TransferError> {
+        let dir = self.dir;
         let t = self.target(file)?;
-        Self::open(t)?.write_all_at(data, offset)?;
+        Self::open(dir, t)?.write_all_at(data, offset)?;
         let before = t.written;
         t.written = (t.written + data.len() as u64).min(t.size);
         self.written += t.written - before;
@@ -712,8 +721,9 @@ impl Receiver<'_> {
     }
 
     fn read_back(&mut self, file: u32, from: u64) -> Result<Vec<InAction>, TransferError> {
+        let dir = self.dir;
         let t = self.target(file)?;
-        let f = Self::open(t)?.try_clone()?;
+        let f = Self::open(dir, t)?.try_clone()?;
         let len = f.metadata()?.len();
         let mut at = from;
         let mut buf = vec![0u8; 1 << 20];
@@ -733,7 +743,7 @@ impl Receiver<'_> {
     fn finish(&mut self, file: u32, output: &Output) -> Result<PathBuf, TransferError> {
         let dir = self.dir.to_owned();
         let t = self.target(file)?;
-        Self::open(t)?; // an empty file has had no write
+        Self::open(&dir, t)?; // an empty file has had no write
         t.file = None;
         let Some(dest) = t.dest.clone() else {
             std::fs::remove_file(&t.part)?;
@@ -742,6 +752,11 @@ impl Receiver<'_> {
         if t.overwrite {
             std::fs::rename(&t.part, &dest)?;
             return Ok(dest);
+        }
+        // The folders again: a link planted since the `.part` was opened
+        // must not carry the final name elsewhere.
+        if let Some(parent) = dest.parent() {
+            make_dirs(&dir, parent)?;
         }
         // A hard link never replaces what is there (unlike rename): a file
         // that appeared meanwhile makes the next free name instead.
@@ -774,6 +789,75 @@ impl Receiver<'_> {
 
 fn join(dir: &Path, parts: &[String]) -> PathBuf {
     parts.iter().fold(dir.to_owned(), |p, c| p.join(c))
+}
+
+/// Where an offered path goes below `dir`: each folder of it that exists
+/// here as anything but a real folder (a file, or a link, which must never
+/// be followed out of `dir`) is replaced by a free name, remembered in
+/// `moved` for the offer's other files.
+fn place_dirs(
+    dir: &Path,
+    parts: &[String],
+    moved: &mut HashMap<PathBuf, PathBuf>,
+    taken: &mut HashSet<PathBuf>,
+) -> PathBuf {
+    let Some((name, folders)) = parts.split_last() else {
+        return dir.join("file");
+    };
+    let mut cur = dir.to_owned();
+    for c in folders {
+        let next = cur.join(c);
+        cur = match moved.get(&next) {
+            Some(m) => m.clone(),
+            None if is_folder_or_absent(&next) => next,
+            None => {
+                let free = free_name(&next, taken);
+                taken.insert(free.clone());
+                moved.insert(next, free.clone());
+                free
+            }
+        };
+    }
+    cur.join(name)
+}
+
+fn is_folder_or_absent(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).map_or(true, |m| m.is_dir())
+}
+
+/// Makes `parent` (below `dir`) one folder at a time, refusing to go
+/// through anything that is not a real folder: a link planted after the
+/// offer was placed ends the transfer rather than lead a write outside
+/// `dir`. (A link swapped in between this check and the open remains a
+/// race; openat with O_NOFOLLOW would close it.)
+fn make_dirs(dir: &Path, parent: &Path) -> std::io::Result<()> {
+    // `--dir` itself is the user's choice and may not exist yet.
+    std::fs::create_dir_all(dir)?;
+    let rel = parent.strip_prefix(dir).map_err(|_| {
+        std::io::Error::other(format!("{} is outside {}", parent.display(), dir.display()))
+    })?;
+    let mut cur = dir.to_owned();
+    for c in rel.components() {
+        cur.push(c);
+        let made = match std::fs::symlink_metadata(&cur) {
+            Ok(m) => m.is_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&cur) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    is_folder_or_absent(&cur) && cur.is_dir()
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        if !made {
+            return Err(std::io::Error::other(format!(
+                "{} is not a folder (a link or a file appeared there); not writing through it",
+                cur.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn exists(p: &Path) -> bool {

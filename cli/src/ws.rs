@@ -26,6 +26,8 @@ pub enum WsError {
     Protocol(#[from] SignalError),
     #[error("the connection to the signaling server closed")]
     Closed,
+    #[error("the signaling server did not answer within {0} s")]
+    Timeout(u64),
 }
 
 /// Our handle on the signaling connection.
@@ -33,6 +35,9 @@ pub struct SignalLink {
     pub cmd: mpsc::UnboundedSender<Cmd>,
     pub events: mpsc::UnboundedReceiver<Result<Event, WsError>>,
 }
+
+/// How long the first connection to the server may take.
+pub const CONNECT_WITHIN: Duration = Duration::from_secs(15);
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -42,7 +47,11 @@ type Socket =
 /// for as long as the server keeps it (`resume_grace_secs`); the session
 /// above sees only the peer's messages, in order, once each.
 pub async fn connect(url: &str) -> Result<SignalLink, WsError> {
-    let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+    // A server that takes the TCP connection but never answers the upgrade
+    // must not hang the CLI without a word.
+    let (ws, _) = tokio::time::timeout(CONNECT_WITHIN, tokio_tungstenite::connect_async(url))
+        .await
+        .map_err(|_| WsError::Timeout(CONNECT_WITHIN.as_secs()))??;
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel::<Cmd>();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     tokio::spawn(drive(url.to_owned(), ws, cmd_rx, ev_tx));
