@@ -5,6 +5,10 @@
 //! timer: the SACKs and channel messages that data produced wait until
 //! then (often an SCTP retransmission timeout). Bounding the sleep makes
 //! the next pass come within `TICK` (docs/notes/cli-webrtc.md).
+//!
+//! Safe for webrtc 0.20.5, where every `Runtime::sleep` is a wait that
+//! re-checks when it ends: the driver's next deadline, the send-buffer
+//! backstop (50 ms) and the close poll (1 ms). Check again on an upgrade.
 
 use std::future::Future;
 use std::net::SocketAddr;
