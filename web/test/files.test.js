@@ -124,6 +124,10 @@ test('a decline and a cancel from each side are reported on both pages', { timeo
   await b.click('#cancel');
   await a.waitForFunction(() => /cancelled by the receiver/.test(document.getElementById('notice').textContent));
   assert.match(await notice(a), /Your peer cancelled: cancelled by the receiver/);
+  // The receiver's page words its own cancel when its incoming transfer
+  // reports stopped, which is asynchronous and under load came after the
+  // sender had read the cancel (seen once in CI): wait for it as for a.
+  await b.waitForFunction(() => /cancelled by the receiver/.test(document.getElementById('notice').textContent), null, { timeout: 15_000 });
   assert.match(await notice(b), /The transfer stopped: cancelled by the receiver/);
   // Nothing half received is left in the browser's storage.
   assert.deepEqual(await stored(b), {});
