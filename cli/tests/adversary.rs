@@ -55,18 +55,7 @@ async fn a_symlinked_folder_in_the_target_dir_does_not_lead_writes_outside_it() 
     std::os::unix::fs::symlink(&outside, out.join("album")).unwrap();
 
     let send = start_sender(&url, &["send", src.join("album").to_str().unwrap()]);
-    let recv = tallow(
-        &url,
-        &[
-            "receive",
-            &send.code,
-            "--dir",
-            out.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let recv = receive_yes(&url, &send.code, &out);
     let (s, r) = wait_pair(send, recv, GUARD).await;
     assert!(
         entries_under(&outside).is_empty(),
@@ -93,18 +82,7 @@ async fn an_existing_file_where_an_offered_folder_goes_is_a_conflict_not_a_failu
     write(&out.join("album"), b"my own file called album");
 
     let send = start_sender(&url, &["send", src.join("album").to_str().unwrap()]);
-    let recv = tallow(
-        &url,
-        &[
-            "receive",
-            &send.code,
-            "--dir",
-            out.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let recv = receive_yes(&url, &send.code, &out);
     let (s, r) = wait_pair(send, recv, GUARD).await;
     assert_eq!(
         std::fs::read(out.join("album")).unwrap(),
@@ -162,12 +140,7 @@ async fn a_peers_cancel_reason_reaches_the_terminal_only_neutralised() {
         .await
     });
     let code = code_rx.await.unwrap();
-    let recv = tallow(
-        &url,
-        &["receive", &code, "--dir", out.to_str().unwrap(), "--yes"],
-    )
-    .spawn()
-    .unwrap();
+    let recv = receive_yes(&url, &code, &out);
     let waited = tokio::spawn(wait_one(recv, GUARD));
     let mut conn = tokio::time::timeout(GUARD, hostile)
         .await
@@ -330,18 +303,7 @@ async fn a_receiver_stopped_for_20_s_mid_transfer_resumes_and_completes() {
     write(&src, &pattern(60 * 1024 * 1024 + 17, 9));
     let out = tmp.join("out");
     let send = start_sender(&url, &["send", src.to_str().unwrap()]);
-    let recv = tallow(
-        &url,
-        &[
-            "receive",
-            &send.code,
-            "--dir",
-            out.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let recv = receive_yes(&url, &send.code, &out);
     let pid = recv.id().to_string();
     // Bounded wait until bytes land (a .part with something in it).
     let mut started = false;
@@ -411,18 +373,7 @@ async fn a_symlink_planted_at_the_final_name_mid_transfer_is_not_followed() {
     write(&victim, b"precious");
     let out = tmp.join("out");
     let send = start_sender(&url, &["send", src.to_str().unwrap()]);
-    let recv = tallow(
-        &url,
-        &[
-            "receive",
-            &send.code,
-            "--dir",
-            out.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let recv = receive_yes(&url, &send.code, &out);
     assert!(part_lands(&out).await, "the transfer never started");
     let planted = std::os::unix::fs::symlink(&victim, out.join("data.bin"));
     let (s, r) = wait_pair(send, recv, Duration::from_secs(400)).await;

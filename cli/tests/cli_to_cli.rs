@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{pattern, scratch, server, start_sender, tallow, wait_pair};
+use common::{pattern, receive_yes, scratch, server, start_sender, wait_pair};
 use sha2::{Digest, Sha256};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -19,18 +19,7 @@ async fn one_file_moves_cli_to_cli_through_the_relay() {
 
     let send = start_sender(&url, &["send", src.to_str().unwrap()]);
     let out = tmp.join("out");
-    let recv = tallow(
-        &url,
-        &[
-            "receive",
-            &send.code,
-            "--dir",
-            out.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let recv = receive_yes(&url, &send.code, &out);
     let (s, r) = wait_pair(send, recv, Duration::from_secs(120)).await;
     assert!(
         r.status.success() && s.status.success(),

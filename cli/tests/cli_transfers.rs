@@ -138,18 +138,7 @@ async fn a_200_mb_file_moves_through_the_relay() {
     let started = Instant::now();
     let send = start_sender(&url, &["send", src.to_str().unwrap()]);
     let out = tmp.join("out");
-    let recv = tallow(
-        &url,
-        &[
-            "receive",
-            &send.code,
-            "--dir",
-            out.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let recv = receive_yes(&url, &send.code, &out);
     let (s, r) = wait_pair(send, recv, Duration::from_secs(1500)).await;
     let took = started.elapsed();
     assert!(
@@ -179,12 +168,7 @@ async fn a_wrong_code_fails_cleanly_on_both_sides() {
     let nameplate = send.code.split('-').next().unwrap().to_owned();
     let wrong = format!("{nameplate}-wrong-words-here");
     let out = tmp.join("out");
-    let recv = tallow(
-        &url,
-        &["receive", &wrong, "--dir", out.to_str().unwrap(), "--yes"],
-    )
-    .spawn()
-    .unwrap();
+    let recv = receive_yes(&url, &wrong, &out);
     let (s, r) = wait_pair(send, recv, GUARD).await;
     assert_eq!(s.code(), Some(4), "sender: {}", s.all());
     assert_eq!(r.code(), Some(4), "receiver: {}", r.all());
@@ -289,18 +273,7 @@ async fn with_yes_an_existing_file_is_never_overwritten() {
         &["send", tmp.join("src/payload.txt").to_str().unwrap()],
     );
     let out = tmp.join("out");
-    let recv = tallow(
-        &url,
-        &[
-            "receive",
-            &send.code,
-            "--dir",
-            out.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let recv = receive_yes(&url, &send.code, &out);
     let (s, r) = wait_pair(send, recv, GUARD).await;
     assert!(
         s.status.success() && r.status.success(),

@@ -50,6 +50,17 @@ pub fn tallow(url: &str, args: &[&str]) -> Command {
     c
 }
 
+/// `tallow receive CODE --dir OUT --yes`, started: the unattended
+/// receiver most tests run against a `start_sender`.
+pub fn receive_yes(url: &str, code: &str, out: &Path) -> Child {
+    tallow(
+        url,
+        &["receive", code, "--dir", out.to_str().unwrap(), "--yes"],
+    )
+    .spawn()
+    .unwrap()
+}
+
 /// A fresh folder for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tallow-cli-{name}-{}", std::process::id()));
