@@ -359,13 +359,8 @@ fn a_cut_relay_path_is_survived_by_resume() {
     let dir = Scratch::new(3);
     let len = 30 * 1024 * 1024;
     let mut x = start_transfer(&t, &dir.0, len);
-    // Mid-way: the receiver has a third of the bytes (in its `.part` file).
     let out = dir.0.join("out");
-    let before = x.recv.wait_for(Duration::from_secs(90), |_, _| {
-        let n = bytes_under(&out);
-        (n >= len as u64 / 3).then_some(n)
-    });
-    assert!(before < len as u64, "the file arrived before the cut");
+    let before = wait_for_a_third(&mut x, &out, len);
     let (s, r) = x.paths();
     assert!(
         s.local_type == "relay" || s.remote_type == "relay",
@@ -375,22 +370,15 @@ fn a_cut_relay_path_is_survived_by_resume() {
     // Every UDP datagram to or from the server's namespace is dropped:
     // STUN, TURN and everything relayed. Signaling (TCP) stays up, as the
     // protocol's resume needs.
-    nft(
+    cut_for_a_while(
         &t.public,
         "table ip cut {\n\
            chain inbound { type filter hook input priority -10; meta l4proto udp drop; }\n\
            chain outbound { type filter hook output priority -10; meta l4proto udp drop; }\n\
          }\n",
-    )
-    .unwrap();
-    // The receiver's file size each second of the cut, for the log.
-    let mut during = Vec::new();
-    for _ in 0..CUT.as_secs() {
-        std::thread::sleep(Duration::from_secs(1));
-        during.push(bytes_under(&out));
-    }
-    nft(&t.public, "delete table ip cut\n").unwrap();
-    eprintln!("received {before} bytes before the {CUT:?} cut, then each second: {during:?}");
+        &out,
+        before,
+    );
     x.finish(&t, Duration::from_secs(120));
     let (s2, r2) = x.paths();
     eprintln!("paths before the cut {s:?} / {r:?}; last reported {s2:?} / {r2:?}");
@@ -401,6 +389,30 @@ fn a_cut_relay_path_is_survived_by_resume() {
         x.send.dump(),
         x.recv.dump()
     );
+}
+
+/// Waits until the receiver holds a third of `len` bytes (in its `.part`
+/// file) and checks the file is not already whole: the cut comes mid-way.
+fn wait_for_a_third(x: &mut Transfer, out: &Path, len: usize) -> u64 {
+    let before = x.recv.wait_for(Duration::from_secs(90), |_, _| {
+        let n = bytes_under(out);
+        (n >= len as u64 / 3).then_some(n)
+    });
+    assert!(before < len as u64, "the file arrived before the cut");
+    before
+}
+
+/// Applies `rules` (an nftables table named `cut`) in `ns` for `CUT`,
+/// logging the receiver's bytes each second, then deletes the table.
+fn cut_for_a_while(ns: &str, rules: &str, out: &Path, before: u64) {
+    nft(ns, rules).unwrap();
+    let mut during = Vec::new();
+    for _ in 0..CUT.as_secs() {
+        std::thread::sleep(Duration::from_secs(1));
+        during.push(bytes_under(out));
+    }
+    nft(ns, "delete table ip cut\n").unwrap();
+    eprintln!("received {before} bytes before the {CUT:?} cut, then each second: {during:?}");
 }
 
 /// Bytes under `dir` (the receiver writes `.part` files until each file is
@@ -427,11 +439,7 @@ fn a_cut_direct_path_is_survived_by_resume() {
     let len = 30 * 1024 * 1024;
     let mut x = start_transfer(&t, &dir.0, len);
     let out = dir.0.join("out");
-    let before = x.recv.wait_for(Duration::from_secs(90), |_, _| {
-        let n = bytes_under(&out);
-        (n >= len as u64 / 3).then_some(n)
-    });
-    assert!(before < len as u64, "the file arrived before the cut");
+    let before = wait_for_a_third(&mut x, &out, len);
     let (s, r) = x.paths();
     assert!(
         s.local_type != "relay" && s.remote_type != "relay",
@@ -439,20 +447,14 @@ fn a_cut_direct_path_is_survived_by_resume() {
     );
     // Every UDP datagram through router A is dropped; signaling is TCP
     // and stays up, as resume needs.
-    nft(
+    cut_for_a_while(
         &t.a.router,
         "table ip cut {\n\
            chain blocked { type filter hook forward priority -10; meta l4proto udp drop; }\n\
          }\n",
-    )
-    .unwrap();
-    let mut during = Vec::new();
-    for _ in 0..CUT.as_secs() {
-        std::thread::sleep(Duration::from_secs(1));
-        during.push(bytes_under(&out));
-    }
-    nft(&t.a.router, "delete table ip cut\n").unwrap();
-    eprintln!("received {before} bytes before the {CUT:?} cut, then each second: {during:?}");
+        &out,
+        before,
+    );
     x.finish(&t, Duration::from_secs(120));
     assert!(
         x.send.stderr().contains("offering epoch 2"),
