@@ -12,7 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { errorText, launch, newPage, ready, root, signalUrl, startServer, waitUntil } from './harness.js';
+import { errorText, launch, newPage, ready, root, signalUrl, startServer, stored, waitUntil } from './harness.js';
 
 const cliBin = process.env.TALLOW_CLI_BIN ?? `${root}target/debug/tallow`;
 const scratch = mkdtempSync(join(tmpdir(), 'tallow-cli-web-'));
@@ -291,23 +291,6 @@ test('a wrong code: tallow send creates, the page joins with other words; both f
     await b.context().close();
   }
 });
-
-/** Every file the page keeps in its browser storage: path -> SHA-256. */
-function stored(p) {
-  return p.evaluate(async () => {
-    const out = {};
-    const hex = (buf) => Array.from(new Uint8Array(buf), (x) => x.toString(16).padStart(2, '0')).join('');
-    const walk = async (dir, prefix) => {
-      for await (const [name, h] of dir.entries()) {
-        if (h.kind === 'directory') await walk(h, `${prefix}${name}/`);
-        else out[`${prefix}${name}`] = hex(await crypto.subtle.digest('SHA-256', await (await h.getFile()).arrayBuffer()));
-      }
-    };
-    const top = await (await navigator.storage.getDirectory()).getDirectoryHandle('tallow');
-    for await (const [, transfer] of top.entries()) await walk(transfer, '');
-    return out;
-  });
-}
 
 test('a nested folder goes tallow send DIR -> page with every path and SHA-256', { timeout: 90_000 }, async () => {
   const top = join(mkdtempSync(join(scratch, 'send-folder-')), 'project');

@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { artifacts, connected, errorText, launch, newPage, offer, pairUp, ready, startServer, waitUntil } from './harness.js';
+import { artifacts, connected, errorText, launch, newPage, offer, pairUp, ready, startServer, stored, waitUntil } from './harness.js';
 
 let server;
 let browser;
@@ -39,23 +39,6 @@ async function twoPages(query = '?relay=1') {
 }
 
 const close = async (...pages) => { for (const p of pages) await p.context().close(); };
-
-/** Every file the page keeps in its browser storage: path -> SHA-256. */
-function stored(page) {
-  return page.evaluate(async () => {
-    const out = {};
-    const hex = (buf) => Array.from(new Uint8Array(buf), (x) => x.toString(16).padStart(2, '0')).join('');
-    const walk = async (dir, prefix) => {
-      for await (const [name, h] of dir.entries()) {
-        if (h.kind === 'directory') await walk(h, `${prefix}${name}/`);
-        else out[`${prefix}${name}`] = hex(await crypto.subtle.digest('SHA-256', await (await h.getFile()).arrayBuffer()));
-      }
-    };
-    const root = await (await navigator.storage.getDirectory()).getDirectoryHandle('tallow');
-    for await (const [, transfer] of root.entries()) await walk(transfer, '');
-    return out;
-  });
-}
 
 test('a folder of 200 files in nested directories arrives with every path and SHA-256', { timeout: 180_000 }, async () => {
   const top = join(scratch, 'project');

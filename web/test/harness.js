@@ -219,3 +219,20 @@ export async function cuttableProxy(target) {
     close: () => { server.close(); for (const s of live) s.destroy(); },
   };
 }
+
+/** Every file the page keeps in its browser storage: path -> SHA-256. */
+export function stored(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    const hex = (buf) => Array.from(new Uint8Array(buf), (x) => x.toString(16).padStart(2, '0')).join('');
+    const walk = async (dir, prefix) => {
+      for await (const [name, h] of dir.entries()) {
+        if (h.kind === 'directory') await walk(h, `${prefix}${name}/`);
+        else out[`${prefix}${name}`] = hex(await crypto.subtle.digest('SHA-256', await (await h.getFile()).arrayBuffer()));
+      }
+    };
+    const root = await (await navigator.storage.getDirectory()).getDirectoryHandle('tallow');
+    for await (const [, transfer] of root.entries()) await walk(transfer, '');
+    return out;
+  });
+}
