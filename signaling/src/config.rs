@@ -197,6 +197,15 @@ pub struct Limits {
     )]
     pub max_upgrades_per_ip_per_min: u32,
 
+    /// `GET /api/turn/credentials` answers per address (IPv6: one prefix)
+    /// per minute on this node, also the burst; more are refused with 429.
+    #[arg(
+        long = "turn-credentials-per-ip-per-min",
+        env = "TALLOW_TURN_CREDENTIALS_PER_IP_PER_MIN",
+        default_value_t = 30
+    )]
+    pub turn_credentials_per_ip_per_min: u32,
+
     /// IPv6 clients count against their address's first this many bits
     /// (a /64 is one home, office or phone).
     #[arg(
@@ -389,6 +398,10 @@ impl Config {
             (
                 "TALLOW_MAX_UPGRADES_PER_IP_PER_MIN",
                 u64::from(l.max_upgrades_per_ip_per_min),
+            ),
+            (
+                "TALLOW_TURN_CREDENTIALS_PER_IP_PER_MIN",
+                u64::from(l.turn_credentials_per_ip_per_min),
             ),
             (
                 "TALLOW_ROOM_MAX_MEMBERS",

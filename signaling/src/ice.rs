@@ -57,6 +57,22 @@ impl IceConfig {
     /// Servers for one seat of `session`. The label names the session so
     /// relay logs can be tied to it, not the user.
     pub fn servers_for(&self, session: &str, host_hint: Option<&str>) -> Vec<IceServer> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let label = session.get(..16).unwrap_or(session);
+        self.servers_at(label, host_hint, now, self.ttl_secs)
+    }
+
+    /// Servers whose TURN credentials carry `label` and expire `ttl_secs`
+    /// after Unix time `now`.
+    pub fn servers_at(
+        &self,
+        label: &str,
+        host_hint: Option<&str>,
+        now: u64,
+        ttl_secs: u64,
+    ) -> Vec<IceServer> {
         let (stun_urls, turn_urls) = match (&self.embedded, self.turn_urls.is_empty()) {
             (Some(relay), true) => relay.urls(host_hint),
             _ => (self.stun_urls.clone(), self.turn_urls.clone()),
@@ -70,11 +86,7 @@ impl IceConfig {
             });
         }
         if !turn_urls.is_empty() {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let label = session.get(..16).unwrap_or(session);
-            let c = credentials::issue(self.secret.expose(), label, now, self.ttl_secs);
+            let c = credentials::issue(self.secret.expose(), label, now, ttl_secs);
             out.push(IceServer {
                 urls: turn_urls,
                 username: Some(c.username),

@@ -1,5 +1,6 @@
 //! Per-address accounting on one node: open connections, the upgrade rate,
-//! and failed joins (nameplate guessing) within a sliding window. Seats per
+//! the TURN credential rate, and failed joins (nameplate guessing) within a
+//! sliding window. Seats per
 //! address are counted by the presence store, which knows when a seat ends
 //! even after its connection is gone. Pure: time is an argument.
 
@@ -13,14 +14,43 @@ pub struct IpLimitsConfig {
     pub max_connections: usize,
     /// Upgrades per address per minute; also the burst.
     pub upgrades_per_min: u32,
+    /// `GET /api/turn/credentials` per address per minute; also the burst.
+    pub credentials_per_min: u32,
     pub max_failed_joins: usize,
     pub window: Duration,
 }
 
+/// A token bucket that refills `per_min` tokens a minute, up to `per_min`.
 #[derive(Debug)]
-struct Upgrades {
+struct PerMinute {
     tokens: f64,
     at: Instant,
+}
+
+impl PerMinute {
+    /// Take a token for `ip` from `buckets`, or say how long until one.
+    fn take(
+        buckets: &mut HashMap<IpKey, PerMinute>,
+        ip: IpKey,
+        per_min: u32,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let per_min = f64::from(per_min.max(1));
+        let rate = per_min / 60.0;
+        let b = buckets.entry(ip).or_insert(PerMinute {
+            tokens: per_min,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate).min(per_min);
+        b.at = now;
+        if b.tokens < 1.0 {
+            let wait = (1.0 - b.tokens) / rate;
+            return Err(Duration::from_secs_f64(wait.max(0.001)));
+        }
+        b.tokens -= 1.0;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -43,7 +73,8 @@ pub enum Refusal {
 pub struct IpLimits {
     cfg: IpLimitsConfig,
     connections: HashMap<IpKey, usize>,
-    upgrades: HashMap<IpKey, Upgrades>,
+    upgrades: HashMap<IpKey, PerMinute>,
+    credentials: HashMap<IpKey, PerMinute>,
     failed: HashMap<IpKey, Failures>,
 }
 
@@ -53,6 +84,7 @@ impl IpLimits {
             cfg,
             connections: HashMap::new(),
             upgrades: HashMap::new(),
+            credentials: HashMap::new(),
             failed: HashMap::new(),
         }
     }
@@ -64,24 +96,15 @@ impl IpLimits {
         if open >= self.cfg.max_connections {
             return Err(Refusal::TooManyConnections);
         }
-        let per_min = f64::from(self.cfg.upgrades_per_min.max(1));
-        let rate = per_min / 60.0;
-        let b = self.upgrades.entry(ip).or_insert(Upgrades {
-            tokens: per_min,
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(per_min);
-        b.at = now;
-        if b.tokens < 1.0 {
-            let wait = (1.0 - b.tokens) / rate;
-            return Err(Refusal::TooFast {
-                retry_after: Duration::from_secs_f64(wait.max(0.001)),
-            });
-        }
-        b.tokens -= 1.0;
+        PerMinute::take(&mut self.upgrades, ip, self.cfg.upgrades_per_min, now)
+            .map_err(|retry_after| Refusal::TooFast { retry_after })?;
         *self.connections.entry(ip).or_insert(0) += 1;
         Ok(())
+    }
+
+    /// Admit one TURN credential request from `ip`, or say when to retry.
+    pub fn try_issue_credentials(&mut self, ip: IpKey, now: Instant) -> Result<(), Duration> {
+        PerMinute::take(&mut self.credentials, ip, self.cfg.credentials_per_min, now)
     }
 
     pub fn close_connection(&mut self, ip: IpKey) {
@@ -133,11 +156,13 @@ impl IpLimits {
         self.upgrades.retain(|ip, b| {
             connections.contains_key(ip) || now.saturating_duration_since(b.at) < full
         });
+        self.credentials
+            .retain(|_, b| now.saturating_duration_since(b.at) < full);
     }
 
     /// Addresses with state, for tests and metrics.
     pub fn tracked(&self) -> usize {
-        self.connections.len() + self.upgrades.len() + self.failed.len()
+        self.connections.len() + self.upgrades.len() + self.credentials.len() + self.failed.len()
     }
 }
 
@@ -163,6 +188,7 @@ mod tests {
         IpLimits::new(IpLimitsConfig {
             max_connections,
             upgrades_per_min,
+            credentials_per_min: 3,
             max_failed_joins: max_failed,
             window: Duration::from_secs(10),
         })
@@ -202,6 +228,29 @@ mod tests {
         assert!(l
             .try_open_connection(a, t + Duration::from_secs(10))
             .is_ok());
+    }
+
+    #[test]
+    fn credentials_have_their_own_budget_per_address() {
+        let t = Instant::now();
+        let (a, b) = (key("192.0.2.1"), key("192.0.2.2"));
+        let mut l = limits(100, 100, 1);
+        for _ in 0..3 {
+            assert_eq!(l.try_issue_credentials(a, t), Ok(()));
+        }
+        // Three a minute: the fourth waits a third of a minute.
+        assert_eq!(l.try_issue_credentials(a, t), Err(Duration::from_secs(20)));
+        // Another address, and a's WebSocket upgrades, are not charged.
+        assert_eq!(l.try_issue_credentials(b, t), Ok(()));
+        assert_eq!(l.try_open_connection(a, t), Ok(()));
+        assert_eq!(
+            l.try_issue_credentials(a, t + Duration::from_secs(20)),
+            Ok(())
+        );
+        // Full buckets are forgotten.
+        l.close_connection(a);
+        l.sweep(t + Duration::from_secs(200));
+        assert_eq!(l.tracked(), 0);
     }
 
     #[test]

@@ -319,6 +319,8 @@ pub enum ErrorCode {
     TooManyRooms,
     UnknownMember,
     TooManyInvites,
+    BadRequest,
+    TurnUnavailable,
     Internal,
 }
 
@@ -354,6 +356,8 @@ impl ErrorCode {
         ErrorCode::TooManyRooms,
         ErrorCode::UnknownMember,
         ErrorCode::TooManyInvites,
+        ErrorCode::BadRequest,
+        ErrorCode::TurnUnavailable,
         ErrorCode::Internal,
     ];
 
@@ -389,6 +393,8 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::UnknownMember => "unknown_member",
             ErrorCode::TooManyInvites => "too_many_invites",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::TurnUnavailable => "turn_unavailable",
             ErrorCode::Internal => "internal",
         }
     }

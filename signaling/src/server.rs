@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use tallow_relay::config::Secret;
 use tokio::sync::mpsc;
@@ -20,8 +21,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
+use tracing::Instrument;
 
-use crate::client_addr::{self, IpKey};
 use crate::config::Config;
 use crate::ice::IceConfig;
 use crate::ip_limits::{IpLimits, IpLimitsConfig, Refusal};
@@ -30,9 +31,11 @@ use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
 use crate::presence::{Event, Notice, Presence, PresenceConfig, PresenceError};
 use crate::protocol::{AnnouncedLimits, ErrorCode, ServerMsg, PROTOCOL_VERSION};
+use crate::request_id::RequestId;
 use crate::room::RoomRules;
 use crate::rooms::{self, RoomsConfig};
 pub use crate::state::AppState;
+use crate::turn_rest;
 
 /// How long readiness waits for the presence store.
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -174,6 +177,7 @@ impl Server {
             ip_limits: Mutex::new(IpLimits::new(IpLimitsConfig {
                 max_connections: l.max_connections_per_ip,
                 upgrades_per_min: l.max_upgrades_per_ip_per_min,
+                credentials_per_min: l.turn_credentials_per_ip_per_min,
                 max_failed_joins: l.max_failed_joins_per_ip,
                 window: Duration::from_secs(l.failed_join_window_secs),
             })),
@@ -514,11 +518,16 @@ fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
     let mut r = Router::new()
         .route("/signal", get(signal))
         .route("/api/health", get(health))
-        .route("/api/ready", get(ready));
+        .route("/api/ready", get(ready))
+        // The paths Tallow's earlier manifests and clients call.
+        .route("/api/health/liveness", get(health))
+        .route("/api/health/readiness", get(ready))
+        .route("/api/turn/credentials", get(turn_credentials));
     if with_metrics {
         r = r.route("/metrics", get(metrics));
     }
     security_headers(r.fallback_service(ServeDir::new(web)).with_state(state))
+        .layer(axum::middleware::from_fn(crate::request_id::layer))
 }
 
 /// What the page may load: only its own scripts, styles and connections
@@ -564,34 +573,22 @@ fn web_root(cfg: &Config) -> PathBuf {
 async fn signal(
     State(st): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = &st.cfg.allowed_origins;
-        let ok = allowed.is_empty()
-            || origin
-                .to_str()
-                .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
-        if !ok {
-            st.metrics.error(ErrorCode::OriginNotAllowed);
-            let body = json!({
-                "code": ErrorCode::OriginNotAllowed.as_str(),
-                "message": "this origin may not open /signal",
-            });
-            return (StatusCode::FORBIDDEN, Json(body)).into_response();
-        }
+    if !crate::origin::allowed(&st.cfg.allowed_origins, headers.get(header::ORIGIN)) {
+        st.metrics.error(ErrorCode::OriginNotAllowed);
+        let body = json!({
+            "code": ErrorCode::OriginNotAllowed.as_str(),
+            "message": "this origin may not open /signal",
+        });
+        return (StatusCode::FORBIDDEN, Json(body)).into_response();
     }
     if st.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let trusted: &[ipnet::IpNet] = if st.cfg.trust_forwarded_for {
-        &st.cfg.trusted_proxies
-    } else {
-        &[]
-    };
-    let ip = client_addr::client_ip(trusted, remote.ip(), &headers);
-    let ip = IpKey::new(ip, st.cfg.limits.ipv6_prefix);
+    let ip = st.client_key(remote.ip(), &headers);
     // Refused before the upgrade, where a refusal costs the least. The slot
     // is released when the connection ends (conn::run).
     let admitted = st
@@ -646,7 +643,99 @@ async fn signal(
             let st = st.clone();
             move |_| st.lock_ip_limits().close_connection(ip)
         })
-        .on_upgrade(move |socket| tracker.track_future(crate::conn::run(st, socket, ip, host)))
+        .on_upgrade(move |socket| {
+            // Every line the connection logs carries the upgrade's id.
+            let span = tracing::info_span!("conn", request_id = %request_id);
+            tracker.track_future(crate::conn::run(st, socket, ip, host).instrument(span))
+        })
+}
+
+async fn turn_credentials(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    params: Result<Query<turn_rest::Params>, QueryRejection>,
+) -> Response {
+    let origin = headers.get(header::ORIGIN);
+    let refuse = |status: StatusCode, code: ErrorCode, message: String| {
+        st.metrics.error(code);
+        let body = json!({ "code": code.as_str(), "message": message });
+        (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+    };
+    if !crate::origin::allowed(&st.cfg.allowed_origins, origin) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            ErrorCode::OriginNotAllowed,
+            "this origin may not fetch TURN credentials".into(),
+        );
+    }
+    let ip = st.client_key(remote.ip(), &headers);
+    let admitted = st
+        .lock_ip_limits()
+        .try_issue_credentials(ip, std::time::Instant::now());
+    if let Err(retry) = admitted {
+        let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
+        let code = ErrorCode::RateLimited;
+        st.metrics.error(code);
+        let message = format!(
+            "over {} credential requests a minute from this address",
+            st.cfg.limits.turn_credentials_per_ip_per_min
+        );
+        let body = json!({ "code": code.as_str(), "message": message, "retry_after_secs": secs });
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (header::RETRY_AFTER, secs.to_string()),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+            ],
+            Json(body),
+        )
+            .into_response();
+    }
+    let params = match params {
+        Ok(Query(p)) => p,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                format!("unreadable query: {}", e.body_text()),
+            )
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let host = request_hostname(&headers);
+    match turn_rest::issue(&st.ice, &params, host.as_deref(), now) {
+        Ok(c) => {
+            let mut resp = (
+                StatusCode::OK,
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(c),
+            )
+                .into_response();
+            // A page of an allowed origin may read the answer.
+            if let Some(o) = origin.filter(|_| !st.cfg.allowed_origins.is_empty()) {
+                resp.headers_mut()
+                    .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+                resp.headers_mut()
+                    .insert(header::VARY, axum::http::HeaderValue::from_static("origin"));
+            } else if origin.is_some() {
+                resp.headers_mut().insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    axum::http::HeaderValue::from_static("*"),
+                );
+            }
+            resp
+        }
+        Err(r) => {
+            let status = match r.code {
+                ErrorCode::TurnUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            refuse(status, r.code, r.message)
+        }
+    }
 }
 
 /// The hostname of the request's Host header, without the port; only

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use axum::http::HeaderMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::client_addr::{self, IpKey};
 use crate::config::Config;
 use crate::ice::IceConfig;
 use crate::ip_limits::IpLimits;
@@ -42,6 +44,18 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The key per-address limits count a request from `remote` against:
+    /// the forwarded client address when a trusted proxy sent it.
+    pub(crate) fn client_key(&self, remote: std::net::IpAddr, headers: &HeaderMap) -> IpKey {
+        let trusted: &[ipnet::IpNet] = if self.cfg.trust_forwarded_for {
+            &self.cfg.trusted_proxies
+        } else {
+            &[]
+        };
+        let ip = client_addr::client_ip(trusted, remote, headers);
+        IpKey::new(ip, self.cfg.limits.ipv6_prefix)
+    }
+
     pub(crate) fn lock_conns(&self) -> MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<Notice>>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -55,3 +55,98 @@ async fn the_shipped_nginx_conf_proxies_signal_probes_and_the_web_client() {
     d.send(json!({"type": "create"})).await;
     d.expect_error("too_many_sessions").await;
 }
+
+/// NGINX's request id (its `$request_id`, not one a client made up) reaches
+/// tallow-server's JSON log, for a plain request and for a WebSocket.
+#[tokio::test]
+async fn the_request_id_from_nginx_reaches_the_server_log() {
+    let mut bin =
+        common::Binary::spawn(&[("TURN_ENABLED", "true"), ("TURN_LISTEN", "127.0.0.1:0")]);
+    let nginx = start_nginx(bin.addr);
+    let front = nginx.addr;
+    let resp = reqwest::Client::new()
+        .get(format!("http://{front}/api/turn/credentials"))
+        .header("x-request-id", "chosen-by-the-client")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(resp.headers().get_all("x-request-id").iter().count(), 1);
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let found = bin.logs.lock().unwrap().iter().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["request_id"] == id.as_str()).then_some(v)
+        });
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} not in the server log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(line["path"], "/api/turn/credentials");
+    assert_eq!(line["status"], 200);
+    // It is NGINX's own: the same id is on its access log line.
+    let access = nginx.access_log();
+    let mine = access
+        .iter()
+        .find(|v| {
+            v["request"]
+                .as_str()
+                .unwrap_or("")
+                .contains("/api/turn/credentials")
+        })
+        .unwrap_or_else(|| panic!("no access log line: {access:?}"));
+    assert_eq!(mine["request_id"], id.as_str());
+    assert!(!bin
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("chosen-by-the-client")));
+
+    // The upgrade through NGINX is logged with an id NGINX made.
+    let mut c = Client::connect_with(front, &[("x-request-id", "chosen-by-the-client")])
+        .await
+        .unwrap();
+    c.send(json!({"type": "create"})).await;
+    c.expect("created").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let upgrade = bin.logs.lock().unwrap().iter().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["path"] == "/signal" && v["status"] == 101).then_some(v)
+        });
+        if let Some(v) = upgrade {
+            let rid = v["request_id"].as_str().unwrap().to_owned();
+            assert_ne!(rid, id);
+            // NGINX logs a WebSocket when it closes.
+            drop(c);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !nginx.access_log().iter().any(|a| {
+                a["request"].as_str().unwrap_or("").contains("/signal")
+                    && a["request_id"] == rid.as_str()
+            }) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{rid} not in nginx's log: {:?}",
+                    nginx.access_log()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no upgrade line");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    bin.signal("-TERM");
+    bin.wait_exit(std::time::Duration::from_secs(12));
+}

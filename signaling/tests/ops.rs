@@ -319,3 +319,152 @@ async fn the_health_check_script_probes_self_signed_https_by_its_logged_pin() {
     bin.signal("-TERM");
     bin.wait_exit(Duration::from_secs(12));
 }
+
+/// The paths Tallow's earlier manifests and clients probe answer as
+/// `/api/health` and `/api/ready` do, including when the store stalls.
+#[tokio::test]
+async fn liveness_and_readiness_paths_follow_health_and_ready() {
+    let env = common::Store::Redis.start(&[]).await;
+    let addr = env.local_addr();
+    let (status, body) = common::http_get(addr, "/api/health/liveness").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["status"],
+        "ok"
+    );
+    let (status, body) = common::http_get(addr, "/api/health/readiness").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ready");
+    assert_eq!(v["checks"]["presence"]["store"], "redis");
+
+    // Redis stalls (SIGSTOP): not ready, still alive, and back after.
+    let redis = env.redis.as_ref().unwrap();
+    redis.stop();
+    let (status, body) = common::http_get(addr, "/api/health/readiness").await;
+    redis.cont();
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["failed"], json!(["presence"]));
+    let (status, _) = common::http_get(addr, "/api/health/liveness").await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while common::http_get(addr, "/api/health/readiness").await.0 != 200 {
+        assert!(Instant::now() < deadline, "readiness did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn log_lines(bin: &Binary) -> Vec<Value> {
+    bin.logs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Wait (bounded) for a log line matching `pred`.
+async fn logged(bin: &Binary, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = log_lines(bin).into_iter().find(&pred) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line {what}: {:#?}",
+            log_lines(bin)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn request_ids_reach_the_json_log_for_requests_and_upgrades() {
+    let mut bin = Binary::spawn(&[("RUST_LOG", "info,tallow_signaling::conn=debug")]);
+    let addr = bin.addr;
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("http://{addr}/"))
+        .header("x-request-id", "edge-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "edge-7f3a");
+    let line = logged(&bin, "for GET /", |v| v["request_id"] == "edge-7f3a").await;
+    assert_eq!(
+        (
+            &line["message"],
+            &line["method"],
+            &line["path"],
+            &line["status"]
+        ),
+        (
+            &json!("http request"),
+            &json!("GET"),
+            &json!("/"),
+            &json!(200)
+        )
+    );
+
+    // A header that is not a plausible id is replaced, and never logged.
+    for hostile in ["has space", "x\"}{\"level\":\"ERROR", &"z".repeat(129)] {
+        let resp = http
+            .get(format!("http://{addr}/index.html"))
+            .header("x-request-id", hostile)
+            .send()
+            .await
+            .unwrap();
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        logged(&bin, "for the replaced id", |v| {
+            v["request_id"] == id.as_str()
+        })
+        .await;
+        assert!(
+            !bin.logs.lock().unwrap().iter().any(|l| l.contains(hostile)),
+            "{hostile:?} reached the log"
+        );
+    }
+
+    // A WebSocket upgrade: its own line, and the id on the connection's
+    // lines (its span).
+    let mut c = Client::connect_with(addr, &[("x-request-id", "ws-upgrade-42")])
+        .await
+        .unwrap();
+    c.send(json!({"type": "create"})).await;
+    c.expect("created").await;
+    let line = logged(&bin, "for the upgrade", |v| {
+        v["request_id"] == "ws-upgrade-42" && v["message"] == "http request"
+    })
+    .await;
+    assert_eq!(
+        (&line["path"], &line["status"]),
+        (&json!("/signal"), &json!(101))
+    );
+    logged(&bin, "from the connection", |v| {
+        v["message"] == "connected" && v["span"]["request_id"] == "ws-upgrade-42"
+    })
+    .await;
+
+    // Probes are routine: not at info.
+    let resp = http
+        .get(format!("http://{addr}/api/health/liveness"))
+        .header("x-request-id", "probe-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "probe-1");
+    drop(c);
+    bin.signal("-TERM");
+    bin.wait_exit(Duration::from_secs(12));
+    assert!(!bin
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("probe-1")));
+}

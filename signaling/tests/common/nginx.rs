@@ -14,6 +14,19 @@ pub struct Nginx {
     child: Child,
     pub addr: SocketAddr,
     _dir: TempDir,
+    access_log: PathBuf,
+}
+
+impl Nginx {
+    /// The access log's lines (the shipped JSON format) so far.
+    #[allow(dead_code)]
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("access log lines are JSON"))
+            .collect()
+    }
 }
 
 impl Drop for Nginx {
@@ -87,13 +100,16 @@ pub fn start(upstream: SocketAddr) -> Nginx {
     assert!(conf.contains(&format!("listen 127.0.0.1:{https_port};")));
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
+    // The shipped file logs to stdout, as containers expect.
+    let access_log = dir.join("access.log");
+    let stdout = std::fs::File::create(&access_log).unwrap();
     let child = Command::new(nginx_binary())
         .arg("-c")
         .arg(&conf_path)
         .arg("-p")
         .arg(&dir)
         .args(["-g", "daemon off; user root;"])
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(stdout))
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start nginx");
@@ -107,5 +123,6 @@ pub fn start(upstream: SocketAddr) -> Nginx {
         child,
         addr,
         _dir: TempDir(dir),
+        access_log,
     }
 }
