@@ -332,8 +332,16 @@ async fn liveness_and_readiness_paths_follow_health_and_ready() {
         serde_json::from_str::<Value>(&body).unwrap()["status"],
         "ok"
     );
-    let (status, body) = common::http_get(addr, "/api/health/readiness").await;
-    assert_eq!(status, 200, "{body}");
+    // Ready once the node has subscribed to its notice channel.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = common::http_get(addr, "/api/health/readiness").await;
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "ready");
     assert_eq!(v["checks"]["presence"]["store"], "redis");
@@ -467,4 +475,97 @@ async fn request_ids_reach_the_json_log_for_requests_and_upgrades() {
         .unwrap()
         .iter()
         .any(|l| l.contains("probe-1")));
+}
+
+async fn health_check(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/health-check.sh");
+    let mut cmd = tokio::process::Command::new(script);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.unwrap()
+}
+
+/// The probe script passes against a running server (with its TURN
+/// credentials and metrics), and fails, non-zero, against one that stalls
+/// (SIGSTOP), one whose store stalls, and one that is gone.
+#[tokio::test]
+async fn the_health_check_script_fails_on_a_stalled_or_stopped_server() {
+    let mut bin = Binary::spawn(&[("TURN_ENABLED", "true"), ("TURN_LISTEN", "127.0.0.1:0")]);
+    let url = format!("http://{}", bin.addr);
+    let out = health_check(&[&url, "--metrics", "--turn"], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "PASS alive",
+        "PASS ready",
+        "PASS metrics",
+        "PASS turn credentials",
+    ] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    // Not a terminal: no colour codes. On a terminal (script(1) gives it
+    // a pty), PASS is green.
+    assert!(!stdout.contains('\u{1b}'), "{stdout}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/health-check.sh");
+    let tty = tokio::process::Command::new("script")
+        .args(["-qec", &format!("{script} {url}"), "/dev/null"])
+        .output()
+        .await
+        .expect("script(1), from util-linux");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(shown.contains("\u{1b}[32mPASS\u{1b}[0m alive"), "{shown:?}");
+
+    // A stalled process holds its port but answers nothing.
+    bin.signal("-STOP");
+    let out = health_check(&[&url], &[]).await;
+    bin.signal("-CONT");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT ALIVE"));
+    let out = health_check(&[&url], &[]).await;
+    assert!(out.status.success());
+
+    // Gone: nothing listens.
+    bin.signal("-TERM");
+    bin.wait_exit(Duration::from_secs(12));
+    let out = health_check(&[&url], &[("TALLOW_URL", "http://127.0.0.1:9")]).await;
+    assert_eq!(out.status.code(), Some(2));
+
+    // Alive but its Redis stalls: not ready, exit 1, with the reason.
+    let env = common::Store::Redis.start(&[]).await;
+    let url = format!("http://{}", env.local_addr());
+    env.redis.as_ref().unwrap().stop();
+    let out = health_check(&[&url], &[]).await;
+    env.redis.as_ref().unwrap().cont();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("NOT READY") && stderr.contains("presence"),
+        "{stderr}"
+    );
+    // TURN credentials asked of a server without a relay: a failed check.
+    let out = health_check(&[&url, "--turn"], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("turn_unavailable"));
+
+    // Bad usage, and a k8s target with no cluster to reach.
+    assert_eq!(health_check(&["staging"], &[]).await.status.code(), Some(3));
+    let out = health_check(&["k8s"], &[("KUBECONFIG", "/nonexistent")]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
