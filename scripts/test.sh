@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 tools="$root/target/test-tools"
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 # --- 1. tools ---------------------------------------------------------------
 # command -> Debian package
