@@ -139,6 +139,27 @@ for t in "${targets[@]}"; do
     yamllint --strict -c "$out/yamllint-rendered.yml" "$rendered" || fail "$t: yamllint on the render (above)"
 done
 
+# --- scripts/deploy-k8s.sh --dry-run --------------------------------------
+# Its phases must apply every document of the render, each once.
+if [[ ${kustomize[0]} == kubectl ]]; then
+    for o in dev production; do
+        echo "check-k8s: scripts/deploy-k8s.sh $o --dry-run"
+        if ! scripts/deploy-k8s.sh "$o" --dry-run >"$out/deploy-$o.yaml" 2>"$out/deploy-$o.stderr"; then
+            cat "$out/deploy-$o.stderr" >&2
+            fail "deploy-k8s.sh $o --dry-run failed"
+            continue
+        fi
+        docs() { awk '/^---$/ { print k "/" n; k = n = "" } /^kind: / { k = $2 } /^  name: / && !n { n = $2 } END { print k "/" n }' "$1" | sort; }
+        if ! diff <(docs "$out/overlays-$o.yaml") <(docs "$out/deploy-$o.yaml") >"$out/deploy-$o.diff"; then
+            cat "$out/deploy-$o.diff" >&2
+            fail "deploy-k8s.sh $o --dry-run does not apply exactly the render's documents (diff above)"
+        fi
+        "$validate" --strict --quiet "$out/deploy-$o.yaml" || fail "deploy-k8s.sh $o --dry-run output does not validate"
+    done
+else
+    echo "check-k8s: scripts/deploy-k8s.sh --dry-run skipped: it needs kubectl"
+fi
+
 if ((failures)); then
     echo "check-k8s: $failures failure(s); renders are in $out/" >&2
     exit 1
