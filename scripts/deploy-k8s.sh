@@ -124,6 +124,12 @@ kubectl version --request-timeout=15s >/dev/null || {
     exit 1
 }
 
+if kubectl -n "$ns" get deployment/tallow-redis >/dev/null 2>&1; then
+    echo "deploy-k8s: this namespace runs the earlier flat manifests (Redis as a Deployment):" \
+        "follow k8s/README.md, \"Upgrading from the flat k8s/*.yaml\", first" >&2
+    exit 1
+fi
+
 step "1. namespace $ns and the Secret"
 pick only "${phase1[@]}" | kubectl apply -f -
 missing=()
