@@ -79,12 +79,11 @@ shellcheck scripts/*.sh .ci/run
 step "yamllint"
 yamllint --strict -c .yamllint.yml k8s docker-compose.yml
 
-step "kubernetes-validate (strict schemas)"
-resources=()
-for f in k8s/*.yaml; do
-    [[ "$(basename "$f")" == kustomization.yaml ]] || resources+=("$f")
-done
-"$tools/venv/bin/kubernetes-validate" --strict --quiet "${resources[@]}"
+step "Kubernetes manifests (kustomize, kubernetes-validate, policy, yamllint)"
+./scripts/check-k8s.sh
+
+step "Dockerfile (build context, binaries the manifests run)"
+./scripts/check-dockerfile.sh
 
 step "nginx -t"
 # The shipped config with its certificate paths pointed at a throwaway
