@@ -12,7 +12,9 @@
 #      (an empty REDIS_PASSWORD would be a Redis without a password);
 #   5. coturn (Debian's turnserver) loads compose/coturn/turnserver.conf and
 #      relays for TURN REST API credentials made with the shared secret, and
-#      refuses credentials made with another one.
+#      refuses credentials made with another one;
+#   6. deploy-dev.sh --compose and deploy-prod.sh, run for real without
+#      their settings, stop before touching Docker and name each fix.
 # Not checked here (it needs Docker): building the images, pulling them,
 # `docker compose config` (deploy-dev.sh and deploy-prod.sh run it before
 # starting anything), and the containers actually running.
@@ -171,7 +173,7 @@ $ready || { cat "$scratch/coturn.log" >&2; fail "coturn did not start with compo
 # Two clients relaying to each other's relayed (loopback) addresses, as two
 # browsers on the dev host do: needs allow-loopback-peers and relay-ip.
 timeout 60 turnutils_uclient -y -c -W "$secret" -p "$turn_port" -m 2 -n 20 -l 100 -z 5 127.0.0.1 \
-    >"$scratch/uclient.log" 2>&1 || { cat "$scratch/uclient.log" >&2; fail "coturn refused credentials made with its secret"; }
+    >"$scratch/uclient.log" 2>&1 || { cat "$scratch/uclient.log" >&2; fail "coturn did not relay between two loopback allocations with credentials made with its own secret"; }
 totals=$(grep -o 'tot_send_msgs=[0-9]*, tot_recv_msgs=[0-9]*' "$scratch/uclient.log" | tail -n 1)
 recv=${totals##*tot_recv_msgs=}
 [[ -n "$totals" && "$recv" -gt 0 ]] || { cat "$scratch/uclient.log" >&2; fail "nothing relayed through coturn"; }
@@ -190,6 +192,28 @@ echo "wrong secret: refused ($(grep -m1 -o 'check_stun_auth.*' "$scratch/coturn.
 kill "$turn_pid"
 wait "$turn_pid" 2>/dev/null || true
 turn_pid=""
+
+# --- 6. the deploy scripts stop before Docker when a prerequisite is missing --
+step "deploy-dev.sh --compose and deploy-prod.sh refuse to start without their settings"
+# Empty values: the environment wins over a developer's .env, as in compose.
+expect_refusal() { # script args... -- expected message fragments...
+    local cmd=() rc=0
+    while [[ $1 != -- ]]; do cmd+=("$1"); shift; done
+    shift
+    TURN_SECRET="" ALLOWED_ORIGINS="" REDIS_PASSWORD="" TURN_EXTERNAL_IP="" \
+        TLS_CERT_DIR="$scratch/no-certs" "${cmd[@]}" >"$scratch/deploy.out" 2>&1 || rc=$?
+    ((rc == 1)) || { cat "$scratch/deploy.out" >&2; fail "${cmd[*]}: exit status $rc, expected 1"; }
+    for want in "$@"; do
+        grep -qF -- "$want" "$scratch/deploy.out" \
+            || { cat "$scratch/deploy.out" >&2; fail "${cmd[*]}: no '$want' in its message"; }
+    done
+    echo "${cmd[*]}: refused (exit 1), naming: $*"
+}
+expect_refusal scripts/deploy-dev.sh --compose -- \
+    "TURN_SECRET is not set: export TURN_SECRET=\$(openssl rand -hex 32)"
+expect_refusal scripts/deploy-prod.sh -- \
+    "TURN_SECRET is not set" "ALLOWED_ORIGINS is not set" "REDIS_PASSWORD is not set" \
+    "TURN_EXTERNAL_IP is not set" "missing $scratch/no-certs/fullchain.pem"
 
 echo
 echo "check-compose: ${#files[@]} compose files checked"
