@@ -156,7 +156,7 @@ for _ in range(100):
 print(p, 40000 + p % 8000)
 PY
 )
-secret=$(openssl rand -hex 32)
+secret=$(python3 -c "import secrets; print(secrets.token_hex(32))")
 turnserver -c compose/coturn/turnserver.conf --static-auth-secret="$secret" \
     --listening-port="$turn_port" --min-port="$relay_low" --max-port="$((relay_low + 20))" \
     --pidfile="$scratch/turnserver.pid" --db="$scratch/turndb" >"$scratch/coturn.log" 2>&1 &
