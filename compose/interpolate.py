@@ -37,6 +37,8 @@ STRING_PATHS = [
         r"^services\.[^.]+\.environment\.[^.]+$",
         r"^services\.[^.]+\.command\.\d+$",
         r"^services\.[^.]+\.volumes\.\d+$",
+        # An image reference stays a string; TALLOW_IMAGE pins the release.
+        r"^services\.[^.]+\.image$",
     )
 ]
 

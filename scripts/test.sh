@@ -77,7 +77,10 @@ step "shellcheck"
 shellcheck scripts/*.sh .ci/run
 
 step "yamllint"
-yamllint --strict -c .yamllint.yml k8s docker-compose.yml
+yamllint --strict -c .yamllint.yml k8s docker-compose.yml compose.dev.yml
+
+step "compose files (schema, policy, coturn config, deploy-script refusals)"
+./scripts/check-compose.sh
 
 step "Kubernetes manifests (kustomize, kubernetes-validate, policy, yamllint)"
 ./scripts/check-k8s.sh
