@@ -33,7 +33,7 @@ pub mod drop_reason {
     /// No permission or channel for that peer, or the peer address policy
     /// refuses it.
     pub const NO_PERMISSION: &str = "no_permission";
-    /// Over the allocation's bandwidth cap (TURN_BANDWIDTH_LIMIT).
+    /// Over the allocation's bandwidth cap (TURN_MAX_BYTES_PER_SEC).
     pub const BANDWIDTH: &str = "bandwidth";
     /// The socket refused the datagram, or a slow TCP client's queue was full.
     pub const SEND_FAILED: &str = "send_failed";

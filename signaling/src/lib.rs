@@ -18,6 +18,7 @@ pub mod nameplate;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
+mod readiness;
 pub mod registry;
 pub mod room;
 pub mod rooms;
