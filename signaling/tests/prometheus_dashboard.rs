@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
-/// The scrape job's name, as monitoring/README.md tells operators to name it.
-const JOB: &str = "tallow";
+/// The scrape job's name, as monitoring/README.md tells operators to name it
+/// (and as the ServiceMonitor names it after its Service).
+const JOB: &str = "tallow-server";
 /// Prometheus scrapes and evaluates rules this often here.
 const SCRAPE_SECS: u64 = 1;
 /// Grafana's `$__rate_interval` is max($__interval + scrape interval,
@@ -57,7 +58,7 @@ impl Drop for Prometheus {
 
 impl Prometheus {
     /// Start prometheus on a free loopback port, scraping `target` as job
-    /// `tallow` and evaluating `rules`; returns once it is ready.
+    /// `tallow-server` and evaluating `rules`; returns once it is ready.
     async fn start(target: std::net::SocketAddr, rules: &Path) -> Prometheus {
         assert!(
             Path::new(PROMETHEUS).exists(),
