@@ -68,6 +68,22 @@ async fn ready_and_presence_gauges_follow_the_store_as_the_probe_does() {
     assert_eq!(value(&m, "tallow_presence_up"), Some(1.0), "{m}");
     let (status, body) = common::http_get(addr, "/api/ready").await;
     assert_eq!(status, 200, "{body}");
+
+    // Stalled rather than gone (SIGSTOP): the probe times out, and the
+    // scrape still answers with the node marked unready.
+    let errors_before = value(&m, "tallow_presence_errors_total").unwrap();
+    env.redis.as_ref().unwrap().stop();
+    let m = scrape_until(addr, "stall counted", |m| {
+        value(m, "tallow_presence_errors_total").is_some_and(|v| v > errors_before)
+    })
+    .await;
+    assert_eq!(value(&m, "tallow_ready"), Some(0.0), "{m}");
+    assert_eq!(value(&m, "tallow_presence_up"), Some(0.0), "{m}");
+    env.redis.as_ref().unwrap().cont();
+    scrape_until(addr, "ready after the stall", |m| {
+        value(m, "tallow_ready") == Some(1.0)
+    })
+    .await;
 }
 
 #[tokio::test]
