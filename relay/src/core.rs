@@ -122,6 +122,9 @@ fn unix_now() -> u64 {
 
 impl Core {
     pub fn new(cfg: CoreConfig, metrics: RelayMetrics, now: Instant) -> Self {
+        metrics
+            .max_allocations
+            .set(i64::try_from(cfg.total_quota).unwrap_or(i64::MAX));
         Core {
             nonces: Nonces::new(rand::random(), cfg.nonce_lifetime_secs),
             cfg,
@@ -154,7 +157,7 @@ impl Core {
         match codec::classify(buf) {
             Packet::ChannelData { channel, data } => {
                 let Some(&idx) = self.by_client.get(client) else {
-                    self.metrics.dropped_packets.inc();
+                    self.metrics.dropped_no_allocation.inc();
                     return;
                 };
                 let a = self.allocs[idx].as_ref().expect("indexed allocation");
@@ -163,21 +166,21 @@ impl Core {
                         self.forward(io, idx, peer, data, now)
                     }
                     _ => {
-                        self.metrics.dropped_packets.inc();
+                        self.metrics.dropped_no_permission.inc();
                     }
                 }
             }
             Packet::Stun => {
                 if let Some((peer, data)) = codec::parse_send_indication(buf) {
                     let Some(&idx) = self.by_client.get(client) else {
-                        self.metrics.dropped_packets.inc();
+                        self.metrics.dropped_no_allocation.inc();
                         return;
                     };
                     let a = self.allocs[idx].as_ref().expect("indexed allocation");
                     if a.permitted(peer.ip(), now) {
                         self.forward(io, idx, peer, data, now);
                     } else {
-                        self.metrics.dropped_packets.inc();
+                        self.metrics.dropped_no_permission.inc();
                     }
                     return;
                 }
@@ -195,7 +198,7 @@ impl Core {
                 }
             }
             Packet::Invalid => {
-                self.metrics.dropped_packets.inc();
+                self.metrics.dropped_invalid.inc();
             }
         }
     }
@@ -218,8 +221,11 @@ impl Core {
             Some(idx) if self.cfg.policy.allows(from.ip()) && !self.is_own_ip(from) => {
                 self.deliver(io, idx, from, data, now)
             }
-            _ => {
-                self.metrics.dropped_packets.inc();
+            Some(_) => {
+                self.metrics.dropped_no_permission.inc();
+            }
+            None => {
+                self.metrics.dropped_no_allocation.inc();
             }
         }
     }
@@ -265,11 +271,11 @@ impl Core {
     ) {
         let a = self.allocs[idx].as_mut().expect("indexed allocation");
         if !a.bucket.admit(data.len(), now) {
-            self.metrics.dropped_packets.inc();
+            self.metrics.dropped_bandwidth.inc();
             return;
         }
-        self.metrics.packets_relayed.inc();
-        self.metrics.bytes_relayed.inc_by(data.len() as u64);
+        self.metrics.packets_to_peer.inc();
+        self.metrics.bytes_to_peer.inc_by(data.len() as u64);
         let ours = self.relayed_ips.iter().any(|(ip, _)| *ip == peer.ip());
         match ours.then(|| self.by_relayed.get(&peer)).flatten() {
             // The peer is another allocation of this server: skip the kernel.
@@ -281,13 +287,13 @@ impl Core {
             // UDP services on the wildcard) is this host: a peer only where
             // loopback is, public address or not.
             _ if ours && !self.cfg.policy.allow_loopback => {
-                self.metrics.dropped_packets.inc();
+                self.metrics.dropped_no_permission.inc();
             }
             _ if self.cfg.policy.allows(peer.ip()) => io.send_to_peer(a.relay, peer, data),
             // An internal IP permitted for another allocation's address:
             // any other port of it (or that address once released) is not.
             _ => {
-                self.metrics.dropped_packets.inc();
+                self.metrics.dropped_no_permission.inc();
             }
         }
     }
@@ -304,10 +310,18 @@ impl Core {
         let Some(a) = self.allocs[idx].as_mut() else {
             return;
         };
-        if !a.permitted(from.ip(), now) || !a.bucket.admit(data.len(), now) {
-            self.metrics.dropped_packets.inc();
+        if !a.permitted(from.ip(), now) {
+            self.metrics.dropped_no_permission.inc();
             return;
         }
+        if !a.bucket.admit(data.len(), now) {
+            self.metrics.dropped_bandwidth.inc();
+            return;
+        }
+        // Counted here, the one way into a client: from a socket (on_peer)
+        // and from another allocation of this relay (forward).
+        self.metrics.packets_to_client.inc();
+        self.metrics.bytes_to_client.inc_by(data.len() as u64);
         match a.channel_for(from, now) {
             Some(ch) => {
                 let pad = a.client.transport == Transport::Tcp;

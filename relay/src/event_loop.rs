@@ -240,7 +240,7 @@ impl Io for Shell {
         match client.transport {
             Transport::Udp => {
                 if self.udp.send_to(data, client.addr).is_err() {
-                    self.metrics.dropped_packets.inc();
+                    self.metrics.dropped_send_failed.inc();
                 }
             }
             Transport::Tcp => {
@@ -249,7 +249,7 @@ impl Io for Shell {
                 };
                 if let Some(c) = self.conns[i].as_mut() {
                     if !queue_tcp(c, data) {
-                        self.metrics.dropped_packets.inc();
+                        self.metrics.dropped_send_failed.inc();
                     }
                     if !c.outbuf.is_empty() && !c.want_write {
                         c.want_write = true;
@@ -267,7 +267,7 @@ impl Io for Shell {
     fn send_to_peer(&mut self, relay: RelayId, peer: SocketAddr, data: &[u8]) {
         if let Some(Some(r)) = self.relays.get(relay as usize) {
             if r.sock.send_to(data, peer).is_err() {
-                self.metrics.dropped_packets.inc();
+                self.metrics.dropped_send_failed.inc();
             }
         }
     }

@@ -19,6 +19,7 @@ pub mod origin;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
+mod readiness;
 pub mod registry;
 pub mod request_id;
 pub mod room;

@@ -37,9 +37,6 @@ use crate::rooms::{self, RoomsConfig};
 pub use crate::state::AppState;
 use crate::turn_rest;
 
-/// How long readiness waits for the presence store.
-const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
@@ -183,7 +180,10 @@ impl Server {
             })),
             node: node.clone(),
             presence,
-            metrics: Metrics::new(cfg.turn_enabled.then_some(&relay_metrics)),
+            metrics: Metrics::new(
+                cfg.turn_enabled.then_some(&relay_metrics),
+                cfg.limits.max_connections,
+            ),
             ice,
             welcome,
             conns: Mutex::new(HashMap::new()),
@@ -388,6 +388,7 @@ async fn run_timers(st: Arc<AppState>) {
     loop {
         tick.tick().await;
         if let Err(e) = st.presence.sweep(&st.node).await {
+            st.metrics.presence_errors.inc();
             tracing::warn!(error = %e, "presence sweep failed");
         }
         st.lock_ip_limits().sweep(std::time::Instant::now());
@@ -404,6 +405,7 @@ async fn run_heartbeat(st: Arc<AppState>) {
     loop {
         tick.tick().await;
         if let Err(e) = st.presence.heartbeat(&st.node).await {
+            st.metrics.presence_errors.inc();
             tracing::warn!(error = %e, "presence heartbeat failed");
         }
     }
@@ -760,35 +762,8 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
-    let mut checks = serde_json::Map::new();
-    let mut failed = Vec::new();
-    checks.insert("config".into(), json!("ok"));
-    match tallow_peer::mlkem_self_test() {
-        Ok(()) => {
-            checks.insert("mlkem_self_test".into(), json!("ok"));
-        }
-        Err(e) => {
-            failed.push("mlkem_self_test");
-            checks.insert("mlkem_self_test".into(), json!(e));
-        }
-    }
-    if st.shutdown.is_cancelled() {
-        failed.push("shutdown");
-        checks.insert("shutdown".into(), json!("draining"));
-    }
-    let probe = tokio::time::timeout(READY_PROBE_TIMEOUT, st.presence.ping()).await;
-    let presence = match probe {
-        Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no answer within {} s", READY_PROBE_TIMEOUT.as_secs()),
-    };
-    if presence != "ok" {
-        failed.push("presence");
-    }
-    checks.insert(
-        "presence".into(),
-        json!({ "store": st.presence.kind(), "status": presence }),
-    );
+    let r = crate::readiness::check(&st).await;
+    let (failed, checks) = (r.failed, r.checks);
     if failed.is_empty() {
         (
             StatusCode::OK,
@@ -802,7 +777,10 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    if let Ok(c) = st.presence.counts().await {
+    // Side by side: a stalled store costs one response timeout, not two.
+    let (readiness, counts) = tokio::join!(crate::readiness::check(&st), st.presence.counts());
+    st.metrics.record_readiness(&readiness);
+    if let Ok(c) = counts {
         st.metrics.sessions.set(c.sessions as i64);
         st.metrics.nameplates.set(c.nameplates as i64);
         st.metrics.rooms.set(c.rooms as i64);

@@ -148,8 +148,14 @@ async fn credentials_from_signal_work_on_the_embedded_relay() {
         !metrics.contains("tallow_turn_auth_failures_total 0\n"),
         "{metrics}"
     );
-    assert!(
-        !metrics.contains("tallow_turn_packets_relayed_total 0\n"),
-        "{metrics}"
-    );
+    // Both directions are counted: the echo peer answered every message.
+    for direction in ["client_to_peer", "peer_to_client"] {
+        let series = format!("tallow_turn_packets_relayed_total{{direction=\"{direction}\"}} ");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from\n{metrics}"));
+        assert!(n >= 200, "{direction}: {n}\n{metrics}");
+    }
 }

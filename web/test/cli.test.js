@@ -179,7 +179,9 @@ async function browserToCli(srv, { relayOnly, relay, files, input = '#file' }) {
 /** The embedded relay's counters from the server's /metrics. */
 async function relayCounters(srv) {
   const text = await (await fetch(`${srv.base}/metrics`)).text();
-  const n = (name) => Number(text.match(new RegExp(`^${name} (\\d+)$`, 'm'))?.[1]);
+  // Summed over labels (direction, reason).
+  const n = (name) => [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)$`, 'gm'))]
+    .reduce((sum, m) => sum + Number(m[1]), 0);
   return { relayed: n('tallow_turn_packets_relayed_total'), dropped: n('tallow_turn_dropped_packets_total') };
 }
 

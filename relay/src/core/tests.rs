@@ -419,7 +419,22 @@ fn channel_data_and_send_indications_reach_the_peer_and_back() {
         h.now,
     );
     assert!(h.io.to_client.is_empty());
-    assert_eq!(h.core.metrics.packets_relayed.get(), 2);
+    // Both directions are counted, each with its own label: two packets
+    // out ("early" was dropped before the permission), two back.
+    let m = &h.core.metrics;
+    assert_eq!(m.packets_to_peer.get(), 2);
+    assert_eq!(
+        m.bytes_to_peer.get(),
+        (b"early".len() + b"via channel".len()) as u64
+    );
+    assert_eq!(m.packets_to_client.get(), 2);
+    assert_eq!(
+        m.bytes_to_client.get(),
+        (b"pong".len() + b"hi".len()) as u64
+    );
+    // "early" (no permission yet) and 203.0.113.9 (none for that IP).
+    assert_eq!(m.dropped_no_permission.get(), 2);
+    assert_eq!(m.dropped_total(), 2);
 }
 
 #[test]
@@ -446,6 +461,11 @@ fn two_allocations_of_one_server_talk_without_the_kernel() {
     let msg = codec::decode(&bytes).unwrap();
     assert_eq!(msg.get_attribute::<XorPeerAddress>().unwrap().address(), ra);
     assert_eq!(msg.get_attribute::<Data>().unwrap().data(), b"a to b");
+    // In-process, each allocation counts its own side: a relayed it out to
+    // its peer, b relayed it in to its client.
+    let m = &h.core.metrics;
+    assert_eq!((m.packets_to_peer.get(), m.packets_to_client.get()), (1, 1));
+    assert_eq!((m.bytes_to_peer.get(), m.bytes_to_client.get()), (6, 6));
 }
 
 /// The embedded relay on one host advertises loopback (or private)
@@ -683,9 +703,68 @@ fn bandwidth_is_capped_per_allocation() {
         h.core.on_client(&mut h.io, &c.addr, &cd, h.now);
     }
     assert_eq!(h.io.to_peer.len(), 2, "1000 bytes per second");
+    assert_eq!(h.core.metrics.dropped_bandwidth.get(), 3);
     h.now += Duration::from_secs(1);
     h.core.on_client(&mut h.io, &c.addr, &cd, h.now);
     assert_eq!(h.io.to_peer.len(), 3);
+    // The cap covers both directions: the peer's answers share the bucket.
+    let relay = h.io.open[0];
+    h.io.to_client.clear();
+    for _ in 0..3 {
+        h.core.on_peer(&mut h.io, relay, peer, &[1u8; 400], h.now);
+    }
+    assert_eq!(h.io.to_client.len(), 1, "600 bytes left this second");
+    let m = &h.core.metrics;
+    assert_eq!(m.dropped_bandwidth.get(), 5);
+    assert_eq!(m.packets_to_client.get(), 1);
+    assert_eq!(m.dropped_total(), 5, "every drop here was for bandwidth");
+}
+
+#[test]
+fn drops_are_counted_by_reason() {
+    let mut h = Harness::new(|_| {});
+    let mut c = h.client(4000, "alice");
+    let stranger = h.client(4001, "bob");
+    // ChannelData from a client without an allocation.
+    let mut cd = Vec::new();
+    codec::write_channel_data(&mut cd, 0x4000, b"x", false);
+    h.core.on_client(&mut h.io, &stranger.addr, &cd, h.now);
+    assert_eq!(h.core.metrics.dropped_no_allocation.get(), 1);
+    // Neither STUN nor ChannelData.
+    h.core.on_client(&mut h.io, &c.addr, &[0xff; 8], h.now);
+    assert_eq!(h.core.metrics.dropped_invalid.get(), 1);
+    // A channel never bound: no permission.
+    h.allocate(&mut c);
+    h.core.on_client(&mut h.io, &c.addr, &cd, h.now);
+    assert_eq!(h.core.metrics.dropped_no_permission.get(), 1);
+    // A datagram on a relay socket that belongs to no allocation.
+    h.core.on_peer(
+        &mut h.io,
+        999,
+        "203.0.113.5:7000".parse().unwrap(),
+        b"x",
+        h.now,
+    );
+    assert_eq!(h.core.metrics.dropped_no_allocation.get(), 2);
+    // From an internal address the policy refuses.
+    let relay = h.io.open[0];
+    h.core.on_peer(
+        &mut h.io,
+        relay,
+        "10.1.2.3:7000".parse().unwrap(),
+        b"x",
+        h.now,
+    );
+    assert_eq!(h.core.metrics.dropped_no_permission.get(), 2);
+    assert_eq!(h.core.metrics.dropped_bandwidth.get(), 0);
+    assert_eq!(h.core.metrics.dropped_total(), 5);
+    assert!(h.io.to_peer.is_empty() && h.io.to_client.is_empty());
+}
+
+#[test]
+fn the_allocation_limit_is_exported() {
+    let h = Harness::new(|c| c.total_quota = 123);
+    assert_eq!(h.core.metrics.max_allocations.get(), 123);
 }
 
 #[test]
