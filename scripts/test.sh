@@ -32,6 +32,8 @@ declare -A wanted=(
     [curl]=curl
     [openssl]=openssl
     [nft]=nftables
+    [promtool]=prometheus
+    [jq]=jq
 )
 missing=()
 for cmd in "${!wanted[@]}"; do
@@ -81,6 +83,9 @@ yamllint --strict -c .yamllint.yml k8s docker-compose.yml compose.dev.yml
 
 step "compose files (schema, policy, coturn config, deploy-script refusals)"
 ./scripts/check-compose.sh
+
+step "monitoring: alert rules (promtool check and unit tests), dashboard JSON"
+./scripts/check-monitoring.sh
 
 step "Kubernetes manifests (kustomize, kubernetes-validate, policy, yamllint)"
 ./scripts/check-k8s.sh
