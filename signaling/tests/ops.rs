@@ -569,3 +569,107 @@ async fn the_health_check_script_fails_on_a_stalled_or_stopped_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A loopback HTTP server that is not tallow-server: `answer` gives each
+/// path's status line and body. It serves until the returned flag is set.
+fn stranger(
+    answer: fn(&str) -> (&'static str, &'static str),
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = stop.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let Ok((conn, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut reader = BufReader::new(conn);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
+            // The rest of the head, so that closing does not reset it.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let (status, body) = answer(&path);
+            let mut conn = reader.into_inner();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, stop)
+}
+
+/// A 200 is not enough: the answer must be tallow-server's. A base URL that
+/// lands on the web client, or another server that answers every path,
+/// is not a live and ready tallow-server.
+#[tokio::test]
+async fn the_health_check_script_wants_the_servers_answer_not_any_200() {
+    let server = start(&[]).await;
+    // The query swallows the probe's path: the server sends its index page.
+    let url = format!("http://{}/?from=probe", server.local_addr());
+    let out = health_check(&[&url], &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT ALIVE"));
+
+    // A web server with a page for every path.
+    let (addr, stop) = stranger(|_| ("200 OK", "<html>\n<body>Welcome</body>\n</html>\n"));
+    let out = health_check(&[&format!("http://{addr}")], &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    // Alive by its answer, but readiness answered by something else.
+    let (addr, stop) = stranger(|path| match path {
+        "/api/health/liveness" => ("200 OK", r#"{"status":"ok"}"#),
+        _ => ("200 OK", "ready enough"),
+    });
+    let out = health_check(&[&format!("http://{addr}")], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("PASS alive"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT READY"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    // A redirect is not followed, and the failure says where it pointed.
+    let (addr, stop) = stranger(|_| {
+        (
+            "301 Moved Permanently\r\nLocation: https://elsewhere.invalid/api/health/liveness",
+            "",
+        )
+    });
+    let out = health_check(&[&format!("http://{addr}")], &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("301 redirected to https://elsewhere.invalid/api/health/liveness"),
+        "{stderr}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
