@@ -174,6 +174,28 @@ fn invalid_configuration_is_refused_at_startup() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("LOW-HIGH"));
 
+    // An external relay without the secret it shares: no credential handed
+    // out (in `paired` or by /api/turn/credentials) could ever verify.
+    // Bounded: a server that accepted this would serve until killed.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tallow-server"))
+        .env_clear()
+        .env("TALLOW_LISTEN", "127.0.0.1:0")
+        .env("TURN_ENABLED", "false")
+        .env("TURN_URLS", "turn:127.0.0.1:3478?transport=udp")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TURN_SECRET"), "{stderr}");
+
     // An address no client can be sent to is refused, not advertised.
     for bad in ["0.0.0.0", "224.0.0.1", "::"] {
         let out = Command::new(env!("CARGO_BIN_EXE_tallow-server"))
