@@ -644,8 +644,11 @@ async fn signal(
             move |_| st.lock_ip_limits().close_connection(ip)
         })
         .on_upgrade(move |socket| {
-            // Every line the connection logs carries the upgrade's id.
-            let span = tracing::info_span!("conn", request_id = %request_id);
+            // Every line the connection logs carries the upgrade's id. At
+            // error level so that the span exists whenever any line is
+            // logged: an info span is off under RUST_LOG=warn, and the
+            // warnings are the lines that need the id.
+            let span = tracing::error_span!("conn", request_id = %request_id);
             tracker.track_future(crate::conn::run(st, socket, ip, host).instrument(span))
         })
 }

@@ -695,3 +695,59 @@ async fn the_health_check_script_wants_the_servers_answer_not_any_200() {
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Operators quiet the log with RUST_LOG=warn; the warnings a connection
+/// logs (its store failing) are the lines to correlate, so they still carry
+/// the upgrade's request id.
+#[tokio::test]
+async fn a_connections_warnings_carry_its_request_id_at_warn_level() {
+    let redis = common::RedisServer::start();
+    let port = common::free_port();
+    let dir = std::env::temp_dir().join(format!("tallow-warn-log-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("stdout");
+    // Not common::Binary: it waits for the info-level start-up line.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_tallow-server"))
+        .env_clear()
+        .env("TALLOW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TURN_ENABLED", "false")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .env("REDIS_URL", redis.url())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let child = Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the server did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = Client::connect_with(addr, &[("x-request-id", "quiet-log-7")])
+        .await
+        .unwrap();
+    redis.stop();
+    c.send(json!({"type": "create"})).await;
+    c.expect_error("presence_unavailable").await;
+    redis.cont();
+    drop(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON lines"))
+        .find(|v| v["message"] == "presence store unavailable")
+        .unwrap_or_else(|| panic!("no store warning in {text}"));
+    assert_eq!(line["span"]["request_id"], "quiet-log-7", "{line}");
+}
