@@ -150,3 +150,21 @@ async fn the_request_id_from_nginx_reaches_the_server_log() {
     bin.signal("-TERM");
     bin.wait_exit(std::time::Duration::from_secs(12));
 }
+
+/// Through NGINX (and the request-id middleware) a WebSocket still ends
+/// with the server's close code and reason: a client told 1012 resumes
+/// elsewhere rather than guessing.
+#[tokio::test]
+async fn a_close_code_and_reason_pass_through_nginx() {
+    let redis = common::RedisServer::start();
+    let url = redis.url();
+    let mut bin = common::Binary::spawn(&[("REDIS_URL", url.as_str())]);
+    let nginx = start_nginx(bin.addr);
+    let mut c = Client::connect(nginx.addr).await;
+    c.send(json!({"type": "create"})).await;
+    c.expect("created").await;
+    bin.signal("-TERM");
+    let reason = c.expect_close(1012).await;
+    assert_eq!(reason, "server restarting: reconnect and resume");
+    bin.wait_exit(std::time::Duration::from_secs(12));
+}
