@@ -17,7 +17,8 @@
 #                   server logs)
 # Colour on a terminal (NO_COLOR=1 turns it off). Exit status: 0 every check
 # passed, 1 not ready or a requested check failed, 2 not alive (nothing
-# answers, or TLS cannot be trusted), 3 bad usage.
+# answers with the server's JSON in 5 s: a page or a redirect does not
+# count; or TLS cannot be trusted), 3 bad usage.
 set -euo pipefail
 
 base="${TALLOW_URL:-http://127.0.0.1:8080}"
@@ -26,7 +27,7 @@ check_metrics=false
 check_turn=false
 target=""
 tls=()
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case "$1" in
         --metrics) check_metrics=true ;;
@@ -87,26 +88,36 @@ if [[ "$target" == k8s ]]; then
 fi
 metrics_base="${metrics_base:-$base}"
 
-fetch() { # url -> prints "STATUS BODY"
-    local out
-    out=$(curl -sS --max-time 5 ${tls[@]+"${tls[@]}"} -w '\n%{http_code}' "$1" 2>&1) || { echo "000 $out"; return; }
-    echo "${out##*$'\n'} ${out%$'\n'*}"
+fetch() { # url -> prints "STATUS BODY" on one line
+    local out status location body
+    out=$(curl -sS --max-time 5 ${tls[@]+"${tls[@]}"} -w '\n%{http_code} %{redirect_url}' "$1" 2>&1) || { out="${out%$'\n'*}"; echo "000 ${out//$'\n'/ }"; return; }
+    read -r status location <<<"${out##*$'\n'}"
+    body="${out%$'\n'*}"
+    # Not followed: a probe checks the server it was given.
+    [[ -z "$location" ]] || body="redirected to $location"
+    body="${body//$'\n'/ }"
+    echo "$status $body"
 }
+
+# Only tallow-server's own answers count: a 200 from whatever else holds the
+# address (a web page, a proxy's default site) is not a live server.
+alive_re='^\{.*"status": *"ok"'
+ready_re='^\{.*"status": *"ready"'
 
 printf '%sprobing %s%s\n' "$bold" "$base" "$reset"
 read -r status body < <(fetch "$base/api/health/liveness")
-if [[ "$status" != 200 ]]; then
-    fail "NOT ALIVE: $base/api/health/liveness -> $status $body"
+if [[ "$status" != 200 || ! "$body" =~ $alive_re ]]; then
+    fail "NOT ALIVE: $base/api/health/liveness -> $status ${body:0:300}"
     exit 2
 fi
 pass "alive: $body"
 
 failed=0
 read -r status body < <(fetch "$base/api/health/readiness")
-if [[ "$status" == 200 ]]; then
+if [[ "$status" == 200 && "$body" =~ $ready_re ]]; then
     pass "ready: $body"
 else
-    fail "NOT READY: $base/api/health/readiness -> $status $body"
+    fail "NOT READY: $base/api/health/readiness -> $status ${body:0:300}"
     printf '%shint%s: "failed" names the check: presence = the store (Redis) does not answer, shutdown = the node is draining\n' "$yellow" "$reset" >&2
     failed=1
 fi

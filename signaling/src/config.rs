@@ -502,6 +502,12 @@ impl Config {
                 )));
             }
         }
+        // A random per-process key signs what no external relay can check.
+        if self.turn.secret.is_none() && self.turn_urls.iter().any(|u| !u.starts_with("stun:")) {
+            return Err(ConfigError(
+                "TURN_URLS names a TURN relay: set TURN_SECRET to the secret it checks credentials with (coturn's static-auth-secret)".into(),
+            ));
+        }
         if let Some(id) = &self.server_id {
             let ok = !id.is_empty()
                 && id.len() <= 64
@@ -569,6 +575,24 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.limits.max_frame_bytes, 65536);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn an_external_relay_needs_the_shared_secret() {
+        // Without TURN_SECRET the credentials are signed with a random
+        // per-process key that no external relay can share: every one of
+        // them would be refused.
+        let url = "turn:relay.example:3478?transport=udp";
+        let e = parse(&["--turn-urls", url]).validate().unwrap_err();
+        assert!(e.0.contains("TURN_SECRET"), "{}", e.0);
+        parse(&["--turn-urls", url, "--turn-secret", "s3cret"])
+            .validate()
+            .unwrap();
+        // STUN needs no credentials; the embedded relay shares its process's.
+        parse(&["--turn-urls", "stun:stun.example:3478"])
+            .validate()
+            .unwrap();
+        parse(&["--turn-enabled", "true"]).validate().unwrap();
     }
 
     #[test]

@@ -646,8 +646,11 @@ async fn signal(
             move |_| st.lock_ip_limits().close_connection(ip)
         })
         .on_upgrade(move |socket| {
-            // Every line the connection logs carries the upgrade's id.
-            let span = tracing::info_span!("conn", request_id = %request_id);
+            // Every line the connection logs carries the upgrade's id. At
+            // error level so that the span exists whenever any line is
+            // logged: an info span is off under RUST_LOG=warn, and the
+            // warnings are the lines that need the id.
+            let span = tracing::error_span!("conn", request_id = %request_id);
             tracker.track_future(crate::conn::run(st, socket, ip, host).instrument(span))
         })
 }
@@ -659,19 +662,48 @@ async fn turn_credentials(
     params: Result<Query<turn_rest::Params>, QueryRejection>,
 ) -> Response {
     let origin = headers.get(header::ORIGIN);
-    let refuse = |status: StatusCode, code: ErrorCode, message: String| {
-        st.metrics.error(code);
-        let body = json!({ "code": code.as_str(), "message": message });
-        (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
-    };
     if !crate::origin::allowed(&st.cfg.allowed_origins, origin) {
-        return refuse(
+        return turn_refusal(
+            &st,
             StatusCode::FORBIDDEN,
             ErrorCode::OriginNotAllowed,
             "this origin may not fetch TURN credentials".into(),
         );
     }
-    let ip = st.client_key(remote.ip(), &headers);
+    let mut resp = issue_turn_credentials(&st, remote, &headers, params);
+    // A page of an allowed origin may read every answer, refusals included
+    // (a 429's retry_after_secs), not only the credentials.
+    if let Some(o) = origin.filter(|_| !st.cfg.allowed_origins.is_empty()) {
+        resp.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+        resp.headers_mut()
+            .insert(header::VARY, axum::http::HeaderValue::from_static("origin"));
+    } else if origin.is_some() {
+        resp.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            axum::http::HeaderValue::from_static("*"),
+        );
+    }
+    resp
+}
+
+/// A refusal from `/api/turn/credentials`: counted, JSON, never cached.
+fn turn_refusal(st: &AppState, status: StatusCode, code: ErrorCode, message: String) -> Response {
+    st.metrics.error(code);
+    let body = json!({ "code": code.as_str(), "message": message });
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+/// `/api/turn/credentials` past the origin check: the per-address limit,
+/// then the credentials or the reason there are none.
+fn issue_turn_credentials(
+    st: &AppState,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    params: Result<Query<turn_rest::Params>, QueryRejection>,
+) -> Response {
+    let refuse = |status, code, message| turn_refusal(st, status, code, message);
+    let ip = st.client_key(remote.ip(), headers);
     let admitted = st
         .lock_ip_limits()
         .try_issue_credentials(ip, std::time::Instant::now());
@@ -707,29 +739,14 @@ async fn turn_credentials(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let host = request_hostname(&headers);
+    let host = request_hostname(headers);
     match turn_rest::issue(&st.ice, &params, host.as_deref(), now) {
-        Ok(c) => {
-            let mut resp = (
-                StatusCode::OK,
-                [(header::CACHE_CONTROL, "no-store")],
-                Json(c),
-            )
-                .into_response();
-            // A page of an allowed origin may read the answer.
-            if let Some(o) = origin.filter(|_| !st.cfg.allowed_origins.is_empty()) {
-                resp.headers_mut()
-                    .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
-                resp.headers_mut()
-                    .insert(header::VARY, axum::http::HeaderValue::from_static("origin"));
-            } else if origin.is_some() {
-                resp.headers_mut().insert(
-                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                    axum::http::HeaderValue::from_static("*"),
-                );
-            }
-            resp
-        }
+        Ok(c) => (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(c),
+        )
+            .into_response(),
         Err(r) => {
             let status = match r.code {
                 ErrorCode::TurnUnavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -150,3 +150,50 @@ async fn the_request_id_from_nginx_reaches_the_server_log() {
     bin.signal("-TERM");
     bin.wait_exit(std::time::Duration::from_secs(12));
 }
+
+/// Through NGINX (and the request-id middleware) a WebSocket still ends
+/// with the server's close code and reason: a client told 1012 resumes
+/// elsewhere rather than guessing.
+#[tokio::test]
+async fn a_close_code_and_reason_pass_through_nginx() {
+    let redis = common::RedisServer::start();
+    let url = redis.url();
+    let mut bin = common::Binary::spawn(&[("REDIS_URL", url.as_str())]);
+    let nginx = start_nginx(bin.addr);
+    let mut c = Client::connect(nginx.addr).await;
+    c.send(json!({"type": "create"})).await;
+    c.expect("created").await;
+    bin.signal("-TERM");
+    let reason = c.expect_close(1012).await;
+    assert_eq!(reason, "server restarting: reconnect and resume");
+    bin.wait_exit(std::time::Duration::from_secs(12));
+}
+
+/// Plain HTTP redirects to HTTPS except for the liveness probe, which load
+/// balancers call on port 80 by either name: `/api/health` or the
+/// `/api/health/liveness` that earlier manifests use.
+#[tokio::test]
+async fn liveness_answers_on_plain_http_by_both_names() {
+    let server = start(&[]).await;
+    let nginx = start_nginx(server.local_addr());
+    // Redirects are what is tested, so none is followed.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        let req = http.get(format!("http://{}{path}", nginx.http_addr));
+        async move {
+            let resp = req.send().await.expect("http get");
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    for path in ["/api/health", "/api/health/liveness"] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.contains("\"status\":\"ok\""), "{path}: {body}");
+    }
+    for path in ["/api/turn/credentials", "/api/health/livenessX", "/"] {
+        assert_eq!(get(path).await.0, 301, "{path}");
+    }
+}

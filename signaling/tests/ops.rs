@@ -174,6 +174,28 @@ fn invalid_configuration_is_refused_at_startup() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("LOW-HIGH"));
 
+    // An external relay without the secret it shares: no credential handed
+    // out (in `paired` or by /api/turn/credentials) could ever verify.
+    // Bounded: a server that accepted this would serve until killed.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tallow-server"))
+        .env_clear()
+        .env("TALLOW_LISTEN", "127.0.0.1:0")
+        .env("TURN_ENABLED", "false")
+        .env("TURN_URLS", "turn:127.0.0.1:3478?transport=udp")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TURN_SECRET"), "{stderr}");
+
     // An address no client can be sent to is refused, not advertised.
     for bad in ["0.0.0.0", "224.0.0.1", "::"] {
         let out = Command::new(env!("CARGO_BIN_EXE_tallow-server"))
@@ -568,4 +590,164 @@ async fn the_health_check_script_fails_on_a_stalled_or_stopped_server() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A loopback HTTP server that is not tallow-server: `answer` gives each
+/// path's status line and body. It serves until the returned flag is set.
+fn stranger(
+    answer: fn(&str) -> (&'static str, &'static str),
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = stop.clone();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let Ok((conn, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut reader = BufReader::new(conn);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
+            // The rest of the head, so that closing does not reset it.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let (status, body) = answer(&path);
+            let mut conn = reader.into_inner();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, stop)
+}
+
+/// A 200 is not enough: the answer must be tallow-server's. A base URL that
+/// lands on the web client, or another server that answers every path,
+/// is not a live and ready tallow-server.
+#[tokio::test]
+async fn the_health_check_script_wants_the_servers_answer_not_any_200() {
+    let server = start(&[]).await;
+    // The query swallows the probe's path: the server sends its index page.
+    let url = format!("http://{}/?from=probe", server.local_addr());
+    let out = health_check(&[&url], &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT ALIVE"));
+
+    // A web server with a page for every path.
+    let (addr, stop) = stranger(|_| ("200 OK", "<html>\n<body>Welcome</body>\n</html>\n"));
+    let out = health_check(&[&format!("http://{addr}")], &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    // Alive by its answer, but readiness answered by something else.
+    let (addr, stop) = stranger(|path| match path {
+        "/api/health/liveness" => ("200 OK", r#"{"status":"ok"}"#),
+        _ => ("200 OK", "ready enough"),
+    });
+    let out = health_check(&[&format!("http://{addr}")], &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("PASS alive"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT READY"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    // A redirect is not followed, and the failure says where it pointed.
+    let (addr, stop) = stranger(|_| {
+        (
+            "301 Moved Permanently\r\nLocation: https://elsewhere.invalid/api/health/liveness",
+            "",
+        )
+    });
+    let out = health_check(&[&format!("http://{addr}")], &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("301 redirected to https://elsewhere.invalid/api/health/liveness"),
+        "{stderr}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Operators quiet the log with RUST_LOG=warn; the warnings a connection
+/// logs (its store failing) are the lines to correlate, so they still carry
+/// the upgrade's request id.
+#[tokio::test]
+async fn a_connections_warnings_carry_its_request_id_at_warn_level() {
+    let redis = common::RedisServer::start();
+    let port = common::free_port();
+    let dir = std::env::temp_dir().join(format!("tallow-warn-log-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("stdout");
+    // Not common::Binary: it waits for the info-level start-up line.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_tallow-server"))
+        .env_clear()
+        .env("TALLOW_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TURN_ENABLED", "false")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .env("REDIS_URL", redis.url())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let child = Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the server did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = Client::connect_with(addr, &[("x-request-id", "quiet-log-7")])
+        .await
+        .unwrap();
+    redis.stop();
+    c.send(json!({"type": "create"})).await;
+    c.expect_error("presence_unavailable").await;
+    redis.cont();
+    drop(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON lines"))
+        .find(|v| v["message"] == "presence store unavailable")
+        .unwrap_or_else(|| panic!("no store warning in {text}"));
+    assert_eq!(line["span"]["request_id"], "quiet-log-7", "{line}");
 }

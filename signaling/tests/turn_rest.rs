@@ -336,3 +336,57 @@ async fn other_origins_are_refused_and_allowed_ones_may_read_the_answer() {
     assert_eq!(status, 200);
     assert!(headers.get("access-control-allow-origin").is_none());
 }
+
+/// A page of an allowed origin reads refusals too: without
+/// `Access-Control-Allow-Origin` a browser hides a 429 (and its
+/// `retry_after_secs`), a 400 or a 503 behind a bare network error.
+#[tokio::test]
+async fn an_allowed_page_may_read_the_refusals() {
+    let origin = "https://tallow.example";
+    let server = common::start(&[
+        "--turn-enabled",
+        "true",
+        "--turn-listen",
+        "127.0.0.1:0",
+        "--allowed-origins",
+        origin,
+        "--turn-credentials-per-ip-per-min",
+        "2",
+    ])
+    .await;
+    let addr = server.local_addr();
+    let (status, headers, c) =
+        get(addr, "/api/turn/credentials?ttl=1", &[("origin", origin)]).await;
+    assert_eq!(status, 400, "{c}");
+    assert_eq!(headers["access-control-allow-origin"], origin);
+    assert_eq!(headers["vary"], "origin");
+    let (status, _, c) = get(addr, "/api/turn/credentials", &[("origin", origin)]).await;
+    assert_eq!(status, 200, "{c}");
+    let (status, headers, c) = get(addr, "/api/turn/credentials", &[("origin", origin)]).await;
+    assert_eq!((status, c["code"].as_str()), (429, Some("rate_limited")));
+    assert_eq!(headers["access-control-allow-origin"], origin);
+    assert!(c["retry_after_secs"].as_u64().is_some(), "{c}");
+    // Another origin still learns nothing, not even that it was refused.
+    let (status, headers, _) = get(
+        addr,
+        "/api/turn/credentials",
+        &[("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(headers.get("access-control-allow-origin").is_none());
+
+    // A server without a relay says so to the page as well.
+    let bare = common::start(&["--allowed-origins", origin]).await;
+    let (status, headers, c) = get(
+        bare.local_addr(),
+        "/api/turn/credentials",
+        &[("origin", origin)],
+    )
+    .await;
+    assert_eq!(
+        (status, c["code"].as_str()),
+        (503, Some("turn_unavailable"))
+    );
+    assert_eq!(headers["access-control-allow-origin"], origin);
+}

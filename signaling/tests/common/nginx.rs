@@ -13,6 +13,9 @@ use super::free_port;
 pub struct Nginx {
     child: Child,
     pub addr: SocketAddr,
+    /// The plain-HTTP server (the shipped `listen 80`).
+    #[allow(dead_code)]
+    pub http_addr: SocketAddr,
     _dir: TempDir,
     access_log: PathBuf,
 }
@@ -122,6 +125,7 @@ pub fn start(upstream: SocketAddr) -> Nginx {
     Nginx {
         child,
         addr,
+        http_addr: format!("127.0.0.1:{http_port}").parse().unwrap(),
         _dir: TempDir(dir),
         access_log,
     }
