@@ -155,9 +155,12 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(on_ctrl_c(stop_tx));
+        tokio::spawn(on_ctrl_c(stop_tx, mode));
         run(cli, &mut output, stop_rx).await
     });
+    // A question may still be reading the terminal on a blocking thread:
+    // do not wait for it.
+    rt.shutdown_timeout(Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -167,19 +170,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long the first Ctrl-C's polite cancel may take before the process
+/// exits anyway: longer than the cancel's own bounds (the last word and the
+/// linger in transfer.rs, 3 + 2 s, then closing the connection, 2 s), so
+/// a cancel that can finish does.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
 /// The first Ctrl-C asks the transfer to cancel (it tells the peer, then
-/// exits 130); a second one, or 5 s without an exit (a question waiting
-/// on the terminal), exits at once.
-async fn on_ctrl_c(stop: watch::Sender<bool>) {
+/// exits 130); a second one, or `CANCEL_GRACE` without an exit (a peer
+/// that acknowledges nothing), exits at once, with the same last word.
+async fn on_ctrl_c(stop: watch::Sender<bool>, mode: Mode) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
     let _ = stop.send(true);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        _ = tokio::time::sleep(CANCEL_GRACE) => {}
     }
-    eprintln!("tallow: interrupted");
+    Output::new(mode).error("interrupted", 130);
     std::process::exit(130);
 }
 

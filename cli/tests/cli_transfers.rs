@@ -370,3 +370,76 @@ async fn ctrl_c_cancels_the_transfer_on_both_sides() {
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Ctrl-C while the peer is frozen (SIGSTOP): the polite cancel cannot
+/// finish (the peer acknowledges nothing), so the receiver gives up on it,
+/// and yet it still exits 130 with the JSON `error` event as its last line.
+/// A second Ctrl-C exits at once, with the same last line.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_with_a_frozen_peer_still_ends_with_the_error_event() {
+    for presses in [1, 2] {
+        let (_server, url) = server().await;
+        let tmp = scratch(&format!("ctrl-c-frozen-{presses}"));
+        let src = tmp.join("long.bin");
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+            for i in 0..100u32 {
+                f.write_all(&pattern(1_000_000, i)).unwrap();
+            }
+        }
+        let send = start_sender(&url, &["send", src.to_str().unwrap()]);
+        let sender_pid = send.child.id().to_string();
+        let out = tmp.join("out");
+        let mut recv = tallow(
+            &url,
+            &[
+                "--json",
+                "receive",
+                &send.code,
+                "--dir",
+                out.to_str().unwrap(),
+                "--yes",
+            ],
+        )
+        .spawn()
+        .unwrap();
+        let mut lines = std::io::BufReader::new(recv.stdout.take().unwrap());
+        let pid = recv.id().to_string();
+        let kill = |sig: &str, pid: &str| {
+            let _ = Command::new("kill").args([sig, pid]).status();
+        };
+        let seen = tokio::task::spawn_blocking(move || {
+            let mut seen = String::new();
+            let mut line = String::new();
+            while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                seen.push_str(&line);
+                if line.contains("\"progress\"") {
+                    kill("-STOP", &sender_pid);
+                    for _ in 0..presses {
+                        kill("-INT", &pid);
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    break;
+                }
+                line.clear();
+            }
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
+            (seen + &rest, sender_pid)
+        });
+        let r = wait_one(recv, GUARD).await;
+        let (r_stdout, sender_pid) = seen.await.unwrap();
+        kill("-CONT", &sender_pid);
+        kill("-KILL", &sender_pid);
+        assert_eq!(
+            r.code(),
+            Some(130),
+            "presses {presses}: {r_stdout}{}",
+            r.all()
+        );
+        let last = json_events(&r_stdout).pop().unwrap();
+        assert_eq!(last["event"], "error", "presses {presses}: {r_stdout}");
+        assert_eq!(last["exit"], 130);
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
