@@ -8,6 +8,10 @@
 //! `names`), and the sender's and receiver's machines (`outgoing`,
 //! `incoming`).
 
+// No unsafe code: the fuzz targets run without AddressSanitizer
+// (scripts/test.sh), which is only sound while this holds.
+#![forbid(unsafe_code)]
+
 pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;

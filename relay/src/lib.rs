@@ -9,6 +9,10 @@
 //! - `config`: the `TURN_*` settings shared with tallow-server.
 //! - `advertise`: what relayed address clients get, judged at start-up.
 
+// No unsafe code: the fuzz targets run without AddressSanitizer
+// (scripts/test.sh), which is only sound while this holds.
+#![forbid(unsafe_code)]
+
 pub mod advertise;
 pub mod allocation;
 pub mod codec;

@@ -6,6 +6,10 @@
 //! behind a store trait; `conn` and `server` are the thin tokio shell, with
 //! `tls` (the HTTPS certificate) and `https` (the TLS listener).
 
+// No unsafe code: the fuzz targets run without AddressSanitizer
+// (scripts/test.sh), which is only sound while this holds.
+#![forbid(unsafe_code)]
+
 pub mod client_addr;
 pub mod config;
 mod conn;
