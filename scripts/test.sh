@@ -115,8 +115,8 @@ git diff --exit-code -- web/dist || {
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP=1 enables them on stable.
 # Each target starts from a scratch copy of its committed corpus (so nothing
 # is written into the repository's corpora) and runs with debug assertions
-# (overflow checks) for a bounded time. The three fuzz crates share one
-# target directory so common dependencies build once. No AddressSanitizer:
+# (overflow checks) for a bounded time. The four targets share one
+# crate (fuzz/), so their dependencies build once. No AddressSanitizer:
 # the fuzzed crates forbid unsafe code, and the ASan build took ~11 of the
 # suite's minutes on 2 cores against ~3 without it.
 fuzz_secs=${TALLOW_FUZZ_SECS:-30}
@@ -126,21 +126,20 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 fuzz_out="$root/artifacts/fuzz"
 mkdir -p "$fuzz_out"
-for entry in relay/fuzz:stun_parser signaling/fuzz:signal_frame \
-    peer/fuzz:session_messages peer/fuzz:transfer_messages; do
-    dir=${entry%%:*}
-    target=${entry##*:}
-    step "cargo fuzz run $target (${fuzz_secs}s, $dir)"
+# All four targets live in one crate (fuzz/), so the first build compiles
+# the dependencies once and the other targets only link.
+for target in stun_parser signal_frame session_messages transfer_messages; do
+    step "cargo fuzz run $target (${fuzz_secs}s)"
     corpus="$scratch/fuzz-corpus/$target"
     mkdir -p "$corpus" "$fuzz_out/$target"
-    if [[ -d "$dir/corpus/$target" ]]; then
-        cp -R "$dir/corpus/$target/." "$corpus/"
+    if [[ -d "fuzz/corpus/$target" ]]; then
+        cp -R "fuzz/corpus/$target/." "$corpus/"
     fi
     log="$fuzz_out/$target.log"
-    if (cd "$dir" && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --debug-assertions \
+    if RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --sanitizer none --debug-assertions \
         --target-dir "$root/target/fuzz" "$target" "$corpus" -- \
         -max_total_time="$fuzz_secs" -timeout=10 -print_final_stats=1 \
-        -artifact_prefix="$fuzz_out/$target/") >"$log" 2>&1; then
+        -artifact_prefix="$fuzz_out/$target/" >"$log" 2>&1; then
         grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)|DONE' "$log" || true
     else
         tail -n 60 "$log" >&2

@@ -1,4 +1,4 @@
-//! The fuzz entry points (`peer/fuzz`: `cargo fuzz run session_messages`,
+//! The fuzz entry points (`fuzz/`: `cargo fuzz run session_messages`,
 //! `cargo fuzz run transfer_messages`), also replayed over the committed seed
 //! corpus by `peer/tests/fuzz_corpus.rs` so the ordinary tests run them.
 //!

@@ -1,4 +1,4 @@
-//! The fuzz targets' entry points (peer/fuzz) over their committed seed
+//! The fuzz targets' entry points (fuzz/) over their committed seed
 //! corpora, so the ordinary test run exercises them and their checks; the
 //! fuzzer itself runs from scripts/test.sh.
 
@@ -7,7 +7,7 @@ use std::path::Path;
 /// Runs every `step`-th seed (in name order) through `run`.
 fn replay(target: &str, step: usize, run: fn(&[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join("../fuzz/corpus")
         .join(target);
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))

@@ -1,4 +1,4 @@
-//! The fuzz entry point (`relay/fuzz`, `cargo fuzz run stun_parser`), also
+//! The fuzz entry point (`fuzz/`, `cargo fuzz run stun_parser`), also
 //! run over a fixed corpus by the unit tests so CI exercises it.
 
 use std::net::SocketAddr;
