@@ -13,9 +13,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::turn::Proc;
 use serde_json::{json, Value};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -31,16 +32,6 @@ const RATE_INTERVAL: &str = "4s";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Prometheus {
@@ -204,21 +195,27 @@ fn label_values(q: &str) -> (String, String) {
 
 /// Run coturn's client through the embedded relay to an echo peer.
 fn uclient(user: &str, pass: &str, turn_port: u16, peer_port: u16) -> String {
-    let mut child = Command::new("/usr/bin/turnutils_uclient")
-        .args(["-c", "-u", user, "-w", pass, "-e", "127.0.0.1"])
-        .args(["-r", &peer_port.to_string(), "-p", &turn_port.to_string()])
-        .args(["-m", "2", "-n", "50", "-l", "100", "127.0.0.1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("turnutils_uclient (Debian package coturn; scripts/test.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let (peer, turn) = (peer_port.to_string(), turn_port.to_string());
+    common::turn::uclient(&[
+        "-c",
+        "-u",
+        user,
+        "-w",
+        pass,
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer,
+        "-p",
+        &turn,
+        "-m",
+        "2",
+        "-n",
+        "50",
+        "-l",
+        "100",
+        "127.0.0.1",
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

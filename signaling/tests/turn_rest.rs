@@ -6,22 +6,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::free_port;
+use common::turn::Proc;
 use serde_json::Value;
 
 const SECRET: &str = "an-operator-secret-shared-with-coturn-0123456789";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// GET `path` with extra headers: status, headers, JSON body.
 async fn get(
@@ -50,19 +42,7 @@ fn now() -> u64 {
 /// Run coturn's client to completion (bounded): its output.
 async fn uclient(args: Vec<String>) -> String {
     tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("/usr/bin/turnutils_uclient")
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("turnutils_uclient (Debian package coturn; scripts/test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+        common::turn::uclient(&args.iter().map(String::as_str).collect::<Vec<_>>())
     })
     .await
     .unwrap()

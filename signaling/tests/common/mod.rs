@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod turn;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
