@@ -34,19 +34,7 @@ command -v yamllint >/dev/null 2>&1 || missing+=(yamllint)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 if ((${#missing[@]})); then
     step "installing Debian packages: ${missing[*]}"
-    sudo=""
-    [[ $(id -u) -eq 0 ]] || sudo="sudo"
-    # coturn's package would start its service: keep it down.
-    policy=/usr/sbin/policy-rc.d
-    added_policy=false
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-        $sudo chmod +x "$policy"
-        added_policy=true
-    fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    if $added_policy; then $sudo rm -f "$policy"; fi
+    ./scripts/apt-install.sh "${missing[@]}"
 fi
 if [[ "$("$venv/bin/check-jsonschema" --version 2>/dev/null)" != *" $cjs_version" ]]; then
     step "installing check-jsonschema $cjs_version into $venv"

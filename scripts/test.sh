@@ -41,20 +41,7 @@ for cmd in "${!wanted[@]}"; do
 done
 if ((${#missing[@]})); then
     step "installing Debian packages: ${missing[*]}"
-    sudo=""
-    [[ $(id -u) -eq 0 ]] || sudo="sudo"
-    # Packages such as nginx start their service on install; the tests start
-    # their own instances on free ports, so keep the system ones down.
-    policy=/usr/sbin/policy-rc.d
-    added_policy=false
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
-        $sudo chmod +x "$policy"
-        added_policy=true
-    fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    if $added_policy; then $sudo rm -f "$policy"; fi
+    ./scripts/apt-install.sh "${missing[@]}"
 fi
 if [[ ! -x "$tools/venv/bin/kubernetes-validate" ]]; then
     step "installing kubernetes-validate into $tools/venv"
