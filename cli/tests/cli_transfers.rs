@@ -313,48 +313,10 @@ async fn without_a_terminal_receive_refuses_unless_yes() {
 async fn ctrl_c_cancels_the_transfer_on_both_sides() {
     let (_server, url) = server().await;
     let tmp = scratch("ctrl-c");
-    let src = tmp.join("long.bin");
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
-        for i in 0..100u32 {
-            f.write_all(&pattern(1_000_000, i)).unwrap();
-        }
-    }
-    let send = start_sender(&url, &["send", src.to_str().unwrap()]);
-    let out = tmp.join("out");
-    let mut recv = tallow(
-        &url,
-        &[
-            "--json",
-            "receive",
-            &send.code,
-            "--dir",
-            out.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .spawn()
-    .unwrap();
     // Interrupt once bytes flow (the first progress event).
-    let mut lines = std::io::BufReader::new(recv.stdout.take().unwrap());
-    let pid = recv.id();
-    let seen = tokio::task::spawn_blocking(move || {
-        let mut seen = String::new();
-        let mut line = String::new();
-        while lines.read_line(&mut line).unwrap_or(0) > 0 {
-            seen.push_str(&line);
-            if line.contains("\"progress\"") {
-                let _ = Command::new("kill")
-                    .args(["-INT", &pid.to_string()])
-                    .status();
-                break;
-            }
-            line.clear();
-        }
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
-        seen + &rest
-    });
+    let (send, recv, seen) =
+        long_transfer_acting_at_progress(&url, &tmp, |receiver, _| signal("-INT", receiver));
+    let out = tmp.join("out");
     let (s, r) = wait_pair(send, recv, GUARD).await;
     let r_stdout = seen.await.unwrap();
     assert_eq!(r.code(), Some(130), "receiver: {r_stdout}{}", r.all());
@@ -380,57 +342,19 @@ async fn ctrl_c_with_a_frozen_peer_still_ends_with_the_error_event() {
     for presses in [1, 2] {
         let (_server, url) = server().await;
         let tmp = scratch(&format!("ctrl-c-frozen-{presses}"));
-        let src = tmp.join("long.bin");
-        {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
-            for i in 0..100u32 {
-                f.write_all(&pattern(1_000_000, i)).unwrap();
-            }
-        }
-        let send = start_sender(&url, &["send", src.to_str().unwrap()]);
-        let sender_pid = send.child.id().to_string();
-        let out = tmp.join("out");
-        let mut recv = tallow(
-            &url,
-            &[
-                "--json",
-                "receive",
-                &send.code,
-                "--dir",
-                out.to_str().unwrap(),
-                "--yes",
-            ],
-        )
-        .spawn()
-        .unwrap();
-        let mut lines = std::io::BufReader::new(recv.stdout.take().unwrap());
-        let pid = recv.id().to_string();
-        let kill = |sig: &str, pid: &str| {
-            let _ = Command::new("kill").args([sig, pid]).status();
-        };
-        let seen = tokio::task::spawn_blocking(move || {
-            let mut seen = String::new();
-            let mut line = String::new();
-            while lines.read_line(&mut line).unwrap_or(0) > 0 {
-                seen.push_str(&line);
-                if line.contains("\"progress\"") {
-                    kill("-STOP", &sender_pid);
-                    for _ in 0..presses {
-                        kill("-INT", &pid);
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    break;
+        let (send, recv, seen) =
+            long_transfer_acting_at_progress(&url, &tmp, move |receiver, sender| {
+                signal("-STOP", sender);
+                for _ in 0..presses {
+                    signal("-INT", receiver);
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                line.clear();
-            }
-            let mut rest = String::new();
-            let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
-            (seen + &rest, sender_pid)
-        });
+            });
+        let sender = send.child.id();
         let r = wait_one(recv, GUARD).await;
-        let (r_stdout, sender_pid) = seen.await.unwrap();
-        kill("-CONT", &sender_pid);
-        kill("-KILL", &sender_pid);
+        let r_stdout = seen.await.unwrap();
+        signal("-CONT", sender);
+        signal("-KILL", sender);
         assert_eq!(
             r.code(),
             Some(130),
@@ -442,4 +366,59 @@ async fn ctrl_c_with_a_frozen_peer_still_ends_with_the_error_event() {
         assert_eq!(last["exit"], 130);
         let _ = std::fs::remove_dir_all(&tmp);
     }
+}
+
+fn signal(sig: &str, pid: u32) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// A 100 MB file from `tallow send` to a `--json --yes` receiver writing
+/// into `tmp/out`. `at_progress(receiver_pid, sender_pid)` runs once, on the
+/// receiver's first progress event (bytes flow). Returns the sender, the
+/// receiver, and the receiver's whole stdout once it closes.
+fn long_transfer_acting_at_progress(
+    url: &str,
+    tmp: &Path,
+    at_progress: impl FnOnce(u32, u32) + Send + 'static,
+) -> (Sender, std::process::Child, tokio::task::JoinHandle<String>) {
+    let src = tmp.join("long.bin");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+        for i in 0..100u32 {
+            f.write_all(&pattern(1_000_000, i)).unwrap();
+        }
+    }
+    let send = start_sender(url, &["send", src.to_str().unwrap()]);
+    let out = tmp.join("out");
+    let mut recv = tallow(
+        url,
+        &[
+            "--json",
+            "receive",
+            &send.code,
+            "--dir",
+            out.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut lines = std::io::BufReader::new(recv.stdout.take().unwrap());
+    let (receiver, sender) = (recv.id(), send.child.id());
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut seen = String::new();
+        let mut line = String::new();
+        while lines.read_line(&mut line).unwrap_or(0) > 0 {
+            seen.push_str(&line);
+            if line.contains("\"progress\"") {
+                at_progress(receiver, sender);
+                break;
+            }
+            line.clear();
+        }
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
+        seen + &rest
+    });
+    (send, recv, seen)
 }
