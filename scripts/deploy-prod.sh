@@ -24,16 +24,8 @@ esac
 timeout_secs="${DEPLOY_TIMEOUT_SECS:-180}"
 services=(redis tallow tallow-relay nginx)
 
-# compose reads .env for every command; read it too (the environment wins,
-# as in compose), so that the checks see what compose will.
-if [[ -f .env ]]; then
-    while IFS= read -r line || [[ -n "$line" ]]; do
-        [[ "$line" =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
-        name=${BASH_REMATCH[2]} value=${BASH_REMATCH[3]}
-        [[ "$value" =~ ^\"(.*)\"$ || "$value" =~ ^\'(.*)\'$ ]] && value=${BASH_REMATCH[1]}
-        [[ -n "${!name+set}" ]] || export "$name=$value"
-    done <.env
-fi
+# shellcheck source=scripts/dotenv.sh
+source scripts/dotenv.sh
 
 # --- prerequisites: every problem at once, each with its fix ----------------
 problems=()
