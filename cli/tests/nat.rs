@@ -5,9 +5,11 @@
 //! without it.
 //!
 //! - symmetric (endpoint-dependent) NATs: the transfer succeeds through
-//!   the relay (the selected pair has a relay candidate);
+//!   the relay (a selected pair goes through a relayed address, and the
+//!   relay's counters carried at least the file);
 //! - endpoint-independent NATs: it goes direct (server-reflexive or
-//!   peer-reflexive candidates, no relay);
+//!   peer-reflexive candidates, no relay, and the relay carried less than a
+//!   tenth of the file);
 //! - the relay's path cut mid-transfer, long enough that the session must
 //!   resume (see `CUT`): the transfer completes, SHA-256 compared, after
 //!   a new ICE negotiation.
@@ -135,6 +137,18 @@ fn selected_path(stderr: &str) -> Option<SelectedPath> {
     })
 }
 
+/// Whether `p`, one end's selected pair (`other` the other end's), goes
+/// through a relayed address. One allocation is enough: the end behind it
+/// sends from its relayed address; the other end sends from its host socket,
+/// through its NAT, to that relayed address, which it may have learnt from a
+/// check that came before the candidate was signalled: then its pair reads
+/// host -> prflx, the prflx being the other end's relayed address.
+fn through_relay(p: &SelectedPath, other: &SelectedPath) -> bool {
+    p.local_type == "relay"
+        || p.remote_type == "relay"
+        || (p.remote_type == "prflx" && other.local_type == "relay")
+}
+
 fn ip_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(ip, _)| ip)
 }
@@ -230,14 +244,15 @@ fn symmetric_nats_transfer_through_the_relay() {
     let t = Topology::build(1, Nat::EndpointDependent);
     let _server = start_server(&t);
     let dir = Scratch::new(1);
-    let mut x = start_transfer(&t, &dir.0, 8 * 1024 * 1024 + 4321);
+    let len = 8 * 1024 * 1024 + 4321;
+    let mut x = start_transfer(&t, &dir.0, len);
     x.finish(&t, Duration::from_secs(90));
     let (s, r) = x.paths();
     eprintln!("sender path {s:?}\nreceiver path {r:?}");
-    for p in [&s, &r] {
+    for (p, other) in [(&s, &r), (&r, &s)] {
         assert!(
-            p.local_type == "relay" || p.remote_type == "relay",
-            "endpoint-dependent NATs on both sides leave only relayed pairs: {p:?}"
+            through_relay(p, other),
+            "endpoint-dependent NATs on both sides leave only relayed pairs: {p:?} / {other:?}"
         );
         // Relayed addresses are the server's.
         for (ty, addr) in [
@@ -249,6 +264,15 @@ fn symmetric_nats_transfer_through_the_relay() {
             }
         }
     }
+    // And the bytes did cross the relay: at least the file, each way being
+    // counted once (client to peer, or peer to client, or both when both
+    // ends hold an allocation).
+    let relayed = relayed_bytes(&t);
+    assert!(
+        relayed >= len as u64,
+        "{relayed} bytes relayed for a {len}-byte file\n{}",
+        relay_metrics(&t)
+    );
 }
 
 #[test]
@@ -256,7 +280,8 @@ fn endpoint_independent_nats_transfer_direct() {
     let t = Topology::build(2, Nat::EndpointIndependent);
     let _server = start_server(&t);
     let dir = Scratch::new(2);
-    let mut x = start_transfer(&t, &dir.0, 8 * 1024 * 1024 + 4321);
+    let len = 8 * 1024 * 1024 + 4321;
+    let mut x = start_transfer(&t, &dir.0, len);
     x.finish(&t, Duration::from_secs(90));
     let (s, r) = x.paths();
     eprintln!("sender path {s:?}\nreceiver path {r:?}");
@@ -286,6 +311,13 @@ fn endpoint_independent_nats_transfer_direct() {
             );
         }
     }
+    // Only ICE's checks and keepalives may have gone through the relay.
+    let relayed = relayed_bytes(&t);
+    assert!(
+        relayed < len as u64 / 10,
+        "{relayed} bytes relayed for a {len}-byte file sent direct\n{}",
+        relay_metrics(&t)
+    );
 }
 
 /// The relay's counters (`tallow_turn_*` lines of the server's /metrics,
@@ -303,6 +335,20 @@ fn relay_metrics(t: &Topology) -> String {
         Ok(o) => format!("GET /metrics: {}\n", o.status),
         Err(e) => format!("curl (scripts/test.sh installs it): {e}\n"),
     }
+}
+
+/// Bytes the relay carried, both directions summed
+/// (`tallow_turn_bytes_relayed_total`).
+fn relayed_bytes(t: &Topology) -> u64 {
+    let m = relay_metrics(t);
+    let v: Vec<u64> = m
+        .lines()
+        .filter(|l| l.starts_with("tallow_turn_bytes_relayed_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .collect();
+    assert_eq!(v.len(), 2, "both directions in the relay's metrics:\n{m}");
+    v.iter().sum()
 }
 
 /// The kernel's UDP error counters in the server's and the peers'
@@ -363,7 +409,7 @@ fn a_cut_relay_path_is_survived_by_resume() {
     let before = wait_for_a_third(&mut x, &out, len);
     let (s, r) = x.paths();
     assert!(
-        s.local_type == "relay" || s.remote_type == "relay",
+        through_relay(&s, &r),
         "the path to cut is the relay's: {s:?} / {r:?}"
     );
     let allocations = allocations_created(&t);
