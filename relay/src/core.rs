@@ -57,7 +57,9 @@ pub struct CoreConfig {
     pub external_ip: Option<std::net::IpAddr>,
     /// Whether IPv6 relayed addresses can be had.
     pub ipv6: bool,
+    /// Allocations per username; 0: no limit (as coturn's `user-quota`).
     pub user_quota: usize,
+    /// Allocations in total; 0: no limit.
     pub total_quota: usize,
     pub default_lifetime: Duration,
     pub max_lifetime: Duration,
@@ -122,9 +124,12 @@ fn unix_now() -> u64 {
 
 impl Core {
     pub fn new(cfg: CoreConfig, metrics: RelayMetrics, now: Instant) -> Self {
-        metrics
-            .max_allocations
-            .set(i64::try_from(cfg.total_quota).unwrap_or(i64::MAX));
+        // -1: no limit, which dashboards and alerts recognise.
+        let max = match cfg.total_quota {
+            0 => -1,
+            n => i64::try_from(n).unwrap_or(i64::MAX),
+        };
+        metrics.max_allocations.set(max);
         Core {
             nonces: Nonces::new(rand::random(), cfg.nonce_lifetime_secs),
             cfg,
@@ -482,8 +487,11 @@ impl Core {
             _ => false,
         };
         let user = auth.username.name();
-        if self.live >= self.cfg.total_quota
-            || self.per_user.get(user).copied().unwrap_or(0) >= self.cfg.user_quota
+        if over(self.live, self.cfg.total_quota)
+            || over(
+                self.per_user.get(user).copied().unwrap_or(0),
+                self.cfg.user_quota,
+            )
         {
             self.metrics.quota_refusals.inc();
             return error(ALLOCATE, txid, e5766::AllocationQuotaReached);
@@ -642,6 +650,11 @@ impl Core {
         let bytes = codec::encode(msg);
         io.send_to_client(client, &bytes);
     }
+}
+
+/// Whether `held` allocations leave no room under `quota` (0: no limit).
+fn over(held: usize, quota: usize) -> bool {
+    quota != 0 && held >= quota
 }
 
 fn error(method: Method, txid: TransactionId, code: impl Into<ErrorCode>) -> Msg {

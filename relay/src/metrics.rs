@@ -51,7 +51,8 @@ pub mod drop_reason {
 #[derive(Clone)]
 pub struct RelayMetrics {
     pub allocations: Gauge,
-    /// The configured limit on live allocations (TURN_TOTAL_QUOTA).
+    /// The configured limit on live allocations (TURN_TOTAL_QUOTA); -1 when
+    /// unlimited (TURN_TOTAL_QUOTA=0).
     pub max_allocations: Gauge,
     pub allocations_total: Counter,
     packets: Family<DirectionLabel, Counter>,
@@ -129,7 +130,7 @@ impl RelayMetrics {
         );
         r.register(
             "max_allocations",
-            "Configured limit on live TURN allocations (TURN_TOTAL_QUOTA)",
+            "Configured limit on live TURN allocations (TURN_TOTAL_QUOTA); -1: no limit",
             self.max_allocations.clone(),
         );
         r.register(

@@ -785,3 +785,21 @@ fn garbage_never_panics_and_gets_no_answer() {
     }
     assert!(h.io.to_peer.is_empty());
 }
+
+/// coturn's `user-quota=0` means unlimited; so do both quotas here, as
+/// TURN_MAX_BYTES_PER_SEC=0 already did.
+#[test]
+fn quotas_of_zero_mean_no_limit() {
+    let mut h = Harness::new(|c| {
+        c.user_quota = 0;
+        c.total_quota = 0;
+    });
+    for port in 0..25 {
+        let mut c = h.client(6000 + port, "same-user");
+        h.allocate(&mut c);
+    }
+    assert_eq!(h.core.allocation_count(), 25);
+    assert_eq!(h.core.metrics.quota_refusals.get(), 0);
+    // Dashboards and alerts read -1 as "no limit".
+    assert_eq!(h.core.metrics.max_allocations.get(), -1);
+}
