@@ -197,6 +197,17 @@ pub struct TurnConfig {
     )]
     pub tls_key: Option<std::path::PathBuf>,
 
+    /// Relay event loops (shards), each on its own thread with its own
+    /// allocations; 0 = one per core.
+    #[arg(
+        id = "turn_threads",
+        value_name = "N",
+        long = "turn-threads",
+        env = "TURN_THREADS",
+        default_value_t = 0
+    )]
+    pub threads: usize,
+
     /// Lifetime of the TURN credentials handed out, in seconds.
     #[arg(
         id = "turn_credential_ttl_secs",
@@ -240,6 +251,7 @@ impl TurnConfig {
                 }),
                 _ => None,
             },
+            threads: self.threads,
             core,
         }
     }
