@@ -22,6 +22,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::allocation::{ClientAddr, RelayId, Transport};
+use crate::batch::{Receiver, Sender};
 use crate::codec;
 use crate::config::PortRange;
 use crate::core::{Core, CoreConfig, Io};
@@ -364,6 +365,7 @@ fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> io::Result<StdUdp> {
 
 struct RelaySock {
     sock: UdpSocket,
+    v6: bool,
 }
 
 struct TcpConn {
@@ -390,6 +392,8 @@ struct Shell {
     spare: Vec<Vec<u8>>,
     registry: Registry,
     udp: UdpSocket,
+    /// Datagrams to clients, leaving through `udp` in batches.
+    out: Sender,
     relays: Vec<Option<RelaySock>>,
     free_relays: Vec<usize>,
     conns: Vec<Option<TcpConn>>,
@@ -405,8 +409,9 @@ impl Io for Shell {
     fn send_to_client(&mut self, client: &ClientAddr, data: &[u8]) {
         match client.transport {
             Transport::Udp => {
-                if self.udp.send_to(data, client.addr).is_err() {
-                    self.metrics.dropped_send_failed.inc();
+                let failed = self.out.push(&self.udp, data, client.addr);
+                if failed > 0 {
+                    self.metrics.dropped_send_failed.inc_by(failed);
                 }
             }
             Transport::Tcp => {
@@ -494,7 +499,10 @@ impl Io for Shell {
                 self.free_relays.push(id);
                 continue;
             }
-            self.relays[id] = Some(RelaySock { sock });
+            self.relays[id] = Some(RelaySock {
+                sock,
+                v6: ip.is_ipv6(),
+            });
             return Some((id as RelayId, SocketAddr::new(advertised_ip, port)));
         }
         None
@@ -540,6 +548,16 @@ impl Io for Shell {
 }
 
 impl Shell {
+    /// Send the datagrams queued for clients.
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            let failed = self.out.flush(&self.udp);
+            if failed > 0 {
+                self.metrics.dropped_send_failed.inc_by(failed);
+            }
+        }
+    }
+
     /// Wake the shards this one handed packets to since their last wake.
     fn wake_shards(&mut self) {
         for (shard, n) in self.handed.iter_mut().enumerate() {
@@ -661,6 +679,7 @@ fn run(
         Instant::now(),
     );
     let mut shell = Shell {
+        out: Sender::default(),
         handed: vec![0; ctx.inboxes.len()],
         spare: Vec::new(),
         ctx,
@@ -677,7 +696,8 @@ fn run(
         metrics,
     };
     let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; 65_536];
+    let mut rx = Receiver::default();
+    let udp_v6 = shell.udp.local_addr()?.is_ipv6();
     let mut next_tick = Instant::now() + Duration::from_secs(1);
     let mut backlog = false;
     while !stop.load(Ordering::Relaxed) {
@@ -695,13 +715,18 @@ fn run(
         for ev in events.iter() {
             match ev.token() {
                 UDP_LISTENER => loop {
-                    match shell.udp.recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            let client = ClientAddr {
-                                transport: Transport::Udp,
-                                addr: from,
-                            };
-                            core.on_client(&mut shell, &client, &buf[..n], now);
+                    match rx.recv(&shell.udp, udp_v6) {
+                        Ok(n) => {
+                            for i in 0..n {
+                                let (data, from) = rx.get(i);
+                                let Some(addr) = from else { continue };
+                                let client = ClientAddr {
+                                    transport: Transport::Udp,
+                                    addr,
+                                };
+                                core.on_client(&mut shell, &client, data, now);
+                            }
+                            shell.flush();
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // ICMP errors surface here (ECONNREFUSED): go on.
@@ -718,9 +743,15 @@ fn run(
                 Token(t) if t >= RELAY_BASE => {
                     let id = t - RELAY_BASE;
                     while let Some(Some(r)) = shell.relays.get(id) {
-                        match r.sock.recv_from(&mut buf) {
-                            Ok((n, from)) => {
-                                core.on_peer(&mut shell, id as RelayId, from, &buf[..n], now)
+                        match rx.recv(&r.sock, r.v6) {
+                            Ok(n) => {
+                                for i in 0..n {
+                                    let (data, from) = rx.get(i);
+                                    if let Some(from) = from {
+                                        core.on_peer(&mut shell, id as RelayId, from, data, now);
+                                    }
+                                }
+                                shell.flush();
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(_) => continue,
@@ -741,11 +772,12 @@ fn run(
         // Every pass, not only on a wake: a wake may have been spent on a
         // pass that was already draining.
         backlog = shell.drain_inbox(&mut core, now);
-        shell.wake_shards();
         if now >= next_tick {
             core.tick(&mut shell, now);
             next_tick = now + Duration::from_secs(1);
         }
+        shell.flush();
+        shell.wake_shards();
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! - `event_loop`: the shell: a thread per shard, non-blocking sockets
 //!   (UDP, TCP, TLS), no locks on the data path.
 //! - `shard`: how shards split ports and clients and what they share.
+//! - `batch`: recvmmsg/sendmmsg on Linux, one datagram per call elsewhere.
 //! - `config`: the `TURN_*` settings shared with tallow-server.
 //! - `advertise`: what relayed address clients get, judged at start-up.
 
@@ -16,6 +17,7 @@
 
 pub mod advertise;
 pub mod allocation;
+pub mod batch;
 pub mod codec;
 pub mod config;
 pub mod core;
