@@ -135,6 +135,18 @@ pub struct Core {
     txid_counter: u64,
     anchor: (Instant, u64),
     pub metrics: RelayMetrics,
+    traffic: Traffic,
+}
+
+/// Per-packet counters, kept here and added to the shared metrics once per
+/// pass of the shell ([`Core::publish_metrics`]): every shard counts into
+/// the same atomics, which touched per packet would bounce between cores.
+#[derive(Default)]
+struct Traffic {
+    packets_to_peer: u64,
+    bytes_to_peer: u64,
+    packets_to_client: u64,
+    bytes_to_client: u64,
 }
 
 fn unix_now() -> u64 {
@@ -186,12 +198,29 @@ impl Core {
             txid_counter: rand::random(),
             anchor: (now, unix_now()),
             metrics,
+            traffic: Traffic::default(),
         }
     }
 
     /// Unix time at `now`, on the clock the core started with.
     fn unix(&self, now: Instant) -> u64 {
         self.anchor.1 + now.saturating_duration_since(self.anchor.0).as_secs()
+    }
+
+    /// Add the traffic counted since the last call to the shared metrics.
+    pub fn publish_metrics(&mut self) {
+        let t = std::mem::take(&mut self.traffic);
+        let m = &self.metrics;
+        for (counter, n) in [
+            (&m.packets_to_peer, t.packets_to_peer),
+            (&m.bytes_to_peer, t.bytes_to_peer),
+            (&m.packets_to_client, t.packets_to_client),
+            (&m.bytes_to_client, t.bytes_to_client),
+        ] {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
     }
 
     /// Allocations of this shard.
@@ -350,8 +379,8 @@ impl Core {
             return;
         }
         let (from, relay) = (a.relayed, a.relay);
-        self.metrics.packets_to_peer.inc();
-        self.metrics.bytes_to_peer.inc_by(data.len() as u64);
+        self.traffic.packets_to_peer += 1;
+        self.traffic.bytes_to_peer += data.len() as u64;
         self.sync_relayed_ips();
         let ours = self.relayed_ips.contains(&peer.ip());
         if ours && !self.by_relayed.contains_key(&peer) {
@@ -407,8 +436,8 @@ impl Core {
         }
         // Counted here, the one way into a client: from a socket (on_peer)
         // and from another allocation of this relay (forward).
-        self.metrics.packets_to_client.inc();
-        self.metrics.bytes_to_client.inc_by(data.len() as u64);
+        self.traffic.packets_to_client += 1;
+        self.traffic.bytes_to_client += data.len() as u64;
         match a.channel_for(from, now) {
             Some(ch) => {
                 let pad = a.client.transport == Transport::Tcp;

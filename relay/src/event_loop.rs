@@ -726,6 +726,9 @@ fn run(
                                 };
                                 core.on_client(&mut shell, &client, data, now);
                             }
+                            // Counted before the batch leaves: whoever sees
+                            // a packet out sees it in the metrics.
+                            core.publish_metrics();
                             shell.flush();
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -751,6 +754,7 @@ fn run(
                                         core.on_peer(&mut shell, id as RelayId, from, data, now);
                                     }
                                 }
+                                core.publish_metrics();
                                 shell.flush();
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -776,6 +780,7 @@ fn run(
             core.tick(&mut shell, now);
             next_tick = now + Duration::from_secs(1);
         }
+        core.publish_metrics();
         shell.flush();
         shell.wake_shards();
     }

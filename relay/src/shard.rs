@@ -34,7 +34,9 @@
 //! - One nonce key for every shard, so a nonce issued on one is valid on all
 //!   (a TCP client reconnecting may land elsewhere).
 //! - Metrics are shared atomics, so the exported series are the relay's
-//!   totals; `tallow_turn_shard_allocations{shard}` shows the spread.
+//!   totals; the per-packet ones are counted in the core and added once per
+//!   batch, so shards do not contend for them per packet.
+//!   `tallow_turn_shard_allocations{shard}` shows the spread.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};

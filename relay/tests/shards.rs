@@ -88,6 +88,29 @@ impl Relay {
             .unwrap()
     }
 
+    /// The relayed-packet counters once they reach `want` each (a shard adds
+    /// its per-packet counts once per batch, possibly just after the last
+    /// packet left), read again for at most 5 s.
+    fn relayed_packets_reach(&self, want: i64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.scrape();
+            let counts: Vec<i64> = ["client_to_peer", "peer_to_client"]
+                .iter()
+                .map(|dir| {
+                    let series =
+                        format!("tallow_turn_packets_relayed_total{{direction=\"{dir}\"}}");
+                    self.metric(&text, &series)
+                })
+                .collect();
+            if counts == [want, want] || Instant::now() > deadline {
+                assert_eq!(counts, [want, want], "packets relayed each way");
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn shard_gauges(&self) -> Vec<i64> {
         let text = self.scrape();
         (0..SHARDS)
@@ -190,11 +213,7 @@ fn allocations_on_different_shards_exchange_data() {
             }
         );
     }
-    let text = relay.scrape();
-    for (dir, n) in [("client_to_peer", 2), ("peer_to_client", 2)] {
-        let series = format!("tallow_turn_packets_relayed_total{{direction=\"{dir}\"}}");
-        assert_eq!(relay.metric(&text, &series), n);
-    }
+    relay.relayed_packets_reach(2);
 }
 
 /// Clients on `k` distinct shards (one each), from a pool.
@@ -335,12 +354,7 @@ fn a_hundred_thousand_messages_through_several_shards_lose_and_reorder_nothing()
         }
     }
     assert_eq!(got, vec![per_flow; flows]);
-    let text = relay.scrape();
-    let total = (per_flow * flows as u64) as i64;
-    for dir in ["client_to_peer", "peer_to_client"] {
-        let series = format!("tallow_turn_packets_relayed_total{{direction=\"{dir}\"}}");
-        assert_eq!(relay.metric(&text, &series), total);
-    }
+    let text = relay.relayed_packets_reach((per_flow * flows as u64) as i64);
     for reason in ["shard_queue_full", "send_failed"] {
         let series = format!("tallow_turn_dropped_packets_total{{reason=\"{reason}\"}}");
         assert_eq!(relay.metric(&text, &series), 0);

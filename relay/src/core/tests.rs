@@ -462,6 +462,7 @@ fn channel_data_and_send_indications_reach_the_peer_and_back() {
     assert!(h.io.to_client.is_empty());
     // Both directions are counted, each with its own label: two packets
     // out ("early" was dropped before the permission), two back.
+    h.core.publish_metrics();
     let m = &h.core.metrics;
     assert_eq!(m.packets_to_peer.get(), 2);
     assert_eq!(
@@ -504,6 +505,7 @@ fn two_allocations_of_one_server_talk_without_the_kernel() {
     assert_eq!(msg.get_attribute::<Data>().unwrap().data(), b"a to b");
     // In-process, each allocation counts its own side: a relayed it out to
     // its peer, b relayed it in to its client.
+    h.core.publish_metrics();
     let m = &h.core.metrics;
     assert_eq!((m.packets_to_peer.get(), m.packets_to_client.get()), (1, 1));
     assert_eq!((m.bytes_to_peer.get(), m.bytes_to_client.get()), (6, 6));
@@ -755,6 +757,7 @@ fn bandwidth_is_capped_per_allocation() {
         h.core.on_peer(&mut h.io, relay, peer, &[1u8; 400], h.now);
     }
     assert_eq!(h.io.to_client.len(), 1, "600 bytes left this second");
+    h.core.publish_metrics();
     let m = &h.core.metrics;
     assert_eq!(m.dropped_bandwidth.get(), 5);
     assert_eq!(m.packets_to_client.get(), 1);
@@ -936,6 +939,8 @@ fn allocations_on_different_shards_reach_each_other_through_the_handoff() {
             data: b"b to a",
         }
     );
+    h0.core.publish_metrics();
+    h1.core.publish_metrics();
     assert_eq!((m.packets_to_peer.get(), m.packets_to_client.get()), (2, 2));
     assert_eq!(m.dropped_total(), 0);
 
