@@ -1004,4 +1004,38 @@ mod tests {
         .unwrap();
         assert_eq!((e.kind(), calls), (io::ErrorKind::AddrInUse, 1));
     }
+
+    /// A port another socket holds is refused even when that socket set
+    /// SO_REUSEPORT itself (same user, so the kernel would let a reuseport
+    /// group join it): the probe binds without SO_REUSEPORT.
+    #[test]
+    fn a_port_in_use_is_refused_whatever_the_holder_set() {
+        for holder_reuses in [false, true] {
+            let held = bind_udp_with("127.0.0.1:0".parse().unwrap(), holder_reuses).unwrap();
+            let addr = held.local_addr().unwrap();
+            let e = bind_listeners(addr, 4).expect_err("refused");
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{holder_reuses}");
+            let tcp_held = bind_tcp(addr, holder_reuses).unwrap();
+            drop(held);
+            let e = bind_listeners(addr, 4).expect_err("refused");
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "tcp {holder_reuses}");
+            drop(tcp_held);
+        }
+        // Free, it binds one socket per shard on one port.
+        let (udps, tcps) = bind_listeners("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let port = udps[0].local_addr().unwrap().port();
+        assert_eq!(udps.len(), 3);
+        assert!(udps.iter().all(|u| u.local_addr().unwrap().port() == port));
+        assert!(tcps.iter().all(|t| t.local_addr().unwrap().port() == port));
+    }
+
+    #[test]
+    fn shards_never_outnumber_port_pairs() {
+        let range = |low, high| PortRange { low, high };
+        assert_eq!(shard_count(8, range(1000, 1003)), 2);
+        assert_eq!(shard_count(8, range(1000, 1004)), 3);
+        assert_eq!(shard_count(3, range(49152, 65535)), 3);
+        assert_eq!(shard_count(1, range(1000, 1000)), 1);
+        assert!(shard_count(0, range(49152, 65535)) >= 1);
+    }
 }
