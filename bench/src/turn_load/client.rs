@@ -25,6 +25,7 @@ pub const LIFETIME: Duration = Duration::from_secs(600);
 
 pub struct Client {
     pub sock: UdpSocket,
+    server: SocketAddr,
     pub creds: Creds,
     pub challenge: Option<Challenge>,
     pub relayed: Option<SocketAddr>,
@@ -39,15 +40,9 @@ impl Client {
     /// A socket connected to `server` (so sends need no address and only
     /// the server's packets arrive), registered with `epoll` under `token`.
     pub fn new(server: SocketAddr, creds: Creds, index: u32) -> anyhow::Result<Self> {
-        let bind: SocketAddr = match server {
-            SocketAddr::V4(_) => "0.0.0.0:0".parse()?,
-            SocketAddr::V6(_) => "[::]:0".parse()?,
-        };
-        let sock = UdpSocket::bind(bind).context("client socket (open files limit?)")?;
-        sock.connect(server)?;
-        sock.set_nonblocking(true)?;
         Ok(Client {
-            sock,
+            sock: Self::socket(server)?,
+            server,
             creds,
             challenge: None,
             relayed: None,
@@ -55,6 +50,27 @@ impl Client {
             index,
             counter: 0,
         })
+    }
+
+    fn socket(server: SocketAddr) -> anyhow::Result<UdpSocket> {
+        let bind: SocketAddr = match server {
+            SocketAddr::V4(_) => "0.0.0.0:0".parse()?,
+            SocketAddr::V6(_) => "[::]:0".parse()?,
+        };
+        let sock = UdpSocket::bind(bind).context("client socket (open files limit?)")?;
+        sock.connect(server)?;
+        sock.set_nonblocking(true)?;
+        Ok(sock)
+    }
+
+    /// Move to a fresh local port (registered under `token`): the server
+    /// still holds an allocation for the old 5-tuple (437), left by an
+    /// earlier run that reused the same port.
+    fn rebind(&mut self, epoll: &Epoll, token: u64) -> anyhow::Result<()> {
+        // Closing the old socket removes it from the epoll set.
+        self.sock = Self::socket(self.server)?;
+        epoll.add(&self.sock, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+        Ok(())
     }
 
     /// Encode `req` with a fresh transaction id, authenticated once a
@@ -228,6 +244,11 @@ pub fn run_phase(
                         continue;
                     }
                     (_, Reply::Challenge(_)) => Err((401, "challenged on every try".to_owned())),
+                    (Phase::Probe, Reply::Error(437, _)) if p.tries < limits.tries => {
+                        c.rebind(epoll, i as u64)?;
+                        pending[i] = Some(send(c, p.tries + 1)?);
+                        break;
+                    }
                     (_, Reply::Error(code, reason)) => Err((code, reason)),
                 };
                 inflight -= 1;

@@ -160,7 +160,7 @@ fn main() -> anyhow::Result<()> {
             size: args.size,
             refresh: Duration::from_secs_f64(args.refresh.max(1.0)),
         };
-        handles.push(std::thread::spawn(move || -> Option<Tally> {
+        handles.push(std::thread::spawn(move || -> (Option<Tally>, usize) {
             let fail = |e: anyhow::Error| {
                 failed.store(true, Ordering::SeqCst);
                 errors.lock().unwrap().push(format!("thread {w}: {e:#}"));
@@ -191,11 +191,11 @@ fn main() -> anyhow::Result<()> {
                 _ => None,
             };
             stopped.wait();
-            if let Some(wk) = worker.as_mut() {
+            let released = worker.as_mut().map_or(0, |wk| {
                 let deadline = Instant::now() + Duration::from_secs(5);
-                let _ = wk.release(limits, deadline);
-            }
-            tally
+                wk.release(limits, deadline).unwrap_or(0)
+            });
+            (tally, released)
         }));
     }
 
@@ -220,8 +220,11 @@ fn main() -> anyhow::Result<()> {
     let rss_end = args.server_pid.map(procstat::rss_kb).transpose()?;
 
     let mut total = Tally::new()?;
+    let mut released = 0;
     for h in handles {
-        if let Some(t) = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))? {
+        let (tally, rel) = h.join().map_err(|_| anyhow::anyhow!("worker panicked"))?;
+        released += rel;
+        if let Some(t) = tally {
             total.add(&t)?;
         }
     }
@@ -268,6 +271,7 @@ fn main() -> anyhow::Result<()> {
         "echo_dropped": total.echo_dropped,
         "refresh_ok": total.refresh_ok,
         "refresh_err": total.refresh_err,
+        "released": released,
     });
     println!("{report}");
     Ok(())
