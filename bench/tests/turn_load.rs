@@ -111,7 +111,7 @@ fn coturn() -> (Proc, u16) {
     );
     let port = free_port();
     let (low, high) = relay_range(port);
-    let mut child = Command::new(path)
+    let child = Command::new(path)
         .args([
             "-n",
             "--listening-ip=127.0.0.1",
