@@ -157,8 +157,9 @@ fn wait_for_stun(port: u16) {
     panic!("no STUN answer on port {port}");
 }
 
-/// Run turn-load against 127.0.0.1:`port` and return its JSON report.
-fn turn_load(port: u16, server_pid: u32, mode: &str) -> Value {
+/// Run turn-load against 127.0.0.1:`port` (with `extra` arguments) and
+/// return its JSON report.
+fn turn_load(port: u16, server_pid: u32, mode: &str, extra: &[&str]) -> Value {
     let mut child = Command::new(env!("CARGO_BIN_EXE_turn-load"))
         .args([
             "--server",
@@ -180,6 +181,7 @@ fn turn_load(port: u16, server_pid: u32, mode: &str) -> Value {
             "--server-pid",
             &server_pid.to_string(),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -250,7 +252,7 @@ fn assert_lossless(v: &Value, mode: &str) {
 #[test]
 fn tallow_relay_peer_mode_delivers_every_packet() {
     let (relay, port) = tallow_relay();
-    let v = turn_load(port, relay.0.id(), "peer");
+    let v = turn_load(port, relay.0.id(), "peer", &[]);
     assert_lossless(&v, "peer");
     assert_eq!(v["latency"], "round_trip");
 }
@@ -258,7 +260,7 @@ fn tallow_relay_peer_mode_delivers_every_packet() {
 #[test]
 fn tallow_relay_client_to_client_delivers_every_packet() {
     let (relay, port) = tallow_relay();
-    let v = turn_load(port, relay.0.id(), "c2c");
+    let v = turn_load(port, relay.0.id(), "c2c", &[]);
     assert_lossless(&v, "c2c");
     assert_eq!(v["latency"], "one_way");
 }
@@ -266,6 +268,21 @@ fn tallow_relay_client_to_client_delivers_every_packet() {
 #[test]
 fn coturn_peer_mode_delivers_every_packet() {
     let (server, port) = coturn();
-    let v = turn_load(port, server.0.id(), "peer");
+    let v = turn_load(port, server.0.id(), "peer", &[]);
     assert_lossless(&v, "peer");
+}
+
+#[test]
+fn tallow_relay_answers_every_keepalive() {
+    let (relay, port) = tallow_relay();
+    // A keepalive round every half second from half a second in: over
+    // the 2 s run every client refreshes its allocation, permission and
+    // channel at least once, and the drain waits for the answers.
+    let v = turn_load(port, relay.0.id(), "peer", &["--refresh", "0.5"]);
+    assert_lossless(&v, "peer");
+    assert_eq!(num(&v, "refresh_err"), 0.0, "{v}");
+    assert!(
+        num(&v, "refresh_ok") >= f64::from(3 * ALLOCS),
+        "every client refreshes three things: {v}"
+    );
 }

@@ -158,7 +158,7 @@ fn main() -> anyhow::Result<()> {
             duration: Duration::from_secs_f64(args.duration),
             grace: Duration::from_secs_f64(args.grace),
             size: args.size,
-            refresh: Duration::from_secs_f64(args.refresh.max(1.0)),
+            refresh: Duration::from_secs_f64(args.refresh.max(0.1)),
         };
         handles.push(std::thread::spawn(move || -> (Option<Tally>, usize) {
             let fail = |e: anyhow::Error| {

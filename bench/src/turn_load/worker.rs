@@ -212,6 +212,8 @@ impl Worker {
         let mut round_start = cfg.start + cfg.refresh;
         let mut refresh_next = 0usize;
         let mut refresh_retry: Vec<usize> = Vec::new();
+        // Keepalive requests not answered yet: the drain waits for them too.
+        let mut refresh_pending = 0u64;
 
         loop {
             let now = Instant::now();
@@ -244,7 +246,7 @@ impl Worker {
                     burst += 1;
                 }
                 behind = t.sent + t.send_failed < due;
-            } else if !sending && t.received >= t.sent {
+            } else if !sending && t.received >= t.sent && refresh_pending == 0 {
                 break;
             }
             if now >= round_start {
@@ -252,7 +254,7 @@ impl Worker {
                     / cfg.refresh.as_secs_f64())
                     * n as f64) as usize;
                 while refresh_next < target.min(n) {
-                    self.keepalive(refresh_next)?;
+                    refresh_pending += self.keepalive(refresh_next)?;
                     refresh_next += 1;
                 }
                 if refresh_next == n {
@@ -261,7 +263,7 @@ impl Worker {
                 }
             }
             for i in refresh_retry.drain(..) {
-                self.keepalive(i)?;
+                refresh_pending += self.keepalive(i)?;
             }
             let timeout = if behind {
                 EpollTimeout::ZERO
@@ -298,8 +300,12 @@ impl Worker {
                             }
                         }
                         tallow_relay::codec::Packet::Stun => match stun::decode_reply(p) {
-                            Some((_, Reply::Ok { .. })) => t.refresh_ok += 1,
+                            Some((_, Reply::Ok { .. })) => {
+                                refresh_pending = refresh_pending.saturating_sub(1);
+                                t.refresh_ok += 1;
+                            }
                             Some((_, Reply::Challenge(ch))) => {
+                                refresh_pending = refresh_pending.saturating_sub(1);
                                 // Stale nonce: again with the new one.
                                 c.challenge = Some(ch);
                                 t.refresh_err += 1;
@@ -307,7 +313,10 @@ impl Worker {
                                     refresh_retry.push(i);
                                 }
                             }
-                            Some((_, Reply::Error(..))) => t.refresh_err += 1,
+                            Some((_, Reply::Error(..))) => {
+                                refresh_pending = refresh_pending.saturating_sub(1);
+                                t.refresh_err += 1;
+                            }
                             None => {}
                         },
                         tallow_relay::codec::Packet::Invalid => {}
@@ -320,18 +329,21 @@ impl Worker {
     }
 
     /// Refresh client `i`'s allocation, permission and channel (answers are
-    /// counted by the data loop).
-    fn keepalive(&mut self, i: usize) -> anyhow::Result<()> {
+    /// counted by the data loop); returns how many requests went out.
+    fn keepalive(&mut self, i: usize) -> anyhow::Result<u64> {
         let c = &mut self.clients[i];
         let peer = c.peer.context("client has no peer")?;
+        let mut sent = 0;
         for req in [
             Request::Refresh(LIFETIME),
             Request::CreatePermission(peer),
             Request::ChannelBind(CHANNEL, peer),
         ] {
             let (_, bytes) = c.request(self.salt, req)?;
-            c.send(&bytes)?;
+            if c.send(&bytes)? {
+                sent += 1;
+            }
         }
-        Ok(())
+        Ok(sent)
     }
 }
