@@ -11,7 +11,8 @@
 #     loss: the rate goes up by BENCH_FACTOR from BENCH_START_RATE for at
 #     most BENCH_MAX_STEPS steps; a step fails when two tries both lose more
 #     than 0.1%. Servers take each step in turn, so neighbours' load hits all
-#     alike, and drop out at their first failed step;
+#     alike, and drop out at their first failed step; then BENCH_REFINE
+#     bisection steps between a server's last pass and its failure;
 #   - server CPU per message and p99 latency at one fixed rate;
 # and, per server, memory per allocation with BENCH_MEM_ALLOCS allocations
 # held (c2c setup: allocation, permission, channel), and tallow-relay's
@@ -20,7 +21,7 @@
 # Writes bench/results/relay-load.{jsonl,md,svg} and rebuilds BENCHMARKS.md.
 #
 # Knobs: BENCH_QUICK=1 (short form), BENCH_ALLOCS (1000), BENCH_STEP_SECS (4),
-# BENCH_START_RATE (10000), BENCH_FACTOR (1.5), BENCH_MAX_STEPS (9),
+# BENCH_START_RATE (10000), BENCH_FACTOR (1.5), BENCH_MAX_STEPS (9), BENCH_REFINE (2),
 # BENCH_FIXED_RATE (20000), BENCH_FIXED_SECS (8), BENCH_MEM_ALLOCS (10000),
 # BENCH_SHARDS (1: tallow shards = coturn relay threads = turn-rs threads
 # in the comparison), TURN_RS_BIN. Every run is bounded (timeout on each
@@ -29,15 +30,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-    d_secs=2 d_steps=5 d_factor=2 d_fixed_secs=3 d_mem=2000
+    d_secs=2 d_steps=5 d_factor=2 d_refine=1 d_fixed_secs=3 d_mem=2000
 else
-    d_secs=4 d_steps=9 d_factor=1.5 d_fixed_secs=8 d_mem=10000
+    d_secs=4 d_steps=9 d_factor=1.5 d_refine=2 d_fixed_secs=8 d_mem=10000
 fi
 allocs=${BENCH_ALLOCS:-1000}
 step_secs=${BENCH_STEP_SECS:-$d_secs}
 start_rate=${BENCH_START_RATE:-10000}
 factor=${BENCH_FACTOR:-$d_factor}
 max_steps=${BENCH_MAX_STEPS:-$d_steps}
+refine=${BENCH_REFINE:-$d_refine}
 fixed_rate=${BENCH_FIXED_RATE:-20000}
 fixed_secs=${BENCH_FIXED_SECS:-$d_fixed_secs}
 mem_allocs=${BENCH_MEM_ALLOCS:-$d_mem}
@@ -215,29 +217,57 @@ run() { # name mode kind rate secs allocs shards server_cpus
 verdict() { python3 "$work/line.py" verdict "$1"; }
 summary() { python3 "$work/line.py" summary "$1"; }
 
+# One step for one server: a run, and once more if it lost over 0.1% (a
+# neighbour's burst is not the server's limit). Prints ok, lossy or short.
+try_rate() { # name mode kind rate shards cpus
+    local line v
+    line=$(run "$1" "$2" "$3" "$4" "$step_secs" "$allocs" "$5" "$6")
+    summary "$line"
+    v=$(verdict "$line")
+    if [[ $v == lossy ]]; then
+        line=$(run "$1" "$2" "$3" "$4" "$step_secs" "$allocs" "$5" "$6")
+        summary "$line"
+        v=$(verdict "$line")
+    fi
+    echo "$v"
+}
+
 # Step every server in $@ up together in `mode`; servers must be launched.
+# Then narrow each lossy server's limit by bisection (BENCH_REFINE steps).
 step_up() { # mode kind shards cpus name...
     local mode=$1 kind=$2 nshards=$3 scpus=$4
     shift 4
-    local active=("$@") rate=$start_rate line v
+    local active=("$@") rate=$start_rate v lo hi mid
+    local -A ok_rate=() bad_rate=()
     for _ in $(seq 1 "$max_steps"); do
         ((${#active[@]})) || break
         local next=()
         for name in "${active[@]}"; do
-            line=$(run "$name" "$mode" "$kind" "$rate" "$step_secs" "$allocs" "$nshards" "$scpus")
-            summary "$line"
-            v=$(verdict "$line")
-            if [[ $v == lossy ]]; then
-                # Once more before calling it: a neighbour's burst is not
-                # the server's limit.
-                line=$(run "$name" "$mode" "$kind" "$rate" "$step_secs" "$allocs" "$nshards" "$scpus")
-                summary "$line"
-                v=$(verdict "$line")
-            fi
-            [[ $v == ok ]] && next+=("$name")
+            v=$(try_rate "$name" "$mode" "$kind" "$rate" "$nshards" "$scpus")
+            case $v in
+                ok)
+                    ok_rate[$name]=$rate
+                    next+=("$name")
+                    ;;
+                lossy) bad_rate[$name]=$rate ;;
+            esac
         done
         active=("${next[@]}")
         rate=$(python3 -c "print(int(round($rate * $factor, -2)))")
+    done
+    for _ in $(seq 1 "$refine"); do
+        for name in "${!bad_rate[@]}"; do
+            lo=${ok_rate[$name]:-0} hi=${bad_rate[$name]}
+            mid=$(((lo + hi) / 2))
+            mid=$((mid - mid % 100))
+            ((mid > lo && mid < hi)) || continue
+            v=$(try_rate "$name" "$mode" "$kind" "$mid" "$nshards" "$scpus")
+            case $v in
+                ok) ok_rate[$name]=$mid ;;
+                lossy) bad_rate[$name]=$mid ;;
+                *) unset "bad_rate[$name]" ;;
+            esac
+        done
     done
 }
 
@@ -279,12 +309,12 @@ t_end=$(date +%s)
 
 coturn_version=$(dpkg-query -W -f='${Version}' coturn 2>/dev/null || echo unknown)
 python3 - "$results" "$coturn_version" "$turnrs_note" "$((t_end - t_start))" "$allocs" "$step_secs" \
-    "$start_rate" "$factor" "$max_steps" "$fixed_rate" "$fixed_secs" "$mem_allocs" "$shards" \
+    "$start_rate" "$factor" "$max_steps" "$refine" "$fixed_rate" "$fixed_secs" "$mem_allocs" "$shards" \
     "$gen_cpu" "$server_cpu" "${BENCH_QUICK:-0}" <<'EOF'
 import datetime, json, os, platform, sys
 
 (path, coturn_version, turnrs_note, elapsed, allocs, step_secs, start_rate, factor, max_steps,
- fixed_rate, fixed_secs, mem_allocs, shards, gen_cpu, server_cpu, quick) = sys.argv[1:]
+ refine, fixed_rate, fixed_secs, mem_allocs, shards, gen_cpu, server_cpu, quick) = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 ok = [r for r in rows if not r.get("failed")]
 names = {"tallow": "tallow-relay", "coturn": f"coturn {coturn_version}", "turnrs": "turn-rs"}
@@ -335,7 +365,8 @@ p(f"- Load: {allocs} allocations, one UDP socket each, ChannelData of 100 bytes 
   f"back through the relay (each offered packet is relayed twice; latency is a round trip). "
   f"`c2c`: pairs of allocations send to each other's relayed address (relayed once; latency one way).")
 p(f"- Highest loss-free rate: offered rate stepped from {start_rate}/s by x{factor} (at most {max_steps} "
-  f"steps of {step_secs} s); a step fails when two tries both lose more than 0.1%. "
+  f"steps of {step_secs} s), then {refine} bisection steps between a server's last pass and its "
+  "failure; a step fails when two tries both lose more than 0.1%. "
   f"\"≥\" marks a server whose limit was not reached: it passed the last step, or lost nothing at the "
   "next one but the generator could not offer that rate (sent below 98% of offered).")
 p(f"- CPU per message and p99: one run of {fixed_secs} s at {fixed_rate} packets/s. Server CPU per message "
