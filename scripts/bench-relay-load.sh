@@ -399,12 +399,14 @@ for mode in ("peer", "c2c"):
     p(f"| {mode} | generator CPU (share of its core) at that rate | " + " | ".join(cells) + " | |")
     # CPU per message falls with the rate (more packets per wake-up), so
     # compare servers at one rate: the highest that both tallow and coturn
-    # carried loss-free.
-    common = [vals[s][0] for s in ("tallow", "coturn") if s in vals]
-    if len(common) == 2 and None not in common:
-        rate = min(common)
-        at = {s: next((r for r in reversed(steps(s, mode)) if not r.get("failed")
-                       and r["offered_pps"] == rate and r["loss_pct"] <= 0.1), None) for s in cols}
+    # were offered and carried loss-free.
+    def passed(s):
+        return {r["offered_pps"]: r for r in steps(s, mode)
+                if not r.get("failed") and r["loss_pct"] <= 0.1}
+    common = set(passed("tallow")) & set(passed("coturn"))
+    if common:
+        rate = max(common)
+        at = {s: passed(s).get(rate) for s in cols}
         key = "server_cpu_us_per_msg"
         cells = [fmt(at[s][key], "{:.2f}") if at[s] else "n/a" for s in cols]
         t, c = at.get("tallow"), at.get("coturn")
@@ -427,6 +429,13 @@ cells = [fmt(mem.get(s), "{:.2f}") for s in cols]
 p(f"| - | memory per allocation, KiB ({mem_allocs} held; lower is better) | " + " | ".join(cells) +
   f" | {ratio(mem.get('tallow'), mem.get('coturn'))} |")
 
+busy = [(mode, s, best(s, mode)[0]) for mode in ("peer", "c2c") for s in cols if best(s, mode)]
+busy = [(mode, s, r) for mode, s, r in busy if r["gen_cpu_per_thread"] > 0.85]
+if busy:
+    p("")
+for mode, s, r in busy:
+    p(f"- {mode}, {names[s]}: the generator used {r['gen_cpu_per_thread']:.2f} of its core at "
+      f"{r['offered_pps']}/s, close to its own limit: the server's limit may be higher than shown.")
 p("\n### Scaling: tallow-relay with one shard and with two\n")
 p("Server on both cores (`taskset -c 0,1`) in this step, the generator still pinned to core 0, so with two "
   "shards the server shares the generator's core. `TURN_THREADS` sets the shard count; `threads` is the "
