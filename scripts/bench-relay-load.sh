@@ -51,6 +51,7 @@ secret=bench-load-secret
 # generator's own sockets live.
 relay_low=10000 relay_high=29999
 
+command -v turnserver >/dev/null || scripts/apt-install.sh coturn
 for tool in turnserver taskset python3; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install coturn util-linux python3)" >&2; exit 1; }
 done
@@ -62,6 +63,7 @@ load_bin=target/release/turn-load
 # it needs Debian's protobuf-compiler), else no turn-rs column.
 turnrs_bin=${TURN_RS_BIN:-target/bench-tools/bin/turn-server}
 if [[ ! -x $turnrs_bin ]]; then
+    command -v protoc >/dev/null || scripts/apt-install.sh protobuf-compiler || true
     echo "installing turn-rs: cargo install turn-server --root target/bench-tools" >&2
     cargo install -q turn-server --root target/bench-tools >&2 || true
 fi
