@@ -142,17 +142,10 @@ cargo build --workspace --bins --locked -q
 step "node --test (web/: handshake vectors, then two Chromium contexts end to end)"
 (cd web && node --test test/*.test.js)
 
-# The relay's own tests run at 4 shards in the workspace run below
-# (RELAY_TEST_THREADS' default); its coturn-client and protocol tests run
-# at 1 shard here first, the single-thread relay being a configuration too.
 if cargo nextest --version >/dev/null 2>&1; then
-    step "cargo nextest run -p tallow-relay at 1 shard (turnutils, protocol)"
-    RELAY_TEST_THREADS=1 cargo nextest run -p tallow-relay --locked --test turnutils --test protocol
     step "cargo nextest run"
     cargo nextest run --workspace --locked --no-fail-fast
 else
-    step "cargo test -p tallow-relay at 1 shard (cargo-nextest not installed)"
-    RELAY_TEST_THREADS=1 cargo test -p tallow-relay --locked --test turnutils --test protocol
     step "cargo test (cargo-nextest not installed)"
     cargo test --workspace --locked --no-fail-fast
 fi

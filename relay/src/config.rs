@@ -124,8 +124,7 @@ pub struct TurnConfig {
     #[arg(id = "turn_allow_private", value_name = "BOOL", value_name = "BOOL", long = "turn-allow-private", env = "TURN_ALLOW_PRIVATE", default_value_t = false, action = ArgAction::Set)]
     pub allow_private: bool,
 
-    /// Allocations one TURN username may hold at once (486 beyond); 0 = no
-    /// limit, as coturn's user-quota.
+    /// Allocations one TURN username may hold at once (486 beyond).
     #[arg(
         id = "turn_user_quota",
         value_name = "N",
@@ -135,7 +134,7 @@ pub struct TurnConfig {
     )]
     pub user_quota: usize,
 
-    /// Allocations this relay holds at once (486 beyond); 0 = no limit.
+    /// Allocations this relay holds at once (486 beyond).
     #[arg(
         id = "turn_total_quota",
         value_name = "N",
@@ -197,17 +196,6 @@ pub struct TurnConfig {
     )]
     pub tls_key: Option<std::path::PathBuf>,
 
-    /// Relay event loops (shards), each on its own thread with its own
-    /// allocations; 0 = one per core.
-    #[arg(
-        id = "turn_threads",
-        value_name = "N",
-        long = "turn-threads",
-        env = "TURN_THREADS",
-        default_value_t = 0
-    )]
-    pub threads: usize,
-
     /// Lifetime of the TURN credentials handed out, in seconds.
     #[arg(
         id = "turn_credential_ttl_secs",
@@ -251,7 +239,6 @@ impl TurnConfig {
                 }),
                 _ => None,
             },
-            threads: self.threads,
             core,
         }
     }

@@ -1,19 +1,15 @@
 //! The TURN server as a sans-IO state machine: packets and time in, packets
-//! out through the [`Io`] the shell provides. One core per shard
-//! ([`crate::shard`]): it owns its shard's allocations and is owned by one
-//! thread, so the data path takes no lock; per packet it does a hash lookup,
-//! a permission scan and one `send`, and allocates nothing.
+//! out through the [`Io`] the shell provides. It owns every allocation and is
+//! owned by one thread, so the data path takes no lock; per packet it does a
+//! hash lookup, a permission scan and one `send`, and allocates nothing.
 //!
 //! When a client sends to a relayed address of this same server (both
 //! browsers of a transfer on one relay, the common case), the packet is
 //! handed to the other allocation directly instead of taking a round trip
-//! through the kernel: in this core, or through [`Io::send_to_shard`] to the
-//! core of the shard owning that address ([`Core::on_shard`]). Each side
-//! still sees exactly what RFC 8656 describes.
+//! through the kernel; each side still sees exactly what RFC 8656 describes.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use stun_codec::rfc5389::attributes::{
@@ -36,8 +32,6 @@ use crate::credentials;
 use crate::metrics::RelayMetrics;
 use crate::nonce::{NonceCheck, Nonces};
 use crate::peer_policy::PeerPolicy;
-use crate::shard::Shared;
-use prometheus_client::metrics::gauge::Gauge;
 
 /// What the core needs from its surroundings.
 pub trait Io {
@@ -52,16 +46,6 @@ pub trait Io {
         even: bool,
     ) -> Option<(RelayId, SocketAddr)>;
     fn close_relay(&mut self, relay: RelayId);
-    /// Hand `data`, sent from relayed address `from` to relayed address `to`,
-    /// to the core of `shard`, which owns `to` ([`Core::on_shard`]). False
-    /// when the shard's queue is full (the packet is dropped).
-    fn send_to_shard(
-        &mut self,
-        shard: usize,
-        from: SocketAddr,
-        to: SocketAddr,
-        data: &[u8],
-    ) -> bool;
 }
 
 #[derive(Debug, Clone)]
@@ -73,9 +57,7 @@ pub struct CoreConfig {
     pub external_ip: Option<std::net::IpAddr>,
     /// Whether IPv6 relayed addresses can be had.
     pub ipv6: bool,
-    /// Allocations per username; 0: no limit (as coturn's `user-quota`).
     pub user_quota: usize,
-    /// Allocations in total; 0: no limit.
     pub total_quota: usize,
     pub default_lifetime: Duration,
     pub max_lifetime: Duration,
@@ -119,34 +101,17 @@ pub struct Core {
     free: Vec<usize>,
     by_client: HashMap<ClientAddr, usize>,
     by_relayed: HashMap<SocketAddr, usize>,
-    /// Relayed IPs in use on any shard (a handful), to skip the `by_relayed`
-    /// lookup for the usual external peer; a copy of the shared list, taken
-    /// again when its generation moves.
-    relayed_ips: Vec<IpAddr>,
-    ips_generation: u64,
+    /// Relayed IPs in use (a handful), to skip the `by_relayed` lookup for
+    /// the usual external peer.
+    relayed_ips: Vec<(std::net::IpAddr, usize)>,
     /// Allocation by relay socket handle; handles are small dense integers.
     by_relay: Vec<Option<usize>>,
-    /// Allocations of this shard.
+    per_user: HashMap<String, usize>,
     live: usize,
-    shared: Arc<Shared>,
-    shard: usize,
-    shard_allocations: Gauge,
     scratch: Vec<u8>,
     txid_counter: u64,
     anchor: (Instant, u64),
     pub metrics: RelayMetrics,
-    traffic: Traffic,
-}
-
-/// Per-packet counters, kept here and added to the shared metrics once per
-/// pass of the shell ([`Core::publish_metrics`]): every shard counts into
-/// the same atomics, which touched per packet would bounce between cores.
-#[derive(Default)]
-struct Traffic {
-    packets_to_peer: u64,
-    bytes_to_peer: u64,
-    packets_to_client: u64,
-    bytes_to_client: u64,
 }
 
 fn unix_now() -> u64 {
@@ -156,49 +121,25 @@ fn unix_now() -> u64 {
 }
 
 impl Core {
-    /// A relay of one shard.
     pub fn new(cfg: CoreConfig, metrics: RelayMetrics, now: Instant) -> Self {
-        let all = crate::config::PortRange {
-            low: 1,
-            high: u16::MAX,
-        };
-        Core::for_shard(cfg, metrics, Arc::new(Shared::new(1, all)), 0, now)
-    }
-
-    /// The core of shard `shard` of the relay `shared` describes.
-    pub fn for_shard(
-        cfg: CoreConfig,
-        metrics: RelayMetrics,
-        shared: Arc<Shared>,
-        shard: usize,
-        now: Instant,
-    ) -> Self {
-        // -1: no limit, which dashboards and alerts recognise.
-        let max = match cfg.total_quota {
-            0 => -1,
-            n => i64::try_from(n).unwrap_or(i64::MAX),
-        };
-        metrics.max_allocations.set(max);
-        let shard_allocations = metrics.shard_allocations(shard);
+        metrics
+            .max_allocations
+            .set(i64::try_from(cfg.total_quota).unwrap_or(i64::MAX));
         Core {
-            nonces: Nonces::new(shared.nonce_key(), cfg.nonce_lifetime_secs),
+            nonces: Nonces::new(rand::random(), cfg.nonce_lifetime_secs),
             cfg,
             allocs: Vec::new(),
             free: Vec::new(),
             by_client: HashMap::new(),
             by_relayed: HashMap::new(),
             relayed_ips: Vec::new(),
-            ips_generation: u64::MAX,
             by_relay: Vec::new(),
+            per_user: HashMap::new(),
             live: 0,
-            shared,
-            shard,
-            shard_allocations,
             scratch: Vec::with_capacity(2048),
             txid_counter: rand::random(),
             anchor: (now, unix_now()),
             metrics,
-            traffic: Traffic::default(),
         }
     }
 
@@ -207,52 +148,8 @@ impl Core {
         self.anchor.1 + now.saturating_duration_since(self.anchor.0).as_secs()
     }
 
-    /// Add the traffic counted since the last call to the shared metrics.
-    pub fn publish_metrics(&mut self) {
-        let t = std::mem::take(&mut self.traffic);
-        let m = &self.metrics;
-        for (counter, n) in [
-            (&m.packets_to_peer, t.packets_to_peer),
-            (&m.bytes_to_peer, t.bytes_to_peer),
-            (&m.packets_to_client, t.packets_to_client),
-            (&m.bytes_to_client, t.bytes_to_client),
-        ] {
-            if n > 0 {
-                counter.inc_by(n);
-            }
-        }
-    }
-
-    /// Allocations of this shard.
     pub fn allocation_count(&self) -> usize {
         self.live
-    }
-
-    /// Take the shared relayed IP list again if it changed (one atomic load
-    /// when it did not).
-    fn sync_relayed_ips(&mut self) {
-        if self.shared.ips_generation() != self.ips_generation {
-            self.ips_generation = self.shared.relayed_ips(&mut self.relayed_ips);
-        }
-    }
-
-    /// A packet another shard's client sent from relayed address `from` to
-    /// `to`, a relayed address of this shard ([`Io::send_to_shard`]).
-    pub fn on_shard(
-        &mut self,
-        io: &mut impl Io,
-        from: SocketAddr,
-        to: SocketAddr,
-        data: &[u8],
-        now: Instant,
-    ) {
-        match self.by_relayed.get(&to) {
-            Some(&idx) => self.deliver(io, idx, from, data, now),
-            // Released since the other shard looked.
-            None => {
-                self.metrics.dropped_no_allocation.inc();
-            }
-        }
     }
 
     /// A datagram or TCP frame from a client.
@@ -315,7 +212,6 @@ impl Core {
         data: &[u8],
         now: Instant,
     ) {
-        self.sync_relayed_ips();
         match self.by_relay.get(relay as usize).copied().flatten() {
             // A permission for an internal IP exists only for another
             // allocation's relayed address, and those datagrams come
@@ -337,7 +233,7 @@ impl Core {
     /// Whether `addr` is this host as far as loopback goes: on an IP this
     /// relay hands out relayed addresses on, with loopback peers refused.
     fn is_own_ip(&self, addr: SocketAddr) -> bool {
-        !self.cfg.policy.allow_loopback && self.relayed_ips.contains(&addr.ip())
+        !self.cfg.policy.allow_loopback && self.relayed_ips.iter().any(|(ip, _)| *ip == addr.ip())
     }
 
     /// A TCP client connection closed: its allocation goes with it.
@@ -378,25 +274,13 @@ impl Core {
             self.metrics.dropped_bandwidth.inc();
             return;
         }
-        let (from, relay) = (a.relayed, a.relay);
-        self.traffic.packets_to_peer += 1;
-        self.traffic.bytes_to_peer += data.len() as u64;
-        self.sync_relayed_ips();
-        let ours = self.relayed_ips.contains(&peer.ip());
-        if ours && !self.by_relayed.contains_key(&peer) {
-            // Another shard's relayed address, by its port: hand it over.
-            if let Some(owner) = self.shared.owner(peer.port()) {
-                if owner != self.shard {
-                    if !io.send_to_shard(owner, from, peer, data) {
-                        self.metrics.dropped_shard_queue_full.inc();
-                    }
-                    return;
-                }
-            }
-        }
+        self.metrics.packets_to_peer.inc();
+        self.metrics.bytes_to_peer.inc_by(data.len() as u64);
+        let ours = self.relayed_ips.iter().any(|(ip, _)| *ip == peer.ip());
         match ours.then(|| self.by_relayed.get(&peer)).flatten() {
             // The peer is another allocation of this server: skip the kernel.
             Some(&other) if other != idx => {
+                let from = a.relayed;
                 self.deliver(io, other, from, data, now);
             }
             // Any other port of the relay's own address (its TURN listener,
@@ -405,7 +289,7 @@ impl Core {
             _ if ours && !self.cfg.policy.allow_loopback => {
                 self.metrics.dropped_no_permission.inc();
             }
-            _ if self.cfg.policy.allows(peer.ip()) => io.send_to_peer(relay, peer, data),
+            _ if self.cfg.policy.allows(peer.ip()) => io.send_to_peer(a.relay, peer, data),
             // An internal IP permitted for another allocation's address:
             // any other port of it (or that address once released) is not.
             _ => {
@@ -436,8 +320,8 @@ impl Core {
         }
         // Counted here, the one way into a client: from a socket (on_peer)
         // and from another allocation of this relay (forward).
-        self.traffic.packets_to_client += 1;
-        self.traffic.bytes_to_client += data.len() as u64;
+        self.metrics.packets_to_client.inc();
+        self.metrics.bytes_to_client.inc_by(data.len() as u64);
         match a.channel_for(from, now) {
             Some(ch) => {
                 let pad = a.client.transport == Transport::Tcp;
@@ -462,13 +346,26 @@ impl Core {
         if let Some(slot) = self.by_relay.get_mut(a.relay as usize) {
             *slot = None;
         }
-        self.shared.remove_relayed(a.relayed);
-        self.shared.release(&a.username);
+        if let Some(pos) = self
+            .relayed_ips
+            .iter()
+            .position(|(ip, _)| *ip == a.relayed.ip())
+        {
+            self.relayed_ips[pos].1 -= 1;
+            if self.relayed_ips[pos].1 == 0 {
+                self.relayed_ips.swap_remove(pos);
+            }
+        }
+        if let Some(n) = self.per_user.get_mut(&a.username) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&a.username);
+            }
+        }
         io.close_relay(a.relay);
         self.free.push(idx);
         self.live -= 1;
-        self.metrics.allocations.dec();
-        self.shard_allocations.dec();
+        self.metrics.allocations.set(self.live as i64);
     }
 
     fn control(&mut self, io: &mut impl Io, client: &ClientAddr, msg: Msg, now: Instant) {
@@ -585,18 +482,14 @@ impl Core {
             _ => false,
         };
         let user = auth.username.name();
-        // Counted across shards; the lock is taken here and on release only.
-        if self
-            .shared
-            .reserve(user, self.cfg.user_quota, self.cfg.total_quota)
-            .is_err()
+        if self.live >= self.cfg.total_quota
+            || self.per_user.get(user).copied().unwrap_or(0) >= self.cfg.user_quota
         {
             self.metrics.quota_refusals.inc();
             return error(ALLOCATE, txid, e5766::AllocationQuotaReached);
         }
         let even = msg.attributes().any(|a| matches!(a, Attr::EvenPort(_)));
         let Some((relay, bound)) = io.open_relay(client, ipv6, even) else {
-            self.shared.release(user);
             return error(ALLOCATE, txid, e5766::InsufficientCapacity);
         };
         let relayed = match (self.cfg.external_ip, ipv6) {
@@ -632,10 +525,17 @@ impl Core {
             self.by_relay.resize(r + 1, None);
         }
         self.by_relay[r] = Some(idx);
-        self.shared.add_relayed(relayed);
+        match self
+            .relayed_ips
+            .iter_mut()
+            .find(|(ip, _)| *ip == relayed.ip())
+        {
+            Some(entry) => entry.1 += 1,
+            None => self.relayed_ips.push((relayed.ip(), 1)),
+        }
+        *self.per_user.entry(user.to_owned()).or_insert(0) += 1;
         self.live += 1;
-        self.metrics.allocations.inc();
-        self.shard_allocations.inc();
+        self.metrics.allocations.set(self.live as i64);
         self.metrics.allocations_total.inc();
         allocate_success(txid, relayed, client.addr, lifetime)
     }
@@ -698,10 +598,7 @@ impl Core {
             }
             // Another allocation of this relay is reached in-process and
             // leads to no internal service: allowed whatever the policy.
-            if !self.cfg.policy.allows(p.ip())
-                && !self.by_relayed.contains_key(p)
-                && !self.shared.is_relayed(*p)
-            {
+            if !self.cfg.policy.allows(p.ip()) && !self.by_relayed.contains_key(p) {
                 self.metrics.refused_peers.inc();
                 return error(method, txid, e5766::Forbidden);
             }

@@ -1,7 +1,6 @@
-//! The relay's shell: a thread per shard ([`crate::shard`]), each one mio
-//! poll over its UDP listener, TCP and TLS listeners and their connections,
-//! its relay sockets and its inbox of packets from other shards. A core is
-//! owned by its thread, so no packet takes a lock or a task hop, and the
+//! The relay's shell: one thread, one mio poll over the UDP listener, the
+//! TCP listener and its connections, and every relay socket. The core is
+//! owned by this thread, so no packet takes a lock or a task hop, and the
 //! receive buffer is reused for every datagram.
 //!
 //! Why a thread with mio rather than tokio tasks: a relay socket per
@@ -17,17 +16,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::allocation::{ClientAddr, RelayId, Transport};
-use crate::batch::{Receiver, Sender};
 use crate::codec;
 use crate::config::PortRange;
 use crate::core::{Core, CoreConfig, Io};
 use crate::metrics::RelayMetrics;
-use crate::shard::Shared;
 
 const UDP_LISTENER: Token = Token(0);
 const TCP_LISTENER: Token = Token(1);
@@ -41,14 +37,6 @@ const SOCKET_BUFFER: usize = 4 << 20;
 const TCP_OUT_CAP: usize = 4 << 20;
 /// A TCP client's partial frame can be at most one STUN message.
 const TCP_IN_CAP: usize = 65_536 + 4;
-/// Packets queued for one shard from the others: some milliseconds of a
-/// busy shard's traffic, beyond which they are dropped as a full socket
-/// buffer would drop them.
-const INBOX_CAP: usize = 8192;
-/// Packets handed to a shard before it is woken, within one pass.
-const WAKE_EVERY: u32 = 64;
-/// Handed-over packet buffers a shard keeps for reuse.
-const SPARE_BUFFERS: usize = 1024;
 
 /// Where and how the relay runs.
 #[derive(Debug, Clone)]
@@ -59,8 +47,6 @@ pub struct RelayConfig {
     pub relay_ipv6: Option<Ipv6Addr>,
     /// TURN over TLS, when a certificate is configured.
     pub tls: Option<TlsConfig>,
-    /// Shards (event loop threads); 0: one per core.
-    pub threads: usize,
     pub core: CoreConfig,
 }
 
@@ -93,66 +79,29 @@ fn tls_server_config(cfg: &TlsConfig) -> io::Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-/// A running relay: its shard threads.
+/// A running relay thread.
 pub struct RelayHandle {
     stop: Arc<AtomicBool>,
-    inboxes: Arc<[Inbox]>,
-    threads: Vec<JoinHandle<()>>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
     pub udp_addr: SocketAddr,
     pub tcp_addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
-    /// Shards running.
-    pub shards: usize,
 }
 
 impl RelayHandle {
-    /// Stop the relay threads and wait for them.
+    /// Stop the relay thread and wait for it.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for inbox in self.inboxes.iter() {
-            let _ = inbox.waker.wake();
-        }
-        for t in self.threads.drain(..) {
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
-}
-
-/// A packet from a client of one shard to a relayed address of another.
-struct Handoff {
-    from: SocketAddr,
-    to: SocketAddr,
-    data: Vec<u8>,
-}
-
-/// A shard's way in from the other shards: a bounded lock-free queue
-/// (crossbeam's ArrayQueue: one CAS per push or pop, no lock, no allocation)
-/// and the waker of its poll.
-struct Inbox {
-    queue: ArrayQueue<Handoff>,
-    waker: Waker,
-}
-
-/// Shards for `threads` (0: one per core), no more than the relay port pairs
-/// so each shard owns some ports.
-pub fn shard_count(threads: usize, ports: PortRange) -> usize {
-    let wanted = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let pairs = (usize::from(ports.high - ports.low) + 2) / 2;
-    if wanted > pairs {
-        tracing::warn!(
-            wanted,
-            pairs,
-            "TURN_THREADS: fewer relay port pairs than shards; running one shard per pair"
-        );
-    }
-    wanted.clamp(1, pairs)
 }
 
 impl Drop for RelayHandle {
@@ -169,145 +118,47 @@ pub fn start(mut cfg: RelayConfig, metrics: RelayMetrics) -> io::Result<RelayHan
     let route = local_ip_towards(SocketAddr::from(([198, 51, 100, 1], 3478)));
     let plan = crate::advertise::plan(cfg.listen.ip(), cfg.core.external_ip, route)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let shards = shard_count(cfg.threads, cfg.port_range);
-    let (udps, tcps) = bind_listeners(cfg.listen, shards)?;
-    let udp_addr = udps[0].local_addr()?;
-    let tcp_addr = tcps[0].local_addr()?;
-    let (tls_config, tlss) = match &cfg.tls {
+    let (udp, tcp) = bind_same_port(cfg.listen, bind_udp, TcpListener::bind)?;
+    let udp = UdpSocket::from_std(udp);
+    let udp_addr = udp.local_addr()?;
+    let tcp_addr = tcp.local_addr()?;
+    let tls = match &cfg.tls {
         Some(t) => {
             let server = tls_server_config(t)?;
-            (Some(server), bind_tcp_group(t.listen, shards)?)
+            let listener = TcpListener::bind(t.listen)?;
+            Some((listener, server))
         }
-        None => (None, Vec::new()),
-    };
-    let tls_addr = match tlss.first() {
-        Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let shared = Arc::new(Shared::new(shards, cfg.port_range));
-    let polls = (0..shards)
-        .map(|_| Poll::new())
-        .collect::<io::Result<Vec<_>>>()?;
-    let inboxes: Arc<[Inbox]> = polls
-        .iter()
-        .map(|p| {
-            Ok(Inbox {
-                queue: ArrayQueue::new(INBOX_CAP),
-                waker: Waker::new(p.registry(), WAKER)?,
-            })
-        })
-        .collect::<io::Result<Vec<_>>>()?
-        .into();
+    let tls_addr = match &tls {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tlss = tlss.into_iter();
-    let mut threads = Vec::with_capacity(shards);
-    for (shard, ((poll, udp), tcp)) in polls.into_iter().zip(udps).zip(tcps).enumerate() {
-        let tls = tlss.next().zip(tls_config.clone());
-        let ctx = ShardCtx {
-            shard,
-            shared: shared.clone(),
-            inboxes: inboxes.clone(),
-        };
-        let (cfg, metrics, stopping) = (cfg.clone(), metrics.clone(), stop.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("tallow-relay-{shard}"))
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("tallow-relay".into())
             .spawn(move || {
-                let udp = UdpSocket::from_std(udp);
-                if let Err(e) = run(poll, udp, tcp, tls, cfg, metrics, ctx, &stopping) {
-                    tracing::error!(error = %e, shard, "relay loop failed");
+                if let Err(e) = run(poll, udp, tcp, tls, cfg, metrics, &stop) {
+                    tracing::error!(error = %e, "relay loop failed");
                 }
-            });
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                // Stop the shards already running before reporting.
-                drop(RelayHandle {
-                    stop,
-                    inboxes,
-                    threads,
-                    udp_addr,
-                    tcp_addr,
-                    tls_addr,
-                    shards,
-                });
-                return Err(e);
-            }
-        }
-    }
-    tracing::info!(%udp_addr, %tcp_addr, tls_addr = ?tls_addr, shards, advertised = %plan.summary, "TURN relay listening");
+            })?
+    };
+    tracing::info!(%udp_addr, %tcp_addr, tls_addr = ?tls_addr, advertised = %plan.summary, "TURN relay listening");
     for warning in &plan.warnings {
         tracing::warn!(%warning, "TURN relay: remote clients may not reach relayed addresses");
     }
     Ok(RelayHandle {
         stop,
-        inboxes,
-        threads,
+        waker,
+        thread: Some(thread),
         udp_addr,
         tcp_addr,
         tls_addr,
-        shards,
     })
-}
-
-/// The UDP and TCP listeners of `shards` shards, on one port. One shard:
-/// plain sockets. More: first a probe pair without SO_REUSEPORT, so a port
-/// another process holds (with SO_REUSEPORT or not) is refused rather than
-/// joined, then the group with SO_REUSEPORT on the port the probe got.
-fn bind_listeners(
-    listen: SocketAddr,
-    shards: usize,
-) -> io::Result<(Vec<StdUdp>, Vec<TcpListener>)> {
-    if shards == 1 {
-        let (u, t) = bind_same_port(listen, bind_udp, TcpListener::bind)?;
-        return Ok((vec![u], vec![t]));
-    }
-    // With port 0 another process may take the probed port before the group
-    // binds it: probe again, a few times.
-    let mut last = None;
-    for _ in 0..4 {
-        let (probe_u, probe_t) = bind_same_port(listen, bind_udp, |a| bind_tcp(a, false))?;
-        let addr = probe_u.local_addr()?;
-        drop((probe_u, probe_t));
-        let group = (|| -> io::Result<(Vec<StdUdp>, Vec<TcpListener>)> {
-            let udps = (0..shards)
-                .map(|_| bind_udp_with(addr, true))
-                .collect::<io::Result<Vec<_>>>()?;
-            let tcps = (0..shards)
-                .map(|_| bind_tcp(addr, true))
-                .collect::<io::Result<Vec<_>>>()?;
-            Ok((udps, tcps))
-        })();
-        match group {
-            Err(e) if listen.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
-            other => return other,
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
-}
-
-/// `shards` TCP listeners on `listen` (TLS), probed as in bind_listeners.
-fn bind_tcp_group(listen: SocketAddr, shards: usize) -> io::Result<Vec<TcpListener>> {
-    if shards == 1 {
-        return Ok(vec![TcpListener::bind(listen)?]);
-    }
-    let probe = bind_tcp(listen, false)?;
-    let addr = probe.local_addr()?;
-    drop(probe);
-    (0..shards).map(|_| bind_tcp(addr, true)).collect()
-}
-
-fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // As std and mio do: rebinding over TIME_WAIT connections is fine.
-    sock.set_reuse_address(true)?;
-    if reuse_port {
-        sock.set_reuse_port(true)?;
-    }
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(1024)?;
-    Ok(TcpListener::from_std(sock.into()))
 }
 
 /// UDP and TCP on one port, as clients expect. With port 0 the kernel picks
@@ -346,15 +197,8 @@ impl LocalAddr for StdUdp {
 }
 
 fn bind_udp(addr: SocketAddr) -> io::Result<StdUdp> {
-    bind_udp_with(addr, false)
-}
-
-fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> io::Result<StdUdp> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if reuse_port {
-        sock.set_reuse_port(true)?;
-    }
     // Best effort: the kernel caps these at net.core.[rw]mem_max.
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
@@ -365,7 +209,6 @@ fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> io::Result<StdUdp> {
 
 struct RelaySock {
     sock: UdpSocket,
-    v6: bool,
 }
 
 struct TcpConn {
@@ -378,22 +221,9 @@ struct TcpConn {
     want_write: bool,
 }
 
-/// Which shard a loop runs and how it reaches the others.
-struct ShardCtx {
-    shard: usize,
-    shared: Arc<Shared>,
-    inboxes: Arc<[Inbox]>,
-}
-
 struct Shell {
-    ctx: ShardCtx,
-    /// Packets handed to each shard since it was last woken.
-    handed: Vec<u32>,
-    spare: Vec<Vec<u8>>,
     registry: Registry,
     udp: UdpSocket,
-    /// Datagrams to clients, leaving through `udp` in batches.
-    out: Sender,
     relays: Vec<Option<RelaySock>>,
     free_relays: Vec<usize>,
     conns: Vec<Option<TcpConn>>,
@@ -409,9 +239,8 @@ impl Io for Shell {
     fn send_to_client(&mut self, client: &ClientAddr, data: &[u8]) {
         match client.transport {
             Transport::Udp => {
-                let failed = self.out.push(&self.udp, data, client.addr);
-                if failed > 0 {
-                    self.metrics.dropped_send_failed.inc_by(failed);
+                if self.udp.send_to(data, client.addr).is_err() {
+                    self.metrics.dropped_send_failed.inc();
                 }
             }
             Transport::Tcp => {
@@ -461,25 +290,14 @@ impl Io for Shell {
         } else {
             ip
         };
-        // This shard's ports only: pairs me, me + N, me + 2N, ... of the
-        // range (crate::shard), tried from a random one.
         let PortRange { low, high } = self.ports;
-        let (me, n) = (self.ctx.shard as u32, self.ctx.shared.shards() as u32);
-        let pairs = (u32::from(high - low) + 2) / 2;
-        if me >= pairs {
-            return None;
-        }
-        let owned = (pairs - me - 1) / n + 1;
-        let start: u32 = rand::random::<u32>() % owned;
-        let candidates = (0..owned.min(256)).flat_map(|i| {
-            let first = u32::from(low) + 2 * (me + n * ((start + i) % owned));
-            [first, first + 1]
-        });
-        for port in candidates {
-            if port > u32::from(high) || (even && port % 2 == 1) {
+        let span = u32::from(high - low) + 1;
+        let start: u32 = rand::random::<u32>() % span;
+        for i in 0..span.min(512) {
+            let port = (u32::from(low) + (start + i) % span) as u16;
+            if even && port % 2 == 1 {
                 continue;
             }
-            let port = port as u16;
             let Ok(std) = bind_udp(SocketAddr::new(ip, port)) else {
                 continue;
             };
@@ -499,10 +317,7 @@ impl Io for Shell {
                 self.free_relays.push(id);
                 continue;
             }
-            self.relays[id] = Some(RelaySock {
-                sock,
-                v6: ip.is_ipv6(),
-            });
+            self.relays[id] = Some(RelaySock { sock });
             return Some((id as RelayId, SocketAddr::new(advertised_ip, port)));
         }
         None
@@ -514,74 +329,6 @@ impl Io for Shell {
             let _ = self.registry.deregister(&mut r.sock);
             self.free_relays.push(id);
         }
-    }
-
-    fn send_to_shard(
-        &mut self,
-        shard: usize,
-        from: SocketAddr,
-        to: SocketAddr,
-        data: &[u8],
-    ) -> bool {
-        let Some(inbox) = self.ctx.inboxes.get(shard) else {
-            return false;
-        };
-        let mut buf = self.spare.pop().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(data);
-        if let Err(h) = inbox.queue.push(Handoff {
-            from,
-            to,
-            data: buf,
-        }) {
-            self.spare.push(h.data);
-            return false;
-        }
-        // Wake it now and then within a long pass, and at the pass's end.
-        self.handed[shard] += 1;
-        if self.handed[shard] >= WAKE_EVERY {
-            self.handed[shard] = 0;
-            let _ = inbox.waker.wake();
-        }
-        true
-    }
-}
-
-impl Shell {
-    /// Send the datagrams queued for clients.
-    fn flush(&mut self) {
-        if !self.out.is_empty() {
-            let failed = self.out.flush(&self.udp);
-            if failed > 0 {
-                self.metrics.dropped_send_failed.inc_by(failed);
-            }
-        }
-    }
-
-    /// Wake the shards this one handed packets to since their last wake.
-    fn wake_shards(&mut self) {
-        for (shard, n) in self.handed.iter_mut().enumerate() {
-            if *n > 0 {
-                *n = 0;
-                let _ = self.ctx.inboxes[shard].waker.wake();
-            }
-        }
-    }
-
-    /// Hand this shard's queued packets to its core; true if more remain.
-    fn drain_inbox(&mut self, core: &mut Core, now: Instant) -> bool {
-        let inboxes = self.ctx.inboxes.clone();
-        let inbox = &inboxes[self.ctx.shard];
-        for _ in 0..INBOX_CAP {
-            let Some(h) = inbox.queue.pop() else {
-                return false;
-            };
-            core.on_shard(self, h.from, h.to, &h.data, now);
-            if self.spare.len() < SPARE_BUFFERS {
-                self.spare.push(h.data);
-            }
-        }
-        !inbox.queue.is_empty()
     }
 }
 
@@ -650,7 +397,6 @@ fn local_ip_towards(peer: SocketAddr) -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run(
     mut poll: Poll,
     mut udp: UdpSocket,
@@ -658,7 +404,6 @@ fn run(
     tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     cfg: RelayConfig,
     metrics: RelayMetrics,
-    ctx: ShardCtx,
     stop: &AtomicBool,
 ) -> io::Result<()> {
     let registry = poll.registry().try_clone()?;
@@ -671,18 +416,8 @@ fn run(
     if let Some(l) = tls_listener.as_mut() {
         registry.register(l, TLS_LISTENER, Interest::READABLE)?;
     }
-    let mut core = Core::for_shard(
-        cfg.core.clone(),
-        metrics.clone(),
-        ctx.shared.clone(),
-        ctx.shard,
-        Instant::now(),
-    );
+    let mut core = Core::new(cfg.core.clone(), metrics.clone(), Instant::now());
     let mut shell = Shell {
-        out: Sender::default(),
-        handed: vec![0; ctx.inboxes.len()],
-        spare: Vec::new(),
-        ctx,
         registry,
         udp,
         relays: Vec::new(),
@@ -696,15 +431,10 @@ fn run(
         metrics,
     };
     let mut events = Events::with_capacity(1024);
-    let mut rx = Receiver::default();
-    let udp_v6 = shell.udp.local_addr()?.is_ipv6();
+    let mut buf = vec![0u8; 65_536];
     let mut next_tick = Instant::now() + Duration::from_secs(1);
-    let mut backlog = false;
     while !stop.load(Ordering::Relaxed) {
-        let timeout = match backlog {
-            true => Duration::ZERO,
-            false => next_tick.saturating_duration_since(Instant::now()),
-        };
+        let timeout = next_tick.saturating_duration_since(Instant::now());
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -715,21 +445,13 @@ fn run(
         for ev in events.iter() {
             match ev.token() {
                 UDP_LISTENER => loop {
-                    match rx.recv(&shell.udp, udp_v6) {
-                        Ok(n) => {
-                            for i in 0..n {
-                                let (data, from) = rx.get(i);
-                                let Some(addr) = from else { continue };
-                                let client = ClientAddr {
-                                    transport: Transport::Udp,
-                                    addr,
-                                };
-                                core.on_client(&mut shell, &client, data, now);
-                            }
-                            // Counted before the batch leaves: whoever sees
-                            // a packet out sees it in the metrics.
-                            core.publish_metrics();
-                            shell.flush();
+                    match shell.udp.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            let client = ClientAddr {
+                                transport: Transport::Udp,
+                                addr: from,
+                            };
+                            core.on_client(&mut shell, &client, &buf[..n], now);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // ICMP errors surface here (ECONNREFUSED): go on.
@@ -746,16 +468,9 @@ fn run(
                 Token(t) if t >= RELAY_BASE => {
                     let id = t - RELAY_BASE;
                     while let Some(Some(r)) = shell.relays.get(id) {
-                        match rx.recv(&r.sock, r.v6) {
-                            Ok(n) => {
-                                for i in 0..n {
-                                    let (data, from) = rx.get(i);
-                                    if let Some(from) = from {
-                                        core.on_peer(&mut shell, id as RelayId, from, data, now);
-                                    }
-                                }
-                                core.publish_metrics();
-                                shell.flush();
+                        match r.sock.recv_from(&mut buf) {
+                            Ok((n, from)) => {
+                                core.on_peer(&mut shell, id as RelayId, from, &buf[..n], now)
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(_) => continue,
@@ -773,16 +488,10 @@ fn run(
                 }
             }
         }
-        // Every pass, not only on a wake: a wake may have been spent on a
-        // pass that was already draining.
-        backlog = shell.drain_inbox(&mut core, now);
         if now >= next_tick {
             core.tick(&mut shell, now);
             next_tick = now + Duration::from_secs(1);
         }
-        core.publish_metrics();
-        shell.flush();
-        shell.wake_shards();
     }
     Ok(())
 }
@@ -1003,39 +712,5 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!((e.kind(), calls), (io::ErrorKind::AddrInUse, 1));
-    }
-
-    /// A port another socket holds is refused even when that socket set
-    /// SO_REUSEPORT itself (same user, so the kernel would let a reuseport
-    /// group join it): the probe binds without SO_REUSEPORT.
-    #[test]
-    fn a_port_in_use_is_refused_whatever_the_holder_set() {
-        for holder_reuses in [false, true] {
-            let held = bind_udp_with("127.0.0.1:0".parse().unwrap(), holder_reuses).unwrap();
-            let addr = held.local_addr().unwrap();
-            let e = bind_listeners(addr, 4).expect_err("refused");
-            assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{holder_reuses}");
-            let tcp_held = bind_tcp(addr, holder_reuses).unwrap();
-            drop(held);
-            let e = bind_listeners(addr, 4).expect_err("refused");
-            assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "tcp {holder_reuses}");
-            drop(tcp_held);
-        }
-        // Free, it binds one socket per shard on one port.
-        let (udps, tcps) = bind_listeners("127.0.0.1:0".parse().unwrap(), 3).unwrap();
-        let port = udps[0].local_addr().unwrap().port();
-        assert_eq!(udps.len(), 3);
-        assert!(udps.iter().all(|u| u.local_addr().unwrap().port() == port));
-        assert!(tcps.iter().all(|t| t.local_addr().unwrap().port() == port));
-    }
-
-    #[test]
-    fn shards_never_outnumber_port_pairs() {
-        let range = |low, high| PortRange { low, high };
-        assert_eq!(shard_count(8, range(1000, 1003)), 2);
-        assert_eq!(shard_count(8, range(1000, 1004)), 3);
-        assert_eq!(shard_count(3, range(49152, 65535)), 3);
-        assert_eq!(shard_count(1, range(1000, 1000)), 1);
-        assert!(shard_count(0, range(49152, 65535)) >= 1);
     }
 }

@@ -19,9 +19,6 @@ impl Io for NullIo {
         Some((1, "192.0.2.1:50000".parse().expect("literal")))
     }
     fn close_relay(&mut self, _: RelayId) {}
-    fn send_to_shard(&mut self, _: usize, _: SocketAddr, _: SocketAddr, _: &[u8]) -> bool {
-        true
-    }
 }
 
 /// Feed `data` to every parser and to a fresh core, as a client datagram, a

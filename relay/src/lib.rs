@@ -4,10 +4,8 @@
 //!   allocation-free data path for ChannelData and Send/Data indications).
 //! - `core`: the TURN server as a sans-IO state machine over `allocation`s,
 //!   with `nonce`s, the `peer_policy` and TURN REST API `credentials`.
-//! - `event_loop`: the shell: a thread per shard, non-blocking sockets
-//!   (UDP, TCP, TLS), no locks on the data path.
-//! - `shard`: how shards split ports and clients and what they share.
-//! - `batch`: recvmmsg/sendmmsg on Linux, one datagram per call elsewhere.
+//! - `event_loop`: the shell: one thread, non-blocking sockets (UDP and
+//!   TCP), no locks on the data path.
 //! - `config`: the `TURN_*` settings shared with tallow-server.
 //! - `advertise`: what relayed address clients get, judged at start-up.
 
@@ -17,7 +15,6 @@
 
 pub mod advertise;
 pub mod allocation;
-pub mod batch;
 pub mod codec;
 pub mod config;
 pub mod core;
@@ -28,4 +25,3 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod nonce;
 pub mod peer_policy;
-pub mod shard;

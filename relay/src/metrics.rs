@@ -17,11 +17,6 @@ pub struct DirectionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ShardLabel {
-    pub shard: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
 }
@@ -44,29 +39,24 @@ pub mod drop_reason {
     pub const SEND_FAILED: &str = "send_failed";
     /// Neither STUN nor ChannelData.
     pub const INVALID: &str = "invalid";
-    /// Bound for an allocation of another shard whose queue was full.
-    pub const SHARD_QUEUE_FULL: &str = "shard_queue_full";
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 5] = [
         NO_ALLOCATION,
         NO_PERMISSION,
         BANDWIDTH,
         SEND_FAILED,
         INVALID,
-        SHARD_QUEUE_FULL,
     ];
 }
 
 #[derive(Clone)]
 pub struct RelayMetrics {
     pub allocations: Gauge,
-    /// The configured limit on live allocations (TURN_TOTAL_QUOTA); -1 when
-    /// unlimited (TURN_TOTAL_QUOTA=0).
+    /// The configured limit on live allocations (TURN_TOTAL_QUOTA).
     pub max_allocations: Gauge,
     pub allocations_total: Counter,
     packets: Family<DirectionLabel, Counter>,
     bytes: Family<DirectionLabel, Counter>,
     dropped: Family<ReasonLabel, Counter>,
-    shards: Family<ShardLabel, Gauge>,
     pub packets_to_peer: Counter,
     pub packets_to_client: Counter,
     pub bytes_to_peer: Counter,
@@ -79,7 +69,6 @@ pub struct RelayMetrics {
     pub dropped_bandwidth: Counter,
     pub dropped_send_failed: Counter,
     pub dropped_invalid: Counter,
-    pub dropped_shard_queue_full: Counter,
 }
 
 impl Default for RelayMetrics {
@@ -107,8 +96,6 @@ impl Default for RelayMetrics {
             dropped_bandwidth: why(drop_reason::BANDWIDTH),
             dropped_send_failed: why(drop_reason::SEND_FAILED),
             dropped_invalid: why(drop_reason::INVALID),
-            dropped_shard_queue_full: why(drop_reason::SHARD_QUEUE_FULL),
-            shards: Family::default(),
             packets,
             bytes,
             dropped,
@@ -125,20 +112,10 @@ impl RelayMetrics {
             &self.dropped_bandwidth,
             &self.dropped_send_failed,
             &self.dropped_invalid,
-            &self.dropped_shard_queue_full,
         ]
         .iter()
         .map(|c| c.get())
         .sum()
-    }
-
-    /// The live allocations gauge of shard `shard`.
-    pub fn shard_allocations(&self, shard: usize) -> Gauge {
-        self.shards
-            .get_or_create(&ShardLabel {
-                shard: shard.to_string(),
-            })
-            .clone()
     }
 
     /// Register under `registry` (names get the registry's prefix, e.g.
@@ -151,13 +128,8 @@ impl RelayMetrics {
             self.allocations.clone(),
         );
         r.register(
-            "shard_allocations",
-            "Live TURN allocations by relay shard (TURN_THREADS)",
-            self.shards.clone(),
-        );
-        r.register(
             "max_allocations",
-            "Configured limit on live TURN allocations (TURN_TOTAL_QUOTA); -1: no limit",
+            "Configured limit on live TURN allocations (TURN_TOTAL_QUOTA)",
             self.max_allocations.clone(),
         );
         r.register(
@@ -192,7 +164,7 @@ impl RelayMetrics {
         );
         r.register(
             "dropped_packets",
-            "Data packets dropped, by reason (no_allocation, no_permission, bandwidth, send_failed, invalid, shard_queue_full)",
+            "Data packets dropped, by reason (no_allocation, no_permission, bandwidth, send_failed, invalid)",
             self.dropped.clone(),
         );
     }

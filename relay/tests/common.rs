@@ -5,13 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use stun_codec::rfc5389::attributes::{ErrorCode, MessageIntegrity, Nonce, Realm, Username};
-use stun_codec::rfc5766::attributes::RequestedTransport;
-use stun_codec::{Message, MessageClass, Method, TransactionId};
-use tallow_relay::codec::{self, Attr, Msg};
-use tallow_relay::credentials;
+use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "relay-test-secret";
 
@@ -44,18 +38,8 @@ pub fn tool(name: &str) -> String {
     path
 }
 
-/// Shards the relay under test runs: RELAY_TEST_THREADS, default 4, so every
-/// relay test runs across shards (scripts/test.sh runs them at 1 as well).
-pub fn test_threads() -> usize {
-    std::env::var("RELAY_TEST_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4)
-}
-
 /// Start tallow-relay on a free loopback port with `env` on top of the
-/// test defaults (TURN_THREADS from [`test_threads`]); returns it and its
-/// address.
+/// test defaults; returns it and its address.
 pub fn relay(env: &[(&str, &str)]) -> (Proc, SocketAddr) {
     let port = free_port();
     let range_low = 40000 + (port % 200) * 100;
@@ -67,7 +51,6 @@ pub fn relay(env: &[(&str, &str)]) -> (Proc, SocketAddr) {
         .env("TURN_SECRET", SECRET)
         .env("TURN_PORT_RANGE", &range)
         .env("TURN_ALLOW_LOOPBACK", "true")
-        .env("TURN_THREADS", test_threads().to_string())
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -82,12 +65,6 @@ pub fn relay(env: &[(&str, &str)]) -> (Proc, SocketAddr) {
             .expect("tallow-relay exited before listening")
             .unwrap();
         if line.contains("TURN relay listening") {
-            // The shards asked for are the shards running.
-            let want = env
-                .iter()
-                .find(|(k, _)| *k == "TURN_THREADS")
-                .map_or(test_threads().to_string(), |(_, v)| v.to_string());
-            assert!(line.contains(&format!("\"shards\":{want}")), "{line}");
             break;
         }
     }
@@ -149,78 +126,4 @@ pub fn totals(out: &Output) -> Option<(u64, u64)> {
 
 pub fn output_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-/// A TURN client over one UDP socket, one request at a time.
-pub struct Client {
-    pub sock: UdpSocket,
-    pub server: SocketAddr,
-    pub username: String,
-    pub password: String,
-    pub nonce: Option<String>,
-    n: u8,
-}
-
-impl Client {
-    pub fn new(server: SocketAddr, label: &str, secret: &str) -> Client {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let c = credentials::issue(secret.as_bytes(), label, now, 600);
-        Client {
-            sock,
-            server,
-            username: c.username,
-            password: c.password,
-            nonce: None,
-            n: 0,
-        }
-    }
-
-    pub fn send(&mut self, method: Method, attrs: &[Attr]) -> Msg {
-        self.n += 1;
-        let mut m = Message::new(
-            MessageClass::Request,
-            method,
-            TransactionId::new([self.n; 12]),
-        );
-        for a in attrs {
-            m.add_attribute(a.clone());
-        }
-        if let Some(nonce) = &self.nonce {
-            let user = Username::new(self.username.clone()).unwrap();
-            let realm = Realm::new("tallow".into()).unwrap();
-            m.add_attribute(user.clone());
-            m.add_attribute(realm.clone());
-            m.add_attribute(Nonce::new(nonce.clone()).unwrap());
-            let mi = MessageIntegrity::new_long_term_credential(&m, &user, &realm, &self.password)
-                .unwrap();
-            m.add_attribute(mi);
-        }
-        self.sock.send_to(&codec::encode(m), self.server).unwrap();
-        let mut buf = [0u8; 2048];
-        let (n, _) = self.sock.recv_from(&mut buf).expect("an answer");
-        codec::decode(&buf[..n]).unwrap()
-    }
-
-    /// Request with credentials, learning the nonce from the first 401.
-    pub fn request(&mut self, method: Method, attrs: &[Attr]) -> Msg {
-        let resp = self.send(method, attrs);
-        if self.nonce.is_none() && code(&resp) == Some(401) {
-            self.nonce = Some(resp.get_attribute::<Nonce>().unwrap().value().to_owned());
-            return self.send(method, attrs);
-        }
-        resp
-    }
-}
-
-pub fn code(m: &Msg) -> Option<u16> {
-    m.get_attribute::<ErrorCode>().map(|e| e.code())
-}
-
-pub fn udp() -> Attr {
-    RequestedTransport::new(17).into()
 }

@@ -3,13 +3,89 @@
 
 mod common;
 
-use std::time::Duration;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{code, relay, udp, Client, SECRET};
-use stun_codec::rfc5389::attributes::{Nonce, Realm};
-use stun_codec::rfc5766::attributes::{XorPeerAddress, XorRelayAddress};
+use common::{relay, SECRET};
+use stun_codec::rfc5389::attributes::{ErrorCode, MessageIntegrity, Nonce, Realm, Username};
+use stun_codec::rfc5766::attributes::{RequestedTransport, XorPeerAddress, XorRelayAddress};
 use stun_codec::rfc5766::methods::{ALLOCATE, CREATE_PERMISSION, REFRESH};
-use tallow_relay::codec::Attr;
+use stun_codec::{Message, MessageClass, Method, TransactionId};
+use tallow_relay::codec::{self, Attr, Msg};
+use tallow_relay::credentials;
+
+struct Client {
+    sock: UdpSocket,
+    server: SocketAddr,
+    username: String,
+    password: String,
+    nonce: Option<String>,
+    n: u8,
+}
+
+impl Client {
+    fn new(server: SocketAddr, label: &str, secret: &str) -> Client {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let c = credentials::issue(secret.as_bytes(), label, now, 600);
+        Client {
+            sock,
+            server,
+            username: c.username,
+            password: c.password,
+            nonce: None,
+            n: 0,
+        }
+    }
+
+    fn send(&mut self, method: Method, attrs: &[Attr]) -> Msg {
+        self.n += 1;
+        let mut m = Message::new(
+            MessageClass::Request,
+            method,
+            TransactionId::new([self.n; 12]),
+        );
+        for a in attrs {
+            m.add_attribute(a.clone());
+        }
+        if let Some(nonce) = &self.nonce {
+            let user = Username::new(self.username.clone()).unwrap();
+            let realm = Realm::new("tallow".into()).unwrap();
+            m.add_attribute(user.clone());
+            m.add_attribute(realm.clone());
+            m.add_attribute(Nonce::new(nonce.clone()).unwrap());
+            let mi = MessageIntegrity::new_long_term_credential(&m, &user, &realm, &self.password)
+                .unwrap();
+            m.add_attribute(mi);
+        }
+        self.sock.send_to(&codec::encode(m), self.server).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = self.sock.recv_from(&mut buf).expect("an answer");
+        codec::decode(&buf[..n]).unwrap()
+    }
+
+    /// Request with credentials, learning the nonce from the first 401.
+    fn request(&mut self, method: Method, attrs: &[Attr]) -> Msg {
+        let resp = self.send(method, attrs);
+        if self.nonce.is_none() && code(&resp) == Some(401) {
+            self.nonce = Some(resp.get_attribute::<Nonce>().unwrap().value().to_owned());
+            return self.send(method, attrs);
+        }
+        resp
+    }
+}
+
+fn code(m: &Msg) -> Option<u16> {
+    m.get_attribute::<ErrorCode>().map(|e| e.code())
+}
+
+fn udp() -> Attr {
+    RequestedTransport::new(17).into()
+}
 
 #[test]
 fn unauthenticated_and_forged_requests_get_401() {

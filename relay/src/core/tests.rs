@@ -26,10 +26,6 @@ struct FakeIo {
     refuse_open: bool,
     /// The IPv4 address relayed addresses get (default 192.0.2.100).
     relay_v4: Option<&'static str>,
-    to_shard: Vec<(usize, SocketAddr, SocketAddr, Vec<u8>)>,
-    shard_queue_full: bool,
-    /// Sharded: hand out only the ports this shard owns.
-    shard: Option<(Arc<Shared>, usize)>,
 }
 
 impl Io for FakeIo {
@@ -44,12 +40,6 @@ impl Io for FakeIo {
             return None;
         }
         self.next_port += 1;
-        while let Some((shared, me)) = &self.shard {
-            if shared.owns(*me, 50000 + self.next_port) {
-                break;
-            }
-            self.next_port += 1;
-        }
         let id = u32::from(self.next_port);
         self.open.push(id);
         let ip = if ipv6 {
@@ -64,19 +54,6 @@ impl Io for FakeIo {
     }
     fn close_relay(&mut self, relay: RelayId) {
         self.open.retain(|r| *r != relay);
-    }
-    fn send_to_shard(
-        &mut self,
-        shard: usize,
-        from: SocketAddr,
-        to: SocketAddr,
-        data: &[u8],
-    ) -> bool {
-        if self.shard_queue_full {
-            return false;
-        }
-        self.to_shard.push((shard, from, to, data.to_vec()));
-        true
     }
 }
 
@@ -106,24 +83,6 @@ impl Harness {
             io: FakeIo::default(),
             now,
         }
-    }
-
-    /// Shard `shard` of the relay `shared` describes, counting in `metrics`.
-    fn shard(
-        shared: &Arc<Shared>,
-        shard: usize,
-        metrics: &RelayMetrics,
-        tweak: impl FnOnce(&mut CoreConfig),
-    ) -> Harness {
-        let mut cfg = CoreConfig::new("tallow", Secret::new(SECRET));
-        tweak(&mut cfg);
-        let now = Instant::now();
-        let core = Core::for_shard(cfg, metrics.clone(), shared.clone(), shard, now);
-        let io = FakeIo {
-            shard: Some((shared.clone(), shard)),
-            ..FakeIo::default()
-        };
-        Harness { core, io, now }
     }
 
     fn client(&self, port: u16, label: &str) -> TestClient {
@@ -462,7 +421,6 @@ fn channel_data_and_send_indications_reach_the_peer_and_back() {
     assert!(h.io.to_client.is_empty());
     // Both directions are counted, each with its own label: two packets
     // out ("early" was dropped before the permission), two back.
-    h.core.publish_metrics();
     let m = &h.core.metrics;
     assert_eq!(m.packets_to_peer.get(), 2);
     assert_eq!(
@@ -505,7 +463,6 @@ fn two_allocations_of_one_server_talk_without_the_kernel() {
     assert_eq!(msg.get_attribute::<Data>().unwrap().data(), b"a to b");
     // In-process, each allocation counts its own side: a relayed it out to
     // its peer, b relayed it in to its client.
-    h.core.publish_metrics();
     let m = &h.core.metrics;
     assert_eq!((m.packets_to_peer.get(), m.packets_to_client.get()), (1, 1));
     assert_eq!((m.bytes_to_peer.get(), m.bytes_to_client.get()), (6, 6));
@@ -757,7 +714,6 @@ fn bandwidth_is_capped_per_allocation() {
         h.core.on_peer(&mut h.io, relay, peer, &[1u8; 400], h.now);
     }
     assert_eq!(h.io.to_client.len(), 1, "600 bytes left this second");
-    h.core.publish_metrics();
     let m = &h.core.metrics;
     assert_eq!(m.dropped_bandwidth.get(), 5);
     assert_eq!(m.packets_to_client.get(), 1);
@@ -828,213 +784,4 @@ fn garbage_never_panics_and_gets_no_answer() {
         h.core.on_client(&mut h.io, &c.addr, &buf, h.now);
     }
     assert!(h.io.to_peer.is_empty());
-}
-
-/// coturn's `user-quota=0` means unlimited; so do both quotas here, as
-/// TURN_MAX_BYTES_PER_SEC=0 already did.
-#[test]
-fn quotas_of_zero_mean_no_limit() {
-    let mut h = Harness::new(|c| {
-        c.user_quota = 0;
-        c.total_quota = 0;
-    });
-    for port in 0..25 {
-        let mut c = h.client(6000 + port, "same-user");
-        h.allocate(&mut c);
-    }
-    assert_eq!(h.core.allocation_count(), 25);
-    assert_eq!(h.core.metrics.quota_refusals.get(), 0);
-    // Dashboards and alerts read -1 as "no limit".
-    assert_eq!(h.core.metrics.max_allocations.get(), -1);
-}
-
-/// Two shards over relay ports 50000-50099, one metrics set.
-fn two_shards(tweak: impl Fn(&mut CoreConfig)) -> (Harness, Harness, RelayMetrics) {
-    let ports = crate::config::PortRange {
-        low: 50000,
-        high: 50099,
-    };
-    let shared = Arc::new(Shared::new(2, ports));
-    let metrics = RelayMetrics::default();
-    let h0 = Harness::shard(&shared, 0, &metrics, &tweak);
-    let h1 = Harness::shard(&shared, 1, &metrics, &tweak);
-    (h0, h1, metrics)
-}
-
-fn send_indication(to: SocketAddr, data: &[u8]) -> Vec<u8> {
-    let mut m = Message::new(MessageClass::Indication, SEND, TransactionId::new([1; 12]));
-    m.add_attribute(XorPeerAddress::new(to));
-    m.add_attribute(Data::new(data.to_vec()).unwrap());
-    codec::encode(m)
-}
-
-/// Client-to-client across shards: the packet leaves shard 0 through
-/// send_to_shard, addressed to b's relayed address, and shard 1 delivers it
-/// to b as coming from a's relayed address; nothing touches a socket.
-#[test]
-fn allocations_on_different_shards_reach_each_other_through_the_handoff() {
-    // Loopback relayed addresses under the default policy, as the embedded
-    // relay hands out on one host.
-    let (mut h0, mut h1, m) = two_shards(|_| {});
-    h0.io.relay_v4 = Some("127.0.0.1");
-    h1.io.relay_v4 = Some("127.0.0.1");
-    let mut a = h0.client(4000, "a");
-    let mut b = h1.client(4001, "b");
-    let ra = h0.allocate(&mut a);
-    let rb = h1.allocate(&mut b);
-    assert_eq!(h0.core.shared.owner(ra.port()), Some(0));
-    assert_eq!(h1.core.shared.owner(rb.port()), Some(1));
-    // Each permits the other's address although loopback is refused: it is
-    // an allocation of this relay, on another shard.
-    let resp = h0.request(
-        &mut a,
-        CREATE_PERMISSION,
-        vec![XorPeerAddress::new(rb).into()],
-    );
-    assert_eq!(resp.class(), MessageClass::SuccessResponse);
-    let resp = h0.request(
-        &mut a,
-        CHANNEL_BIND,
-        vec![ChannelNumber(0x4000).into(), XorPeerAddress::new(rb).into()],
-    );
-    assert_eq!(resp.class(), MessageClass::SuccessResponse);
-    let resp = h1.request(
-        &mut b,
-        CREATE_PERMISSION,
-        vec![XorPeerAddress::new(ra).into()],
-    );
-    assert_eq!(resp.class(), MessageClass::SuccessResponse);
-    // Another port of that IP is still refused.
-    let resp = h0.request(&mut a, CREATE_PERMISSION, vec![peer_attr("127.0.0.1:22")]);
-    assert_eq!(code(&resp), Some(403));
-
-    h0.io.to_client.clear();
-    let mut cd = Vec::new();
-    codec::write_channel_data(&mut cd, 0x4000, b"a to b", false);
-    h0.core.on_client(&mut h0.io, &a.addr, &cd, h0.now);
-    assert!(h0.io.to_peer.is_empty() && h0.io.to_client.is_empty());
-    let (shard, from, to, data) = h0.io.to_shard.pop().unwrap();
-    assert_eq!((shard, from, to, &data[..]), (1, ra, rb, &b"a to b"[..]));
-    h1.io.to_client.clear();
-    h1.core.on_shard(&mut h1.io, from, to, &data, h1.now);
-    let (client, bytes) = h1.io.to_client.pop().unwrap();
-    assert_eq!(client, b.addr);
-    let msg = codec::decode(&bytes).unwrap();
-    assert_eq!(msg.get_attribute::<XorPeerAddress>().unwrap().address(), ra);
-    assert_eq!(msg.get_attribute::<Data>().unwrap().data(), b"a to b");
-
-    // And back, by Send indication.
-    h1.core
-        .on_client(&mut h1.io, &b.addr, &send_indication(ra, b"b to a"), h1.now);
-    let (shard, from, to, data) = h1.io.to_shard.pop().unwrap();
-    assert_eq!((shard, from, to), (0, rb, ra));
-    h0.core.on_shard(&mut h0.io, from, to, &data, h0.now);
-    let (client, bytes) = h0.io.to_client.pop().unwrap();
-    assert_eq!(client, a.addr);
-    // a bound a channel to rb: ChannelData on 0x4000.
-    assert_eq!(
-        codec::classify(&bytes),
-        codec::Packet::ChannelData {
-            channel: 0x4000,
-            data: b"b to a",
-        }
-    );
-    h0.core.publish_metrics();
-    h1.core.publish_metrics();
-    assert_eq!((m.packets_to_peer.get(), m.packets_to_client.get()), (2, 2));
-    assert_eq!(m.dropped_total(), 0);
-
-    // Without a permission on the receiving side, the receiver drops it.
-    let mut d = h1.client(4002, "d");
-    let rd = h1.allocate(&mut d);
-    h1.core.on_shard(&mut h1.io, ra, rd, b"x", h1.now);
-    assert_eq!(m.dropped_no_permission.get(), 1);
-}
-
-#[test]
-fn a_full_shard_queue_drops_and_counts_and_a_gone_allocation_drops() {
-    let (mut h0, mut h1, m) = two_shards(|c| c.policy.allow_loopback = true);
-    let mut a = h0.client(4000, "a");
-    let mut b = h1.client(4001, "b");
-    let ra = h0.allocate(&mut a);
-    let rb = h1.allocate(&mut b);
-    h0.request(
-        &mut a,
-        CREATE_PERMISSION,
-        vec![XorPeerAddress::new(rb).into()],
-    );
-    h0.io.shard_queue_full = true;
-    h0.core
-        .on_client(&mut h0.io, &a.addr, &send_indication(rb, b"x"), h0.now);
-    assert_eq!(m.dropped_shard_queue_full.get(), 1);
-    assert!(h0.io.to_peer.is_empty());
-    // Released on shard 1 while the packet was queued.
-    let resp = h1.request(
-        &mut b,
-        REFRESH,
-        vec![Lifetime::new(Duration::ZERO).unwrap().into()],
-    );
-    assert_eq!(resp.class(), MessageClass::SuccessResponse);
-    h1.core.on_shard(&mut h1.io, ra, rb, b"late", h1.now);
-    assert_eq!(m.dropped_no_allocation.get(), 1);
-}
-
-#[test]
-fn quotas_hold_across_shards_and_the_gauges_add_up() {
-    let (mut h0, mut h1, m) = two_shards(|c| {
-        c.user_quota = 2;
-        c.total_quota = 3;
-    });
-    let mut u1 = h0.client(5000, "same-user");
-    let mut u2 = h1.client(5001, "same-user");
-    h0.allocate(&mut u1);
-    h1.allocate(&mut u2);
-    // A third for that user, on either shard: 486.
-    for h in [&mut h0, &mut h1] {
-        let mut c = h.client(5002, "same-user");
-        let resp = h.request(&mut c, ALLOCATE, vec![RequestedTransport::new(17).into()]);
-        assert_eq!(code(&resp), Some(486));
-    }
-    let mut other = h1.client(5003, "other");
-    h1.allocate(&mut other);
-    let mut fourth = h0.client(5004, "yet-another");
-    let resp = h0.request(
-        &mut fourth,
-        ALLOCATE,
-        vec![RequestedTransport::new(17).into()],
-    );
-    assert_eq!(code(&resp), Some(486));
-    assert_eq!(m.quota_refusals.get(), 3);
-    assert_eq!(m.allocations.get(), 3);
-    assert_eq!(m.shard_allocations(0).get(), 1);
-    assert_eq!(m.shard_allocations(1).get(), 2);
-    // A free on one shard makes room on the other.
-    let resp = h1.request(
-        &mut other,
-        REFRESH,
-        vec![Lifetime::new(Duration::ZERO).unwrap().into()],
-    );
-    assert_eq!(resp.class(), MessageClass::SuccessResponse);
-    h0.allocate(&mut fourth);
-    assert_eq!((m.allocations.get(), m.shard_allocations(1).get()), (3, 1));
-}
-
-/// One nonce key for all shards: a client may meet another shard (a TCP
-/// reconnection lands anywhere) with the nonce it has.
-#[test]
-fn a_nonce_from_one_shard_is_good_on_another() {
-    let (mut h0, mut h1, _) = two_shards(|_| {});
-    let mut c = h0.client(4000, "a");
-    let first = c.build(ALLOCATE, vec![RequestedTransport::new(17).into()]);
-    let challenge = h0.exchange(&c, first);
-    c.nonce = Some(
-        challenge
-            .get_attribute::<Nonce>()
-            .unwrap()
-            .value()
-            .to_owned(),
-    );
-    let msg = c.build(ALLOCATE, vec![RequestedTransport::new(17).into()]);
-    let resp = h1.exchange(&c, msg);
-    assert_eq!(resp.class(), MessageClass::SuccessResponse, "{resp:?}");
 }
